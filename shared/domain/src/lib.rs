@@ -1,0 +1,5 @@
+//! The trading domain, free of I/O: exact decimal amounts, the instrument catalog and its
+//! filters, orders, average-cost accounting, and the commands that flow through the queue.
+
+pub mod accounting;
+pub mod quote;
