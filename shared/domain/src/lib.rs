@@ -2,4 +2,5 @@
 //! filters, orders, average-cost accounting, and the commands that flow through the queue.
 
 pub mod accounting;
+pub mod order;
 pub mod quote;
