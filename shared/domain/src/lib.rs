@@ -2,5 +2,11 @@
 //! filters, orders, average-cost accounting, and the commands that flow through the queue.
 
 pub mod accounting;
+pub mod catalog;
+pub mod command;
+pub mod decimal;
+pub mod error;
 pub mod order;
 pub mod quote;
+
+pub use error::RuleViolation;
