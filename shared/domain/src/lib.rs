@@ -6,6 +6,7 @@ pub mod catalog;
 pub mod command;
 pub mod decimal;
 pub mod error;
+pub mod execution;
 pub mod order;
 pub mod quote;
 

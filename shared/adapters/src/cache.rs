@@ -1,0 +1,229 @@
+//! The cache (Redis / ElastiCache): latest prices written by the ingest task, login
+//! sessions, and orders accepted by the api but not yet applied by the executor. Everything
+//! here is derived or ephemeral; the ledger in Postgres is the truth.
+
+use std::collections::HashMap;
+use std::time::Duration;
+
+use domain::order::NewOrder;
+use domain::quote::{price_key, Quote};
+use redis::aio::{ConnectionManager, ConnectionManagerConfig};
+use serde::{Deserialize, Serialize};
+use tokio::sync::OnceCell;
+use uuid::Uuid;
+
+use crate::error::DependencyError;
+
+/// How long an accepted order waits for the executor before its pending copy is dropped.
+const PENDING_TTL_SECS: i64 = 86_400;
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Session {
+    pub user_id: Uuid,
+    pub account_id: Uuid,
+}
+
+/// The outcome of recording an accepted order.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum PendingPut {
+    Created,
+    /// An order with this id is already pending: here it is.
+    Exists(NewOrder),
+}
+
+pub struct Cache {
+    client: redis::Client,
+    conn: OnceCell<ConnectionManager>,
+    prefix: String,
+}
+
+impl Cache {
+    /// Creates the cache client; connects lazily on first use, so Lambda init stays lean.
+    pub fn new(url: &str, prefix: &str) -> Result<Cache, DependencyError> {
+        let client = redis::Client::open(url).map_err(DependencyError::redis)?;
+        Ok(Cache { client, conn: OnceCell::new(), prefix: prefix.to_string() })
+    }
+
+    pub fn prefix(&self) -> &str {
+        &self.prefix
+    }
+
+    pub async fn conn(&self) -> Result<ConnectionManager, DependencyError> {
+        let conn = self
+            .conn
+            .get_or_try_init(|| async {
+                let config = ConnectionManagerConfig::new()
+                    .set_connection_timeout(Duration::from_secs(2))
+                    .set_response_timeout(Duration::from_secs(2))
+                    .set_number_of_retries(1);
+                ConnectionManager::new_with_config(self.client.clone(), config).await
+            })
+            .await
+            .map_err(DependencyError::redis)?;
+        Ok(conn.clone())
+    }
+
+    pub async fn ping(&self) -> Result<(), DependencyError> {
+        let mut c = self.conn().await?;
+        redis::cmd("PING").query_async::<String>(&mut c).await.map_err(DependencyError::redis)?;
+        Ok(())
+    }
+
+    fn key(&self, rest: &str) -> String {
+        format!("{}{rest}", self.prefix)
+    }
+
+    // ---- prices --------------------------------------------------------------------
+
+    pub async fn quote(&self, symbol: &str) -> Result<Option<Quote>, DependencyError> {
+        let mut c = self.conn().await?;
+        let raw: Option<String> = redis::cmd("GET")
+            .arg(price_key(&self.prefix, symbol))
+            .query_async(&mut c)
+            .await
+            .map_err(DependencyError::redis)?;
+        Ok(raw.and_then(|r| serde_json::from_str(&r).ok()))
+    }
+
+    /// The latest quotes of several symbols in one round trip; missing symbols are absent.
+    pub async fn quotes(&self, symbols: &[String]) -> Result<HashMap<String, Quote>, DependencyError> {
+        if symbols.is_empty() {
+            return Ok(HashMap::new());
+        }
+        let mut c = self.conn().await?;
+        let keys: Vec<String> = symbols.iter().map(|s| price_key(&self.prefix, s)).collect();
+        let raws: Vec<Option<String>> =
+            redis::cmd("MGET").arg(&keys).query_async(&mut c).await.map_err(DependencyError::redis)?;
+        Ok(raws
+            .into_iter()
+            .flatten()
+            .filter_map(|r| serde_json::from_str::<Quote>(&r).ok())
+            .map(|q| (q.symbol.clone(), q))
+            .collect())
+    }
+
+    /// Writes a quote (used by tests and tools; the ingest task writes its own batches).
+    pub async fn put_quote(&self, quote: &Quote, ttl_ms: u64) -> Result<(), DependencyError> {
+        let mut c = self.conn().await?;
+        let value = serde_json::to_string(quote).map_err(DependencyError::redis)?;
+        redis::cmd("SET")
+            .arg(price_key(&self.prefix, &quote.symbol))
+            .arg(value)
+            .arg("PX")
+            .arg(ttl_ms)
+            .query_async::<()>(&mut c)
+            .await
+            .map_err(DependencyError::redis)
+    }
+
+    // ---- sessions ------------------------------------------------------------------
+
+    fn session_key(&self, token_digest: &str) -> String {
+        self.key(&format!("sess:{token_digest}"))
+    }
+
+    pub async fn put_session(&self, token_digest: &str, s: &Session, ttl_secs: u64) -> Result<(), DependencyError> {
+        let mut c = self.conn().await?;
+        let value = serde_json::to_string(s).map_err(DependencyError::redis)?;
+        redis::cmd("SET")
+            .arg(self.session_key(token_digest))
+            .arg(value)
+            .arg("EX")
+            .arg(ttl_secs)
+            .query_async::<()>(&mut c)
+            .await
+            .map_err(DependencyError::redis)
+    }
+
+    /// Looks a session up and slides its expiry forward, in one round trip.
+    pub async fn touch_session(&self, token_digest: &str, ttl_secs: u64) -> Result<Option<Session>, DependencyError> {
+        let mut c = self.conn().await?;
+        let raw: Option<String> = redis::cmd("GETEX")
+            .arg(self.session_key(token_digest))
+            .arg("EX")
+            .arg(ttl_secs)
+            .query_async(&mut c)
+            .await
+            .map_err(DependencyError::redis)?;
+        Ok(raw.and_then(|r| serde_json::from_str(&r).ok()))
+    }
+
+    pub async fn delete_session(&self, token_digest: &str) -> Result<bool, DependencyError> {
+        let mut c = self.conn().await?;
+        let n: i64 = redis::cmd("DEL")
+            .arg(self.session_key(token_digest))
+            .query_async(&mut c)
+            .await
+            .map_err(DependencyError::redis)?;
+        Ok(n > 0)
+    }
+
+    // ---- orders accepted but not yet applied -----------------------------------------
+
+    fn pending_key(&self, account_id: Uuid) -> String {
+        self.key(&format!("pending:{account_id}"))
+    }
+
+    /// Records an accepted order unless one with the same id is already pending
+    /// (HSETNX: the first request wins, a retry sees what the first one recorded).
+    pub async fn put_pending_order(&self, order: &NewOrder) -> Result<PendingPut, DependencyError> {
+        let mut c = self.conn().await?;
+        let key = self.pending_key(order.account_id);
+        let value = serde_json::to_string(order).map_err(DependencyError::redis)?;
+        let (created, existing, _): (bool, Option<String>, i64) = redis::pipe()
+            .atomic()
+            .cmd("HSETNX")
+            .arg(&key)
+            .arg(order.id.to_string())
+            .arg(&value)
+            .cmd("HGET")
+            .arg(&key)
+            .arg(order.id.to_string())
+            .cmd("EXPIRE")
+            .arg(&key)
+            .arg(PENDING_TTL_SECS)
+            .query_async(&mut c)
+            .await
+            .map_err(DependencyError::redis)?;
+        if created {
+            return Ok(PendingPut::Created);
+        }
+        match existing.and_then(|e| serde_json::from_str(&e).ok()) {
+            Some(o) => Ok(PendingPut::Exists(o)),
+            None => Ok(PendingPut::Created),
+        }
+    }
+
+    pub async fn pending_order(&self, account_id: Uuid, order_id: Uuid) -> Result<Option<NewOrder>, DependencyError> {
+        let mut c = self.conn().await?;
+        let raw: Option<String> = redis::cmd("HGET")
+            .arg(self.pending_key(account_id))
+            .arg(order_id.to_string())
+            .query_async(&mut c)
+            .await
+            .map_err(DependencyError::redis)?;
+        Ok(raw.and_then(|r| serde_json::from_str(&r).ok()))
+    }
+
+    pub async fn pending_orders(&self, account_id: Uuid) -> Result<Vec<NewOrder>, DependencyError> {
+        let mut c = self.conn().await?;
+        let raws: Vec<String> = redis::cmd("HVALS")
+            .arg(self.pending_key(account_id))
+            .query_async(&mut c)
+            .await
+            .map_err(DependencyError::redis)?;
+        Ok(raws.iter().filter_map(|r| serde_json::from_str(r).ok()).collect())
+    }
+
+    /// Drops the pending copy once the ledger holds the order (or the enqueue failed).
+    pub async fn clear_pending_order(&self, account_id: Uuid, order_id: Uuid) -> Result<(), DependencyError> {
+        let mut c = self.conn().await?;
+        redis::cmd("HDEL")
+            .arg(self.pending_key(account_id))
+            .arg(order_id.to_string())
+            .query_async::<i64>(&mut c)
+            .await
+            .map_err(DependencyError::redis)?;
+        Ok(())
+    }
+}

@@ -1,0 +1,88 @@
+//! Errors as clients see them: JSON `{"code","message"}` with the right status. A broken
+//! rule is a 4xx naming the rule; a dependency outage is a 503 with `Retry-After`.
+
+use domain::RuleViolation;
+
+/// A dependency (Postgres, Redis, SQS) failed or timed out.
+#[derive(Debug, thiserror::Error)]
+#[error("{dependency} is unavailable: {detail}")]
+pub struct DependencyError {
+    pub dependency: &'static str,
+    pub detail: String,
+}
+
+impl DependencyError {
+    pub fn postgres(e: impl std::fmt::Display) -> Self {
+        DependencyError { dependency: "postgres", detail: e.to_string() }
+    }
+    pub fn redis(e: impl std::fmt::Display) -> Self {
+        DependencyError { dependency: "redis", detail: e.to_string() }
+    }
+    pub fn queue(e: impl std::fmt::Display) -> Self {
+        DependencyError { dependency: "queue", detail: e.to_string() }
+    }
+}
+
+/// Seconds a client should wait before retrying after a 503.
+pub const RETRY_AFTER_SECS: u32 = 1;
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ApiError {
+    pub status: u16,
+    pub code: String,
+    pub message: String,
+    pub retry_after: Option<u32>,
+}
+
+impl ApiError {
+    pub fn new(status: u16, code: impl Into<String>, message: impl Into<String>) -> Self {
+        ApiError { status, code: code.into(), message: message.into(), retry_after: None }
+    }
+    pub fn malformed(message: impl Into<String>) -> Self {
+        Self::new(400, "malformed_request", message)
+    }
+    pub fn unauthenticated(message: impl Into<String>) -> Self {
+        Self::new(401, "unauthorized", message)
+    }
+    pub fn forbidden(message: impl Into<String>) -> Self {
+        Self::new(403, "forbidden", message)
+    }
+    pub fn not_found(message: impl Into<String>) -> Self {
+        Self::new(404, "not_found", message)
+    }
+    pub fn conflict(code: impl Into<String>, message: impl Into<String>) -> Self {
+        Self::new(409, code, message)
+    }
+    pub fn too_large(limit: usize) -> Self {
+        Self::new(413, "payload_too_large", format!("request body exceeds {limit} bytes"))
+    }
+    pub fn rule(v: RuleViolation) -> Self {
+        Self::new(422, v.code, v.message)
+    }
+    pub fn unavailable(dependency: &str) -> Self {
+        ApiError {
+            status: 503,
+            code: "service_unavailable".into(),
+            message: format!("{dependency} is unavailable; retry shortly"),
+            retry_after: Some(RETRY_AFTER_SECS),
+        }
+    }
+
+    pub fn body(&self) -> String {
+        serde_json::json!({ "code": self.code, "message": self.message }).to_string()
+    }
+}
+
+impl From<RuleViolation> for ApiError {
+    fn from(v: RuleViolation) -> Self {
+        ApiError::rule(v)
+    }
+}
+
+impl From<DependencyError> for ApiError {
+    fn from(e: DependencyError) -> Self {
+        // The detail goes to the log, never to the client.
+        tracing::warn!(dependency = e.dependency, detail = %e.detail, "dependency error");
+        ApiError::unavailable(e.dependency)
+    }
+}

@@ -1,0 +1,65 @@
+//! The command queue (SQS FIFO): one message group per account keeps an account's commands
+//! in order; the deduplication id comes from the command, so retries are dropped.
+
+use aws_sdk_sqs::Client;
+use domain::command::Command;
+use tokio::sync::OnceCell;
+
+use crate::error::DependencyError;
+
+pub struct CommandQueue {
+    queue_url: String,
+    client: OnceCell<Client>,
+}
+
+impl CommandQueue {
+    /// The SDK client is built on first use (loading AWS config costs a few ms of init).
+    pub fn new(queue_url: &str) -> CommandQueue {
+        CommandQueue { queue_url: queue_url.to_string(), client: OnceCell::new() }
+    }
+
+    pub fn from_client(queue_url: &str, client: Client) -> CommandQueue {
+        CommandQueue { queue_url: queue_url.to_string(), client: OnceCell::new_with(Some(client)) }
+    }
+
+    pub async fn client(&self) -> &Client {
+        self.client
+            .get_or_init(|| async {
+                let config = aws_config::load_defaults(aws_config::BehaviorVersion::latest()).await;
+                Client::new(&config)
+            })
+            .await
+    }
+
+    pub fn url(&self) -> &str {
+        &self.queue_url
+    }
+
+    pub async fn send(&self, command: &Command) -> Result<(), DependencyError> {
+        let body = serde_json::to_string(command).map_err(DependencyError::queue)?;
+        self.client()
+            .await
+            .send_message()
+            .queue_url(&self.queue_url)
+            .message_body(body)
+            .message_group_id(command.message_group_id())
+            .message_deduplication_id(command.deduplication_id())
+            .send()
+            .await
+            .map_err(|e| DependencyError::queue(aws_sdk_sqs::error::DisplayErrorContext(e)))?;
+        Ok(())
+    }
+
+    /// Health: the queue exists and answers.
+    pub async fn ping(&self) -> Result<(), DependencyError> {
+        self.client()
+            .await
+            .get_queue_attributes()
+            .queue_url(&self.queue_url)
+            .attribute_names(aws_sdk_sqs::types::QueueAttributeName::ApproximateNumberOfMessages)
+            .send()
+            .await
+            .map_err(|e| DependencyError::queue(aws_sdk_sqs::error::DisplayErrorContext(e)))?;
+        Ok(())
+    }
+}
