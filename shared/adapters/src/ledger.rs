@@ -402,6 +402,18 @@ impl Ledger {
         row.as_ref().map(position_from_row).transpose().map_err(pg)
     }
 
+    /// Notional of open buy orders at their limits (cash they hold back, before fees).
+    pub async fn open_buy_notional(&self, account_id: Uuid) -> Result<Decimal, DependencyError> {
+        sqlx::query_scalar(&format!(
+            "SELECT coalesce(sum((qty - filled_qty) * limit_price), 0) FROM orders WHERE account_id = $1 AND side = 'buy' \
+             AND limit_price IS NOT NULL AND qty IS NOT NULL AND status IN {OPEN_STATUSES}"
+        ))
+        .bind(account_id)
+        .fetch_one(&self.pool)
+        .await
+        .map_err(pg)
+    }
+
     /// Quantity held by open sell orders, per symbol (for `qty_available`).
     pub async fn held_for_sells(&self, account_id: Uuid) -> Result<Vec<(String, Decimal)>, DependencyError> {
         let rows = sqlx::query(&format!(

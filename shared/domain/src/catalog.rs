@@ -230,6 +230,11 @@ impl Catalog {
         v
     }
 
+    /// Every instrument of the snapshot, in no particular order.
+    pub fn all(&self) -> impl Iterator<Item = &Instrument> {
+        self.by_symbol.values()
+    }
+
     pub fn len(&self) -> usize {
         self.by_symbol.len()
     }

@@ -1,0 +1,108 @@
+//! The `api` Lambda: Alpaca Trading API v2 over API Gateway REST, plus sign-up, login and
+//! API keys. It validates, runs cheap pre-trade checks and enqueues commands; it never
+//! writes the ledger's orders, fills, positions or cash.
+
+pub mod assets;
+pub mod auth;
+pub mod health;
+pub mod http;
+pub mod orders;
+pub mod portfolio;
+
+use adapters::cache::Cache;
+use adapters::config::Config;
+use adapters::ledger::Ledger;
+use adapters::queue::CommandQueue;
+use adapters::ApiError;
+use domain::catalog::Catalog;
+use lambda_http::http::Method;
+use lambda_http::{Body, Request, RequestExt, Response};
+
+use crate::http::error_response;
+
+/// Everything a handler needs, built once per process.
+pub struct Deps {
+    pub config: Config,
+    pub ledger: Ledger,
+    pub cache: Cache,
+    pub queue: CommandQueue,
+    pub catalog: &'static Catalog,
+}
+
+impl Deps {
+    /// Builds clients without connecting: connections open on first use.
+    pub fn from_config(config: Config) -> anyhow::Result<Deps> {
+        Ok(Deps {
+            ledger: Ledger::connect_lazy(&config.database_url, config.database_max_connections)?,
+            cache: Cache::new(&config.redis_url, &config.key_prefix)?,
+            queue: CommandQueue::new(&config.queue_url),
+            catalog: Catalog::builtin(),
+            config,
+        })
+    }
+}
+
+/// Largest request body accepted (API Gateway itself allows 10 MB).
+pub const MAX_BODY_BYTES: usize = 64 * 1024;
+
+/// Handles one API Gateway REST request.
+pub async fn handle(deps: &Deps, req: Request) -> Response<Body> {
+    let started = std::time::Instant::now();
+    let method = req.method().clone();
+    let path = route_path(&req);
+    let response = match dispatch(deps, &method, &path, req).await {
+        Ok(r) => r,
+        Err(e) => error_response(&e),
+    };
+    tracing::info!(%method, %path, status = response.status().as_u16(), us = started.elapsed().as_micros() as u64, "request");
+    response
+}
+
+/// The request path without the API Gateway stage.
+fn route_path(req: &Request) -> String {
+    let raw = req.raw_http_path();
+    let p = if raw.is_empty() { req.uri().path() } else { raw };
+    p.trim_end_matches('/').to_string()
+}
+
+async fn dispatch(deps: &Deps, method: &Method, path: &str, req: Request) -> Result<Response<Body>, ApiError> {
+    if body_len(&req) > MAX_BODY_BYTES {
+        return Err(ApiError::too_large(MAX_BODY_BYTES));
+    }
+    let segments: Vec<&str> = path.trim_start_matches('/').split('/').collect();
+    let m = method.clone();
+    match (m, segments.as_slice()) {
+        (Method::GET, ["health"]) => Ok(health::health(deps).await),
+        (Method::POST, ["v2", "auth", "signup"]) => auth::signup(deps, &req).await,
+        (Method::POST, ["v2", "auth", "login"]) => auth::login(deps, &req).await,
+        (Method::POST, ["v2", "auth", "logout"]) => auth::logout(deps, &req).await,
+        (Method::POST, ["v2", "api_keys"]) => auth::create_api_key(deps, &req).await,
+        (Method::GET, ["v2", "api_keys"]) => auth::list_api_keys(deps, &req).await,
+        (Method::DELETE, ["v2", "api_keys", key_id]) => auth::delete_api_key(deps, &req, key_id).await,
+        (Method::GET, ["v2", "account"]) => portfolio::account(deps, &req).await,
+        (Method::GET, ["v2", "account", "activities"]) => portfolio::activities(deps, &req, None).await,
+        (Method::GET, ["v2", "account", "activities", kind]) => portfolio::activities(deps, &req, Some(kind)).await,
+        (Method::GET, ["v2", "positions"]) => portfolio::positions(deps, &req).await,
+        (Method::GET, ["v2", "positions", symbol]) => portfolio::position(deps, &req, symbol).await,
+        (Method::GET, ["v2", "positions", base, quote]) => portfolio::position(deps, &req, &format!("{base}{quote}")).await,
+        (Method::POST, ["v2", "orders"]) => orders::place(deps, &req).await,
+        (Method::GET, ["v2", "orders"]) => orders::list(deps, &req).await,
+        (Method::GET, ["v2", "orders:by_client_order_id"]) => orders::by_client_order_id(deps, &req).await,
+        (Method::GET, ["v2", "orders", id]) => orders::get(deps, &req, id).await,
+        (Method::DELETE, ["v2", "orders", id]) => orders::cancel(deps, &req, id).await,
+        (Method::GET, ["v2", "assets"]) => assets::list(deps, &req).await,
+        (Method::GET, ["v2", "assets", symbol]) => assets::get(deps, &req, symbol).await,
+        (Method::GET, ["v2", "assets", base, quote]) => assets::get(deps, &req, &format!("{base}{quote}")).await,
+        (Method::GET, ["v2", "clock"]) => assets::clock(deps, &req).await,
+        _ => Err(ApiError::not_found(format!("no route for {method} {path}"))),
+    }
+}
+
+fn body_len(req: &Request) -> usize {
+    match req.body() {
+        Body::Empty => 0,
+        Body::Text(t) => t.len(),
+        Body::Binary(b) => b.len(),
+        _ => 0,
+    }
+}

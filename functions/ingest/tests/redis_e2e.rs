@@ -1,0 +1,228 @@
+//! Runs ingest against the in-process feed and a real Redis (`REDIS_URL`).
+//!
+//! `make test` starts a hermetic Redis and exports `REDIS_URL`; by hand:
+//! `redis-server --port 6391 --save '' --appendonly no --daemonize yes` and
+//! `REDIS_URL=redis://127.0.0.1:6391/ cargo test -p ingest`.
+
+use std::sync::atomic::Ordering;
+use std::sync::Mutex;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use serde_json::Value;
+
+fn redis_url() -> Option<String> {
+    match std::env::var("REDIS_URL") {
+        Ok(u) if !u.is_empty() => Some(u),
+        _ => {
+            eprintln!("REDIS_URL not set: skipping the Redis integration test");
+            None
+        }
+    }
+}
+
+fn unique_prefix(name: &str) -> String {
+    let nanos = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .unwrap()
+        .as_nanos();
+    format!("test-ingest-{name}-{}-{nanos}:", std::process::id())
+}
+
+async fn post_quote(feed: &feed::Feed, body: &str) {
+    let resp = reqwest::Client::new()
+        .post(format!("{}/quotes", feed.http_base_url()))
+        .header("content-type", "application/json")
+        .body(body.to_string())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(
+        resp.status(),
+        200,
+        "{}",
+        resp.text().await.unwrap_or_default()
+    );
+}
+
+/// Polls `key` until its JSON satisfies `pred`; returns it (panics after 15 s).
+async fn wait_for(
+    conn: &mut redis::aio::MultiplexedConnection,
+    key: &str,
+    pred: impl Fn(&Value) -> bool,
+) -> Value {
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(15);
+    let mut seen: Option<String> = None;
+    loop {
+        let raw: Option<String> = redis::cmd("GET").arg(key).query_async(conn).await.unwrap();
+        if let Some(raw) = &raw {
+            let v: Value = serde_json::from_str(raw).unwrap();
+            if pred(&v) {
+                return v;
+            }
+        }
+        seen = raw.or(seen);
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "{key} never matched; last value {seen:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+#[tokio::test]
+async fn scripted_quotes_land_in_redis_exactly() {
+    let Some(redis_url) = redis_url() else { return };
+    let feed = feed::spawn(feed::Config {
+        listen: "127.0.0.1:0".parse().unwrap(),
+        symbols: vec!["btcusdt".into()],
+        repeat_ms: 200,
+        // Short ping cycle: ingest must answer pings or the feed drops it.
+        ping_interval_secs: 1,
+        pong_timeout_secs: 3,
+        ..feed::Config::default()
+    })
+    .await
+    .unwrap();
+    let prefix = unique_prefix("scripted");
+    let config = ingest::Config {
+        binance_ws_url: feed.ws_base_url(),
+        symbols: vec!["BTCUSDT".into(), "solusdt".into()],
+        redis_url: redis_url.clone(),
+        key_prefix: prefix.clone(),
+        flush_interval_ms: 50,
+        price_ttl_ms: 60_000,
+        stats_interval_secs: 0,
+    };
+    let ingest = ingest::spawn(&config).unwrap();
+    let mut conn = redis::Client::open(redis_url.as_str())
+        .unwrap()
+        .get_multiplexed_async_connection()
+        .await
+        .unwrap();
+    let btc_key = domain::quote::price_key(&prefix, "BTCUSDT");
+
+    // Replayed data arrives first.
+    let replayed = wait_for(&mut conn, &btc_key, |v| v["bid"].is_string()).await;
+    assert_eq!(replayed["symbol"], "BTCUSDT");
+
+    post_quote(
+        &feed,
+        r#"{"symbol":"BTCUSDT","bid":"61000.10","ask":"61000.20","last":"61000.15"}"#,
+    )
+    .await;
+    let v = wait_for(&mut conn, &btc_key, |v| v["bid"] == "61000.10").await;
+    assert_eq!(v["ask"], "61000.20");
+    assert_eq!(v["last"], "61000.15");
+    // The value is exactly the shared contract.
+    let q: domain::quote::Quote = serde_json::from_value(v.clone()).unwrap();
+    assert_eq!(q.bid.to_string(), "61000.10");
+    let now_ms = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .unwrap()
+        .as_millis() as i64;
+    assert!(q.is_fresh(now_ms, 60_000), "{v}");
+    let pttl: i64 = redis::cmd("PTTL")
+        .arg(&btc_key)
+        .query_async(&mut conn)
+        .await
+        .unwrap();
+    assert!(pttl > 0 && pttl <= 60_000, "{pttl}");
+
+    // A symbol that was never recorded, with a JSON number parsed exactly.
+    post_quote(
+        &feed,
+        r#"{"symbol":"SOLUSDT","bid":145.1200,"ask":"145.13","last":"145.125"}"#,
+    )
+    .await;
+    let sol_key = domain::quote::price_key(&prefix, "SOLUSDT");
+    let v = wait_for(&mut conn, &sol_key, |v| v["bid"] == "145.1200").await;
+    assert_eq!(v["ask"], "145.13");
+    assert_eq!(v["last"], "145.125");
+
+    // Past the feed's pong timeout the same connection still delivers: pongs are flushed.
+    tokio::time::sleep(Duration::from_secs(4)).await;
+    post_quote(
+        &feed,
+        r#"{"symbol":"BTCUSDT","bid":"61001.00","ask":"61001.50"}"#,
+    )
+    .await;
+    let v = wait_for(&mut conn, &btc_key, |v| v["bid"] == "61001.00").await;
+    assert_eq!(v["ask"], "61001.50");
+    assert_eq!(
+        ingest.stream_stats.connects.load(Ordering::Relaxed),
+        1,
+        "ingest had to reconnect"
+    );
+    assert!(ingest.flush_stats.keys_written.load(Ordering::Relaxed) > 0);
+}
+
+#[tokio::test]
+async fn reconnects_after_the_feed_goes_away() {
+    let Some(redis_url) = redis_url() else { return };
+    let listen: std::net::SocketAddr = {
+        // Reserve a port, then free it for the feed (restarted on the same port below).
+        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        l.local_addr().unwrap()
+    };
+    let feed_config = feed::Config {
+        listen,
+        symbols: vec!["ethusdt".into()],
+        repeat_ms: 200,
+        ..feed::Config::default()
+    };
+    let feed = feed::spawn(feed_config.clone()).await.unwrap();
+    let prefix = unique_prefix("reconnect");
+    let ingest = ingest::spawn(&ingest::Config {
+        binance_ws_url: feed.ws_base_url(),
+        symbols: vec!["ETHUSDT".into()],
+        redis_url: redis_url.clone(),
+        key_prefix: prefix.clone(),
+        flush_interval_ms: 50,
+        stats_interval_secs: 0,
+        ..ingest::Config::defaults()
+    })
+    .unwrap();
+    let mut conn = redis::Client::open(redis_url.as_str())
+        .unwrap()
+        .get_multiplexed_async_connection()
+        .await
+        .unwrap();
+    let key = domain::quote::price_key(&prefix, "ETHUSDT");
+    post_quote(
+        &feed,
+        r#"{"symbol":"ETHUSDT","bid":"2500.01","ask":"2500.02"}"#,
+    )
+    .await;
+    wait_for(&mut conn, &key, |v| v["bid"] == "2500.01").await;
+
+    drop(feed);
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let feed = feed::spawn(feed_config).await.unwrap();
+    post_quote(
+        &feed,
+        r#"{"symbol":"ETHUSDT","bid":"2600.01","ask":"2600.02","last":"2600.015"}"#,
+    )
+    .await;
+    let v = wait_for(&mut conn, &key, |v| v["bid"] == "2600.01").await;
+    assert_eq!(v["last"], "2600.015");
+    assert!(ingest.stream_stats.connects.load(Ordering::Relaxed) >= 2);
+}
+
+#[tokio::test]
+async fn redis_outage_keeps_the_latest_state_for_the_next_flush() {
+    // Nothing listens on port 1: every write fails fast, and nothing panics.
+    let mut flusher = ingest::flush::Flusher::new("redis://127.0.0.1:1/", "x:", 1000).unwrap();
+    let book = Mutex::new(ingest::Book::new());
+    let update = ingest::parse::parse(
+        r#"{"stream":"btcusdt@bookTicker","data":{"u":1,"s":"BTCUSDT","b":"1.5","B":"1","a":"1.6","A":"1"}}"#,
+    )
+    .unwrap()
+    .unwrap();
+    book.lock().unwrap().apply(&update, 42);
+    assert!(!flusher.flush_once(&book).await);
+    assert!(!flusher.flush_once(&book).await);
+    let quotes = book.lock().unwrap().take_dirty();
+    assert_eq!(quotes.len(), 1);
+    assert_eq!(quotes[0].bid.to_string(), "1.5");
+    assert_eq!(flusher.stats.failures.load(Ordering::Relaxed), 2);
+}
