@@ -1,1 +1,30 @@
-fn main() {}
+use clap::Parser;
+use devstack::cli::Cli;
+use tokio::signal::unix::{signal, SignalKind};
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_env("DEVSTACK_LOG")
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
+        )
+        .with_target(false)
+        .with_writer(std::io::stderr)
+        .init();
+
+    let config = Cli::parse().into_config();
+    let mut sigterm = signal(SignalKind::terminate())?;
+    let mut sigint = signal(SignalKind::interrupt())?;
+
+    let stack = devstack::start(config).await?;
+    println!("devstack: REST API on {}", stack.rest_url());
+
+    tokio::select! {
+        _ = sigint.recv() => {}
+        _ = sigterm.recv() => {}
+    }
+    eprintln!("devstack: stopping");
+    stack.shutdown().await;
+    Ok(())
+}

@@ -10,6 +10,8 @@ pub mod ledger;
 pub mod queue;
 pub mod telemetry;
 
+pub mod testkit;
+
 pub use error::{ApiError, DependencyError};
 
 /// Milliseconds since the Unix epoch, the clock prices are stamped with.

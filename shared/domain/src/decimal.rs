@@ -251,3 +251,37 @@ mod tests {
         assert!(serde_json::from_str::<R>(r#"{"qty": NaN}"#).is_err());
     }
 }
+
+/// Serde for `Option<Decimal>` as a JSON string or null, parsed exactly.
+pub mod opt_text {
+    use rust_decimal::Decimal;
+    use serde::{Deserialize, Deserializer, Serializer};
+
+    pub fn serialize<S: Serializer>(v: &Option<Decimal>, s: S) -> Result<S::Ok, S::Error> {
+        match v {
+            Some(d) => s.serialize_str(&super::to_text(d)),
+            None => s.serialize_none(),
+        }
+    }
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Option<Decimal>, D::Error> {
+        match Option::<super::DecimalText>::deserialize(d)? {
+            None => Ok(None),
+            Some(t) => t.parse().map(Some).map_err(serde::de::Error::custom),
+        }
+    }
+}
+
+/// Serde for `Decimal` as a JSON string, parsed exactly.
+pub mod text {
+    use rust_decimal::Decimal;
+    use serde::{Deserialize, Deserializer, Serializer};
+
+    pub fn serialize<S: Serializer>(v: &Decimal, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(&super::to_text(v))
+    }
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Decimal, D::Error> {
+        super::DecimalText::deserialize(d)?.parse().map_err(serde::de::Error::custom)
+    }
+}

@@ -155,11 +155,11 @@ pub struct ValidOrder {
     pub side: Side,
     pub order_type: OrderType,
     pub time_in_force: TimeInForce,
-    #[serde(with = "rust_decimal::serde::str_option", default)]
+    #[serde(with = "crate::decimal::opt_text", default)]
     pub qty: Option<Decimal>,
-    #[serde(with = "rust_decimal::serde::str_option", default)]
+    #[serde(with = "crate::decimal::opt_text", default)]
     pub notional: Option<Decimal>,
-    #[serde(with = "rust_decimal::serde::str_option", default)]
+    #[serde(with = "crate::decimal::opt_text", default)]
     pub limit_price: Option<Decimal>,
     pub client_order_id: Option<String>,
 }
@@ -404,11 +404,11 @@ pub struct NewOrder {
     pub side: Side,
     pub order_type: OrderType,
     pub time_in_force: TimeInForce,
-    #[serde(with = "rust_decimal::serde::str_option", default)]
+    #[serde(with = "crate::decimal::opt_text", default)]
     pub qty: Option<Decimal>,
-    #[serde(with = "rust_decimal::serde::str_option", default)]
+    #[serde(with = "crate::decimal::opt_text", default)]
     pub notional: Option<Decimal>,
-    #[serde(with = "rust_decimal::serde::str_option", default)]
+    #[serde(with = "crate::decimal::opt_text", default)]
     pub limit_price: Option<Decimal>,
     pub submitted_at: DateTime<Utc>,
 }

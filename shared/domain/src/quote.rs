@@ -12,11 +12,11 @@ use serde::{Deserialize, Serialize};
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Quote {
     pub symbol: String,
-    #[serde(with = "rust_decimal::serde::str")]
+    #[serde(with = "crate::decimal::text")]
     pub bid: Decimal,
-    #[serde(with = "rust_decimal::serde::str")]
+    #[serde(with = "crate::decimal::text")]
     pub ask: Decimal,
-    #[serde(with = "rust_decimal::serde::str_option", default)]
+    #[serde(with = "crate::decimal::opt_text", default)]
     pub last: Option<Decimal>,
     /// Milliseconds since the Unix epoch when the newest update was received.
     pub ts: i64,

@@ -1,0 +1,66 @@
+# Paper-trading backend: one entry point for every routine task.
+#
+#   make dev            whole system locally (Ctrl-C stops it all)
+#   make test           hermetic services + the whole test suite
+#   make migrate        migrate the dev database (ENV=test for the test one)
+#   make migrate ENV=none DATABASE_URL=postgres://user:pass@host:5432/trading
+#                       migrate any database, e.g. Aurora on AWS, starting nothing
+#   make services-up    start local Postgres/Redis/moto (ENV=dev|test)
+#   make services-down  stop them
+#   make services-status
+#   make lint | fmt | bench
+#   make clean-local    stop local services and delete .local/ (venv included)
+#
+# Local services, ports and environment variables: infra/scripts/services.sh.
+# CARGO_TARGET_DIR is respected.
+
+SHELL := /bin/bash
+.SHELLFLAGS := -euo pipefail -c
+.DEFAULT_GOAL := help
+
+ENV ?= dev
+SCRIPTS := infra/scripts
+
+.PHONY: help dev test migrate install services-up services-down services-status \
+        lint fmt bench clean-local
+
+help:
+	@sed -n '3,13p' Makefile | sed 's/^# \{0,1\}//'
+
+dev:
+	@bash $(SCRIPTS)/dev.sh
+
+test:
+	@bash $(SCRIPTS)/test.sh
+
+# ENV=dev|test: start that env's services if needed and migrate its database.
+# ENV=none: migrate the database at $$DATABASE_URL (AWS) without starting anything.
+migrate:
+	@bash $(SCRIPTS)/migrate.sh $(ENV)
+
+install:
+	@bash $(SCRIPTS)/services.sh install
+
+services-up: install
+	@bash $(SCRIPTS)/services.sh start $(ENV)
+	@bash $(SCRIPTS)/services.sh env $(ENV)
+
+services-down:
+	@bash $(SCRIPTS)/services.sh stop $(ENV)
+
+services-status:
+	@bash $(SCRIPTS)/services.sh status $(ENV)
+
+lint:
+	cargo fmt --all -- --check
+	cargo clippy --workspace --all-targets -- -D warnings
+
+fmt:
+	cargo fmt --all
+
+bench:
+	@if [ -f $(SCRIPTS)/bench.sh ]; then bash $(SCRIPTS)/bench.sh; \
+	 else echo "$(SCRIPTS)/bench.sh not written yet" >&2; exit 1; fi
+
+clean-local:
+	@bash $(SCRIPTS)/services.sh clean

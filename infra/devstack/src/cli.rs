@@ -1,0 +1,117 @@
+//! Command line (every flag can also come from the environment).
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use clap::Parser;
+
+use crate::runtime::{default_region, FunctionConfig};
+use crate::sqs::SqsSourceConfig;
+use crate::Config;
+
+/// Local API Gateway REST + Lambda Runtime API + SQS event source.
+#[derive(Debug, Clone, Parser)]
+#[command(name = "devstack", version, about)]
+pub struct Cli {
+    /// Address for API Gateway REST.
+    #[arg(long, env = "DEVSTACK_REST_LISTEN", default_value = "127.0.0.1:3000")]
+    pub rest_listen: SocketAddr,
+
+    /// API Gateway stage name.
+    #[arg(long, env = "DEVSTACK_STAGE", default_value = "local")]
+    pub stage: String,
+
+    /// The `api` Lambda binary (lambda_http, REST proxy events).
+    #[arg(long, env = "DEVSTACK_API_BIN")]
+    pub api_bin: Option<PathBuf>,
+
+    /// Number of `api` instances (processes).
+    #[arg(long, env = "DEVSTACK_API_INSTANCES", default_value_t = 2)]
+    pub api_instances: usize,
+
+    /// API Gateway integration timeout in seconds (29 on AWS).
+    #[arg(long, env = "DEVSTACK_API_TIMEOUT_SECS", default_value_t = 29)]
+    pub api_timeout_secs: u64,
+
+    /// The `executor` Lambda binary (lambda_runtime, SQS events).
+    #[arg(long, env = "DEVSTACK_EXECUTOR_BIN")]
+    pub executor_bin: Option<PathBuf>,
+
+    /// Number of `executor` instances (processes).
+    #[arg(long, env = "DEVSTACK_EXECUTOR_INSTANCES", default_value_t = 2)]
+    pub executor_instances: usize,
+
+    /// Executor timeout in seconds (default: the visibility timeout, since
+    /// Lambda requires visibility timeout >= function timeout).
+    #[arg(long, env = "DEVSTACK_EXECUTOR_TIMEOUT_SECS")]
+    pub executor_timeout_secs: Option<u64>,
+
+    /// Memory size reported to the functions (AWS_LAMBDA_FUNCTION_MEMORY_SIZE).
+    #[arg(long, env = "DEVSTACK_MEMORY_MB", default_value_t = 512)]
+    pub memory_mb: u32,
+
+    /// The SQS FIFO commands queue polled for the executor.
+    #[arg(long, env = "COMMANDS_QUEUE_URL")]
+    pub queue_url: Option<String>,
+
+    /// Messages per executor invocation (1..=10).
+    #[arg(long, env = "DEVSTACK_BATCH_SIZE", default_value_t = 10,
+          value_parser = clap::value_parser!(i32).range(1..=10))]
+    pub batch_size: i32,
+
+    /// Visibility timeout of received messages, in seconds.
+    #[arg(long, env = "DEVSTACK_VISIBILITY_TIMEOUT_SECS", default_value_t = 5,
+          value_parser = clap::value_parser!(i32).range(0..=43200))]
+    pub visibility_timeout_secs: i32,
+
+    /// Number of concurrent SQS pollers.
+    #[arg(long, env = "DEVSTACK_SQS_POLLERS", default_value_t = 2)]
+    pub sqs_pollers: usize,
+}
+
+impl Cli {
+    pub fn into_config(self) -> Config {
+        let region = default_region();
+        let function = |name: &str, bin: PathBuf, instances: usize| {
+            let mut f = FunctionConfig::new(name, bin, instances);
+            f.memory_mb = self.memory_mb;
+            f.region = region.clone();
+            f
+        };
+        let api = self
+            .api_bin
+            .clone()
+            .map(|b| function("api", b, self.api_instances));
+        let executor = self
+            .executor_bin
+            .clone()
+            .map(|b| function("executor", b, self.executor_instances));
+        let executor_timeout = Duration::from_secs(
+            self.executor_timeout_secs
+                .unwrap_or(self.visibility_timeout_secs.max(1) as u64),
+        );
+        let sqs = self
+            .queue_url
+            .clone()
+            .filter(|u| !u.is_empty())
+            .map(|queue_url| SqsSourceConfig {
+                queue_url,
+                batch_size: self.batch_size,
+                visibility_timeout_secs: self.visibility_timeout_secs,
+                wait_time_secs: 1,
+                pollers: self.sqs_pollers,
+                function_timeout: executor_timeout,
+                region: region.clone(),
+            });
+        Config {
+            rest_listen: self.rest_listen,
+            stage: self.stage,
+            api,
+            api_timeout: Duration::from_secs(self.api_timeout_secs),
+            max_request_body: crate::rest::MAX_REQUEST_BODY,
+            executor,
+            sqs,
+        }
+    }
+}

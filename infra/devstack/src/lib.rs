@@ -1,0 +1,201 @@
+//! devstack: the local stand-in for API Gateway REST, Lambda and the SQS event
+//! source, running the real function binaries as child processes under an
+//! emulated Lambda Runtime API. See `start`.
+
+pub mod cli;
+pub mod rest;
+pub mod runtime;
+pub mod sqs;
+
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use anyhow::Context as _;
+use tokio::net::TcpListener;
+use tokio::sync::watch;
+use tokio::task::JoinHandle;
+use tracing::{info, warn};
+
+pub use runtime::{FunctionConfig, FunctionHandle, InvokeError, LambdaFunction};
+pub use sqs::SqsSourceConfig;
+
+/// Everything the devstack runs.
+#[derive(Debug, Clone)]
+pub struct Config {
+    /// Where API Gateway REST listens (port 0 for an ephemeral port).
+    pub rest_listen: SocketAddr,
+    /// API Gateway stage name.
+    pub stage: String,
+    /// The `api` function behind API Gateway (None: every request gets 502).
+    pub api: Option<FunctionConfig>,
+    /// API Gateway integration timeout (29 s on AWS).
+    pub api_timeout: Duration,
+    /// API Gateway's maximum request body.
+    pub max_request_body: usize,
+    /// The `executor` function behind the SQS event source.
+    pub executor: Option<FunctionConfig>,
+    /// The SQS event source (needs `executor`).
+    pub sqs: Option<SqsSourceConfig>,
+}
+
+impl Config {
+    /// Defaults: ephemeral REST port on 127.0.0.1, stage `local`, no functions.
+    pub fn new() -> Self {
+        Self {
+            rest_listen: SocketAddr::from(([127, 0, 0, 1], 0)),
+            stage: "local".into(),
+            api: None,
+            api_timeout: rest::DEFAULT_TIMEOUT,
+            max_request_body: rest::MAX_REQUEST_BODY,
+            executor: None,
+            sqs: None,
+        }
+    }
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+/// A running devstack. Dropping it aborts its tasks, which kills every
+/// function process (`kill_on_drop`); `shutdown` does so gracefully.
+pub struct Devstack {
+    rest_addr: SocketAddr,
+    shutdown_tx: watch::Sender<bool>,
+    tasks: Vec<JoinHandle<()>>,
+    functions: Vec<LambdaFunction>,
+    api: Option<FunctionHandle>,
+    executor: Option<FunctionHandle>,
+}
+
+impl Devstack {
+    /// The bound API Gateway REST address.
+    pub fn rest_addr(&self) -> SocketAddr {
+        self.rest_addr
+    }
+
+    /// `http://<rest_addr>`.
+    pub fn rest_url(&self) -> String {
+        format!("http://{}", self.rest_addr)
+    }
+
+    pub fn api(&self) -> Option<&FunctionHandle> {
+        self.api.as_ref()
+    }
+
+    pub fn executor(&self) -> Option<&FunctionHandle> {
+        self.executor.as_ref()
+    }
+
+    /// Stop pollers and the REST server, kill every function process and
+    /// wait for them (at most ~5 s).
+    pub async fn shutdown(mut self) {
+        let _ = self.shutdown_tx.send(true);
+        let functions = std::mem::take(&mut self.functions);
+        let tasks = std::mem::take(&mut self.tasks);
+        let wait = async move {
+            for f in functions {
+                f.join().await;
+            }
+            for t in tasks {
+                let _ = t.await;
+            }
+        };
+        if tokio::time::timeout(Duration::from_secs(5), wait)
+            .await
+            .is_err()
+        {
+            warn!("devstack: shutdown took longer than 5 s; abandoning");
+        }
+    }
+}
+
+impl Drop for Devstack {
+    fn drop(&mut self) {
+        let _ = self.shutdown_tx.send(true);
+        for t in &self.tasks {
+            t.abort();
+        }
+    }
+}
+
+/// Start the devstack: bind the REST listener, start the function instances
+/// and the SQS pollers. Returns once the REST listener is bound; function
+/// instances become ready in the background (requests wait for them).
+pub async fn start(config: Config) -> anyhow::Result<Devstack> {
+    if !config.rest_listen.ip().is_loopback() {
+        warn!(
+            "devstack: --rest-listen {} is not a loopback address",
+            config.rest_listen
+        );
+    }
+    if config.sqs.is_some() && config.executor.is_none() {
+        anyhow::bail!("an SQS queue is configured but no executor function (--executor-bin)");
+    }
+    let listener = TcpListener::bind(config.rest_listen)
+        .await
+        .with_context(|| format!("binding {}", config.rest_listen))?;
+    let rest_addr = listener.local_addr()?;
+
+    let (shutdown_tx, shutdown_rx) = watch::channel(false);
+    let mut functions = Vec::new();
+    let mut tasks = Vec::new();
+
+    let api = config.api.clone().map(|fc| {
+        let f = LambdaFunction::start(fc, shutdown_rx.clone());
+        let h = f.handle();
+        functions.push(f);
+        h
+    });
+    let executor = config.executor.clone().map(|fc| {
+        let f = LambdaFunction::start(fc, shutdown_rx.clone());
+        let h = f.handle();
+        functions.push(f);
+        h
+    });
+
+    if let (Some(sqs_cfg), Some(exec)) = (config.sqs.clone(), executor.clone()) {
+        let client = sqs::client_from_env(&sqs_cfg.region).await;
+        for i in 0..sqs_cfg.pollers.max(1) {
+            tasks.push(tokio::spawn(sqs::run_poller(
+                i,
+                client.clone(),
+                sqs_cfg.clone(),
+                exec.clone(),
+                shutdown_rx.clone(),
+            )));
+        }
+    }
+
+    let app = rest::router(rest::RestState {
+        api: api.clone(),
+        stage: config.stage.clone(),
+        timeout: config.api_timeout,
+        max_body: config.max_request_body,
+    });
+    let mut rest_shutdown = shutdown_rx.clone();
+    tasks.push(tokio::spawn(async move {
+        let serve = axum::serve(
+            listener,
+            app.into_make_service_with_connect_info::<SocketAddr>(),
+        )
+        .with_graceful_shutdown(async move {
+            let _ = rest_shutdown.wait_for(|stop| *stop).await;
+        });
+        if let Err(e) = serve.await {
+            warn!("devstack: REST server stopped: {e}");
+        }
+    }));
+    info!("devstack: API Gateway REST bound on http://{rest_addr}");
+
+    Ok(Devstack {
+        rest_addr,
+        shutdown_tx,
+        tasks,
+        functions,
+        api,
+        executor,
+    })
+}

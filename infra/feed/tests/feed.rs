@@ -1,0 +1,296 @@
+//! Starts the feed in-process on an ephemeral port and drives it as a client would.
+
+use std::time::Duration;
+
+use futures_util::{SinkExt, StreamExt};
+use serde_json::Value;
+use tokio::net::TcpStream;
+use tokio_tungstenite::tungstenite::Message;
+use tokio_tungstenite::{MaybeTlsStream, WebSocketStream};
+
+type Ws = WebSocketStream<MaybeTlsStream<TcpStream>>;
+
+const WAIT: Duration = Duration::from_secs(20);
+
+async fn start(speed: f64, symbols: &[&str], tweak: impl FnOnce(&mut feed::Config)) -> feed::Feed {
+    let mut config = feed::Config {
+        listen: "127.0.0.1:0".parse().unwrap(),
+        speed,
+        symbols: symbols.iter().map(|s| s.to_string()).collect(),
+        ..feed::Config::default()
+    };
+    tweak(&mut config);
+    feed::spawn(config).await.unwrap()
+}
+
+async fn connect(feed: &feed::Feed, streams: &str) -> Ws {
+    let url = format!("{}/stream?streams={streams}", feed.ws_base_url());
+    tokio_tungstenite::connect_async(url).await.unwrap().0
+}
+
+/// Next text message as JSON (answering pings transparently), or panic after `WAIT`.
+async fn next_json(ws: &mut Ws) -> Value {
+    tokio::time::timeout(WAIT, async {
+        loop {
+            match ws.next().await {
+                Some(Ok(Message::Text(t))) => {
+                    return serde_json::from_str::<Value>(t.as_str()).unwrap()
+                }
+                Some(Ok(_)) => continue,
+                other => panic!("stream ended: {other:?}"),
+            }
+        }
+    })
+    .await
+    .expect("timed out waiting for a message")
+}
+
+/// Reads until `pred` holds; returns that message and how many were skipped.
+async fn until(ws: &mut Ws, pred: impl Fn(&Value) -> bool) -> (Value, usize) {
+    let mut skipped = 0;
+    loop {
+        let v = next_json(ws).await;
+        if pred(&v) {
+            return (v, skipped);
+        }
+        skipped += 1;
+    }
+}
+
+fn stream_of(v: &Value) -> &str {
+    v["stream"].as_str().unwrap_or("")
+}
+
+fn http() -> reqwest::Client {
+    reqwest::Client::new()
+}
+
+#[tokio::test]
+async fn sends_only_requested_streams_and_handles_subscribe() {
+    let feed = start(20.0, &["btcusdt", "ethusdt"], |_| {}).await;
+    // Upper case in the request: names match case-insensitively.
+    let mut ws = connect(&feed, "BTCUSDT@bookTicker").await;
+    for _ in 0..30 {
+        let v = next_json(&mut ws).await;
+        assert_eq!(stream_of(&v), "btcusdt@bookTicker", "{v}");
+        assert_eq!(v["data"]["s"], "BTCUSDT");
+        // Recorded data is passed through untouched: decimal strings as Binance sends them.
+        assert!(v["data"]["b"].as_str().unwrap().contains('.'));
+    }
+
+    ws.send(Message::text(
+        r#"{"method":"SUBSCRIBE","params":["ethusdt@trade"],"id":7}"#,
+    ))
+    .await
+    .unwrap();
+    let (reply, _) = until(&mut ws, |v| v.get("id").is_some()).await;
+    assert_eq!(reply, serde_json::json!({"result": null, "id": 7}));
+    let (trade, _) = until(&mut ws, |v| stream_of(v) == "ethusdt@trade").await;
+    assert_eq!(trade["data"]["e"], "trade");
+
+    ws.send(Message::text(
+        r#"{"method":"UNSUBSCRIBE","params":["btcusdt@bookTicker"],"id":8}"#,
+    ))
+    .await
+    .unwrap();
+    let (reply, _) = until(&mut ws, |v| v.get("id").is_some()).await;
+    assert_eq!(reply, serde_json::json!({"result": null, "id": 8}));
+    ws.send(Message::text(r#"{"method":"LIST_SUBSCRIPTIONS","id":9}"#))
+        .await
+        .unwrap();
+    let (reply, _) = until(&mut ws, |v| v.get("id").is_some()).await;
+    assert_eq!(
+        reply,
+        serde_json::json!({"result": ["ethusdt@trade"], "id": 9})
+    );
+    for _ in 0..20 {
+        let v = next_json(&mut ws).await;
+        assert_eq!(stream_of(&v), "ethusdt@trade", "{v}");
+    }
+}
+
+#[tokio::test]
+async fn posted_quote_replaces_replay_until_deleted() {
+    let feed = start(10.0, &["btcusdt"], |c| c.repeat_ms = 200).await;
+    let base = feed.http_base_url();
+    let mut ws = connect(&feed, "btcusdt@bookTicker/btcusdt@trade").await;
+    // Replay is running.
+    let first = next_json(&mut ws).await;
+    assert!(stream_of(&first).starts_with("btcusdt@"), "{first}");
+
+    let resp = http()
+        .post(format!("{base}/quotes"))
+        .json(&serde_json::json!({"symbol":"BTCUSDT","bid":"61000.10","ask":"61000.20","last":"61000.15"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 200);
+    let body: Value = resp.json().await.unwrap();
+    assert_eq!(body["bid"], "61000.10");
+
+    let (book, _) = until(&mut ws, |v| v["data"]["b"] == "61000.10").await;
+    assert_eq!(stream_of(&book), "btcusdt@bookTicker");
+    assert_eq!(book["data"]["s"], "BTCUSDT");
+    assert_eq!(book["data"]["a"], "61000.20");
+    assert_eq!(book["data"]["B"], "1.00000000");
+    let trade = next_json(&mut ws).await;
+    assert_eq!(stream_of(&trade), "btcusdt@trade", "{trade}");
+    assert_eq!(trade["data"]["p"], "61000.15");
+    assert_eq!(trade["data"]["q"], "0.00100000");
+    assert_eq!(trade["data"]["e"], "trade");
+
+    // From now on only the scripted quote, re-emitted every repeat-ms with increasing ids.
+    let mut last_u = book["data"]["u"].as_u64().unwrap();
+    let mut books = 0;
+    while books < 4 {
+        let v = next_json(&mut ws).await;
+        match stream_of(&v) {
+            "btcusdt@bookTicker" => {
+                assert_eq!(v["data"]["b"], "61000.10", "replay did not stop: {v}");
+                let u = v["data"]["u"].as_u64().unwrap();
+                assert!(u > last_u);
+                last_u = u;
+                books += 1;
+            }
+            "btcusdt@trade" => assert_eq!(v["data"]["p"], "61000.15", "replay did not stop: {v}"),
+            other => panic!("unexpected stream {other}"),
+        }
+    }
+
+    let list: Value = http()
+        .get(format!("{base}/quotes"))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(list[0]["symbol"], "BTCUSDT");
+    assert_eq!(list[0]["last"], "61000.15");
+
+    let resp = http()
+        .delete(format!("{base}/quotes/btcusdt"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 204);
+    let (_, _) = until(&mut ws, |v| {
+        stream_of(v) == "btcusdt@bookTicker" && v["data"]["b"] != "61000.10"
+    })
+    .await;
+    let list: Value = http()
+        .get(format!("{base}/quotes"))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(list, serde_json::json!([]));
+    let resp = http()
+        .delete(format!("{base}/quotes/BTCUSDT"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 404);
+}
+
+#[tokio::test]
+async fn any_symbol_can_be_scripted_and_numbers_are_exact() {
+    let feed = start(1.0, &["ethusdt"], |_| {}).await;
+    let mut ws = connect(&feed, "solusdt@bookTicker/solusdt@trade").await;
+    let resp = http()
+        .post(format!("{}/quotes", feed.http_base_url()))
+        .header("content-type", "application/json")
+        .body(r#"{"symbol":"solusdt","bid":145.1200,"ask":"145.13"}"#)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 200);
+    let v = next_json(&mut ws).await;
+    assert_eq!(stream_of(&v), "solusdt@bookTicker");
+    assert_eq!(v["data"]["s"], "SOLUSDT");
+    assert_eq!(v["data"]["b"], "145.1200");
+    assert_eq!(v["data"]["a"], "145.13");
+    // No `last`: no trade, only the repeated bookTicker.
+    let v = next_json(&mut ws).await;
+    assert_eq!(stream_of(&v), "solusdt@bookTicker");
+}
+
+#[tokio::test]
+async fn bad_quotes_get_400_json() {
+    let feed = start(1.0, &["ethusdt"], |_| {}).await;
+    let url = format!("{}/quotes", feed.http_base_url());
+    for body in [
+        "{",
+        r#"{"symbol":"BTCUSDT","bid":"abc","ask":"1"}"#,
+        r#"{"symbol":"BTCUSDT","bid":"2","ask":"1"}"#,
+        r#"{"symbol":"BTCUSDT","bid":"-1","ask":"1"}"#,
+        r#"{"symbol":"BTCUSDT","bid":"0","ask":"1"}"#,
+        r#"{"symbol":"BTCUSDT","ask":"1"}"#,
+        r#"{"bid":"1","ask":"1"}"#,
+        r#"{"symbol":"BTCUSDT","bid":"1","ask":"1","last":"-5"}"#,
+    ] {
+        let resp = http().post(&url).body(body).send().await.unwrap();
+        assert_eq!(resp.status(), 400, "{body}");
+        let v: Value = resp.json().await.unwrap();
+        assert!(v["code"].is_string() && v["message"].is_string(), "{v}");
+    }
+    let list: Value = http().get(&url).send().await.unwrap().json().await.unwrap();
+    assert_eq!(list, serde_json::json!([]));
+    let health = http()
+        .get(format!("{}/health", feed.http_base_url()))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(health.status(), 200);
+}
+
+#[tokio::test]
+async fn pings_and_drops_clients_that_do_not_pong() {
+    let feed = start(1.0, &["ethusdt"], |c| {
+        c.ping_interval_secs = 1;
+        c.pong_timeout_secs = 2;
+    })
+    .await;
+    // A client that reads (tungstenite answers pings) stays; one that never reads is dropped.
+    let mut live = connect(&feed, "").await;
+    let mut silent = connect(&feed, "").await;
+    let got_ping = tokio::time::timeout(WAIT, async {
+        loop {
+            match live.next().await {
+                Some(Ok(Message::Ping(p))) => return p,
+                Some(Ok(_)) => continue,
+                other => panic!("live client dropped: {other:?}"),
+            }
+        }
+    })
+    .await
+    .unwrap();
+    assert!(!got_ping.is_empty(), "pings carry a payload");
+    // Keep the live client reading while the silent one stays silent past the timeout.
+    let keep_reading = tokio::spawn(async move {
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
+        while let Ok(Some(msg)) = tokio::time::timeout_at(deadline, live.next()).await {
+            assert!(msg.is_ok(), "live client dropped: {msg:?}");
+        }
+        live
+    });
+    tokio::time::sleep(Duration::from_secs(4)).await;
+    let ended = tokio::time::timeout(WAIT, async {
+        loop {
+            match silent.next().await {
+                Some(Ok(Message::Close(_))) | None | Some(Err(_)) => return,
+                Some(Ok(_)) => continue,
+            }
+        }
+    })
+    .await;
+    assert!(ended.is_ok(), "silent client was not dropped");
+    let mut live = keep_reading.await.unwrap();
+    live.send(Message::text(r#"{"method":"LIST_SUBSCRIPTIONS","id":1}"#))
+        .await
+        .unwrap();
+    let (reply, _) = until(&mut live, |v| v.get("id").is_some()).await;
+    assert_eq!(reply["result"], serde_json::json!([]));
+}

@@ -1,0 +1,80 @@
+#!/usr/bin/env bash
+# `make test`: hermetic test services (own ports, see services.sh), migrations,
+# the Rust suite (cargo-nextest, else cargo test), then the Python suite in
+# tests/python (if it has tests) with the venv's python. The test services are
+# stopped at the end whatever happens; the exit status is the tests'.
+#
+# Exported to the tests: everything `services.sh env test` prints
+# (DATABASE_URL, REDIS_URL, AWS_ENDPOINT_URL, AWS_REGION, AWS_ACCESS_KEY_ID,
+# AWS_SECRET_ACCESS_KEY, COMMANDS_QUEUE_URL, COMMANDS_DLQ_URL, PYTHON) and
+# TRADING_BIN_DIR, the directory of the debug binaries (feed, ingest, devstack,
+# api, executor) built here.
+#
+# Knobs: NO_NEXTEST=1 forces `cargo test`; NEXTEST_PROFILE picks a nextest
+# profile (default: `ci` when CI=true and .config/nextest.toml defines it).
+set -euo pipefail
+ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)"
+cd "$ROOT"
+SERVICES=(bash "$ROOT/infra/scripts/services.sh")
+
+say() { printf '[test] %s\n' "$*" >&2; }
+
+"${SERVICES[@]}" install
+trap '"${SERVICES[@]}" stop test || true' EXIT
+"${SERVICES[@]}" start test
+eval "$("${SERVICES[@]}" env test)"
+export RUST_BACKTRACE="${RUST_BACKTRACE:-1}"
+
+TARGET_DIR="${CARGO_TARGET_DIR:-}"
+if [ -z "$TARGET_DIR" ]; then
+    TARGET_DIR="$(cargo metadata --no-deps --format-version 1 2>/dev/null |
+        grep -o '"target_directory":"[^"]*"' | cut -d'"' -f4 || true)"
+fi
+export TRADING_BIN_DIR="${TARGET_DIR:-$ROOT/target}/debug"
+
+say "migrating ${DATABASE_URL#*@}"
+cargo run -q -p adapters --bin migrate
+
+say "building (cargo build --workspace --bins --tests)"
+cargo build --workspace --bins --tests
+
+use_nextest=0
+if [ "${NO_NEXTEST:-0}" != 1 ]; then
+    if cargo nextest --version >/dev/null 2>&1; then
+        use_nextest=1
+    else
+        say "cargo-nextest missing: cargo install --locked cargo-nextest"
+        if cargo install --locked cargo-nextest; then
+            use_nextest=1
+        else
+            say "could not install cargo-nextest; falling back to cargo test"
+        fi
+    fi
+fi
+
+status=0
+if [ "$use_nextest" -eq 1 ]; then
+    profile=()
+    if [ -n "${NEXTEST_PROFILE:-}" ]; then
+        profile=(--profile "$NEXTEST_PROFILE")
+    elif [ "${CI:-}" = true ] && grep -qs '^\[profile\.ci\]' .config/nextest.toml; then
+        profile=(--profile ci)
+    fi
+    say "cargo nextest run --workspace --no-fail-fast ${profile[*]}"
+    cargo nextest run --workspace --no-fail-fast "${profile[@]}" || status=$?
+else
+    say "cargo test --workspace --no-fail-fast"
+    cargo test --workspace --no-fail-fast || status=$?
+fi
+
+if [ -d tests/python ] && find tests/python \( -name 'test_*.py' -o -name '*_test.py' \) -print -quit | grep -q .; then
+    say "python -m pytest tests/python"
+    py_status=0
+    "$PYTHON" -m pytest tests/python || py_status=$?
+    # 5 = no tests collected: not a failure of the suite.
+    [ "$py_status" -eq 5 ] && py_status=0
+    [ "$py_status" -ne 0 ] && [ "$status" -eq 0 ] && status=$py_status
+fi
+
+if [ "$status" -eq 0 ]; then say "all tests passed"; else say "tests FAILED (status $status)"; fi
+exit "$status"
