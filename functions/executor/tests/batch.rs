@@ -1,0 +1,166 @@
+//! The executor against real PostgreSQL and Redis (`make test`): idempotent commands,
+//! FIFO-safe partial batch failures, and concurrent executors on different accounts.
+
+use std::collections::HashMap;
+
+use adapters::testkit::{self, account_with_cash, put_quote};
+use aws_lambda_events::sqs::SqsMessage;
+use chrono::Utc;
+use domain::catalog::Catalog;
+use domain::command::Command;
+use domain::order::{NewOrder, OrderRequest, OrderStatus};
+use executor::{apply, handle_batch, Deps};
+use rust_decimal::Decimal;
+use rust_decimal_macros::dec;
+use uuid::Uuid;
+
+async fn deps() -> Deps {
+    Deps {
+        ledger: testkit::ledger().await,
+        cache: testkit::cache(),
+        catalog: Catalog::builtin(),
+        params: domain::execution::ExecutionParams::default(),
+    }
+}
+
+fn market(account: Uuid, side: &str, qty: &str, client_order_id: &str) -> Command {
+    let json = format!(
+        r#"{{"symbol":"BTCUSDT","qty":"{qty}","side":"{side}","type":"market","time_in_force":"gtc","client_order_id":"{client_order_id}"}}"#
+    );
+    let req: OrderRequest = serde_json::from_str(&json).unwrap();
+    let (v, inst) = req.validate(Catalog::builtin()).unwrap();
+    Command::place(NewOrder::new(account, v, inst.asset_id, Utc::now()))
+}
+
+fn record(id: &str, group: Uuid, body: String) -> SqsMessage {
+    let mut m = SqsMessage::default();
+    m.message_id = Some(id.to_string());
+    m.receipt_handle = Some(format!("rh-{id}"));
+    m.body = Some(body);
+    m.attributes = HashMap::from([("MessageGroupId".to_string(), group.to_string())]);
+    m
+}
+
+fn failures(resp: &aws_lambda_events::sqs::SqsBatchResponse) -> Vec<String> {
+    resp.batch_item_failures.iter().map(|f| f.item_identifier.clone()).collect()
+}
+
+#[tokio::test]
+async fn a_redelivered_command_changes_nothing() {
+    let deps = deps().await;
+    let (_, account) = account_with_cash(&deps.ledger, dec!(100000)).await;
+    put_quote(&deps.cache, "BTCUSDT", dec!(60000), dec!(60000.5)).await;
+    let cmd = market(account, "buy", "0.01", "redeliver-1");
+    let body = serde_json::to_string(&cmd).unwrap();
+    let batch = vec![record("m1", account, body.clone())];
+    assert!(failures(&handle_batch(&deps, &batch).await.unwrap()).is_empty());
+    let cash_after_first = deps.ledger.account(account).await.unwrap().unwrap().cash;
+    // The same message again (SQS redelivery), and the same command with a new message id.
+    assert!(failures(&handle_batch(&deps, &batch).await.unwrap()).is_empty());
+    assert!(failures(&handle_batch(&deps, &[record("m2", account, body)]).await.unwrap()).is_empty());
+    let again = apply(&deps, &cmd).await.unwrap();
+    assert!(again.duplicate);
+    let acct = deps.ledger.account(account).await.unwrap().unwrap();
+    assert_eq!(acct.cash, cash_after_first);
+    assert_eq!(acct.cash, dec!(100000) - dec!(600.005) - dec!(0.600005));
+    let pos = deps.ledger.position(account, "BTCUSDT").await.unwrap().unwrap();
+    assert_eq!(pos.position.qty, dec!(0.01));
+}
+
+#[tokio::test]
+async fn a_failure_reports_that_message_and_the_later_ones_of_its_group_only() {
+    let deps = deps().await;
+    let (_, a) = account_with_cash(&deps.ledger, dec!(100000)).await;
+    let (_, b) = account_with_cash(&deps.ledger, dec!(100000)).await;
+    put_quote(&deps.cache, "BTCUSDT", dec!(60000), dec!(60000)).await;
+    let body = |c: Command| serde_json::to_string(&c).unwrap();
+    let batch = vec![
+        record("a1", a, body(market(a, "buy", "0.01", "a1"))),
+        record("b1", b, body(market(b, "buy", "0.01", "b1"))),
+        record("a2", a, "{not a command".to_string()),
+        record("b2", b, body(market(b, "buy", "0.02", "b2"))),
+        record("a3", a, body(market(a, "buy", "0.03", "a3"))),
+    ];
+    let resp = handle_batch(&deps, &batch).await.unwrap();
+    assert_eq!(failures(&resp), vec!["a2".to_string(), "a3".to_string()]);
+    // Group b ran in full; group a stopped before a3, which will be retried after a2.
+    assert_eq!(deps.ledger.position(b, "BTCUSDT").await.unwrap().unwrap().position.qty, dec!(0.03));
+    assert_eq!(deps.ledger.position(a, "BTCUSDT").await.unwrap().unwrap().position.qty, dec!(0.01));
+    assert!(deps.ledger.order_by_client_order_id(a, "a3").await.unwrap().is_none());
+}
+
+#[tokio::test]
+async fn a_record_without_message_id_fails_the_whole_batch() {
+    let deps = deps().await;
+    let mut r = record("x", Uuid::new_v4(), "{}".into());
+    r.message_id = None;
+    assert!(handle_batch(&deps, &[r]).await.is_err());
+}
+
+#[tokio::test]
+async fn executors_run_concurrently_on_different_accounts() {
+    let deps = std::sync::Arc::new(deps().await);
+    put_quote(&deps.cache, "BTCUSDT", dec!(60000), dec!(60000)).await;
+    let mut accounts = Vec::new();
+    for _ in 0..8 {
+        accounts.push(account_with_cash(&deps.ledger, dec!(100000)).await.1);
+    }
+    // Eight concurrent "executors", each taking batches of its own account, plus one batch
+    // that mixes all accounts, run at the same time.
+    let mut tasks = Vec::new();
+    for (i, &acct) in accounts.iter().enumerate() {
+        let deps = deps.clone();
+        tasks.push(tokio::spawn(async move {
+            for n in 0..5 {
+                let batch: Vec<SqsMessage> = (0..2)
+                    .map(|k| {
+                        let c = market(acct, "buy", "0.001", &format!("own-{i}-{n}-{k}"));
+                        record(&format!("own-{i}-{n}-{k}"), acct, serde_json::to_string(&c).unwrap())
+                    })
+                    .collect();
+                let resp = handle_batch(&deps, &batch).await.unwrap();
+                assert!(resp.batch_item_failures.is_empty());
+            }
+        }));
+    }
+    let mixed: Vec<SqsMessage> = accounts
+        .iter()
+        .enumerate()
+        .map(|(i, &acct)| {
+            let c = market(acct, "buy", "0.001", &format!("mixed-{i}"));
+            record(&format!("mixed-{i}"), acct, serde_json::to_string(&c).unwrap())
+        })
+        .collect();
+    let d = deps.clone();
+    tasks.push(tokio::spawn(async move {
+        assert!(handle_batch(&d, &mixed).await.unwrap().batch_item_failures.is_empty());
+    }));
+    for t in tasks {
+        t.await.unwrap();
+    }
+    for acct in accounts {
+        let pos = deps.ledger.position(acct, "BTCUSDT").await.unwrap().unwrap();
+        assert_eq!(pos.position.qty, dec!(0.011), "10 own fills and one mixed fill of 0.001");
+        let acct_row = deps.ledger.account(acct).await.unwrap().unwrap();
+        let notional = dec!(0.011) * dec!(60000);
+        // Each fill: 0.001 × 60000 = 60, fee 0.06.
+        assert_eq!(acct_row.cash, dec!(100000) - notional - dec!(0.06) * Decimal::from(11));
+    }
+}
+
+#[tokio::test]
+async fn stale_prices_reject_and_sells_need_the_quantity() {
+    let deps = deps().await;
+    let (_, account) = account_with_cash(&deps.ledger, dec!(100000)).await;
+    // A quote 10 s old: older than the 5 s bound.
+    let old = domain::quote::Quote { symbol: "BTCUSDT".into(), bid: dec!(1), ask: dec!(1), last: None, ts: adapters::now_ms() - 10_000 };
+    deps.cache.put_quote(&old, 60_000).await.unwrap();
+    let out = apply(&deps, &market(account, "buy", "0.01", "stale")).await.unwrap();
+    let order = out.order.unwrap();
+    assert_eq!(order.status, OrderStatus::Rejected);
+    assert!(order.reject_reason.unwrap().contains("stale_price"));
+    put_quote(&deps.cache, "BTCUSDT", dec!(60000), dec!(60000)).await;
+    let out = apply(&deps, &market(account, "sell", "0.01", "naked-sell")).await.unwrap();
+    assert!(out.order.unwrap().reject_reason.unwrap().contains("insufficient_qty"));
+    assert_eq!(deps.ledger.account(account).await.unwrap().unwrap().cash, dec!(100000));
+}
