@@ -164,3 +164,20 @@ async fn stale_prices_reject_and_sells_need_the_quantity() {
     assert!(out.order.unwrap().reject_reason.unwrap().contains("insufficient_qty"));
     assert_eq!(deps.ledger.account(account).await.unwrap().unwrap().cash, dec!(100000));
 }
+
+#[tokio::test]
+async fn the_sample_event_holds_commands_of_the_current_format() {
+    let raw = include_str!("../../../events/executor-sqs-batch.json");
+    let event: aws_lambda_events::sqs::SqsEvent = serde_json::from_str(raw).unwrap();
+    assert_eq!(event.records.len(), 3);
+    for r in &event.records {
+        let cmd: Command = serde_json::from_str(r.body.as_deref().unwrap()).unwrap();
+        let Command::PlaceOrder { command_id, order } = &cmd else { panic!("place_order expected") };
+        assert_eq!(*command_id, domain::order::order_id_for(order.account_id, &order.client_order_id));
+        assert_eq!(r.attributes.get("MessageGroupId"), Some(&cmd.message_group_id()));
+    }
+    // The sample's accounts do not exist here: the commands are recorded and dropped, not retried.
+    let deps = deps().await;
+    let resp = handle_batch(&deps, &event.records).await.unwrap();
+    assert!(resp.batch_item_failures.is_empty());
+}
