@@ -121,7 +121,7 @@ cat >&2 <<EOF
 
  REST API (API Gateway)  http://127.0.0.1:$REST_PORT
  Binance replay feed     ws://127.0.0.1:$FEED_PORT/stream?streams=btcusdt@bookTicker
- PostgreSQL              $DATABASE_URL
+ PostgreSQL              postgres://127.0.0.1:${DATABASE_URL##*:}  (user trading)
  Redis                   $REDIS_URL
  moto (SQS)              $AWS_ENDPOINT_URL
  commands queue          $COMMANDS_QUEUE_URL

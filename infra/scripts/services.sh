@@ -12,8 +12,9 @@
 #   services.sh status <dev|test>
 #   services.sh clean              stop both envs, delete .local (venv included)
 #
-# Ports (override with PG_PORT, REDIS_PORT, MOTO_PORT; pass the same overrides
-# to `start` and `env`):
+# Ports (override with PG_PORT, REDIS_PORT, MOTO_PORT; without an override, a
+# default port taken by another process, e.g. another clone's services, makes
+# `start` use the next free one; `env` prints the ports actually in use):
 #   dev : Postgres 55432, Redis 56379, moto 55000
 #   test: Postgres 55433, Redis 56380, moto 55001
 #
@@ -120,7 +121,6 @@ cmd_install() {
     [ -f "$VENV/.requirements.sha256" ] && have="$(cat "$VENV/.requirements.sha256")"
     if [ "$want" != "$have" ]; then
         log "pip install -r infra/scripts/requirements.txt"
-        "$VENV/bin/python" -m pip install -q --upgrade pip >&2 || true
         "$VENV/bin/python" -m pip install -q -r "$REQ" >&2
         echo "$want" >"$VENV/.requirements.sha256"
     fi
@@ -136,11 +136,22 @@ setup_env() {
         test) def_pg=55433 def_redis=56380 def_moto=55001 ;;
         *) die "environment must be 'dev' or 'test' (got '${ENV_NAME}')" ;;
     esac
-    PG_PORT="${PG_PORT:-$def_pg}"
-    REDIS_PORT="${REDIS_PORT:-$def_redis}"
-    MOTO_PORT="${MOTO_PORT:-$def_moto}"
     EDIR="$LOCAL/$ENV_NAME"
     RUN="$EDIR/run"
+    PORTS_FILE="$RUN/ports"
+    # Port precedence: explicit env var > ports recorded by a running `start`
+    # of this env > default. (`start` moves to a free port if the default is
+    # taken by something else, e.g. the services of another clone.)
+    EXPLICIT_PG="${PG_PORT:-}" EXPLICIT_REDIS="${REDIS_PORT:-}" EXPLICIT_MOTO="${MOTO_PORT:-}"
+    local rec_pg="" rec_redis="" rec_moto="" k v
+    if [ -f "$PORTS_FILE" ]; then
+        while IFS='=' read -r k v; do
+            case "$k" in pg) rec_pg="$v" ;; redis) rec_redis="$v" ;; moto) rec_moto="$v" ;; esac
+        done <"$PORTS_FILE"
+    fi
+    PG_PORT="${PG_PORT:-${rec_pg:-$def_pg}}"
+    REDIS_PORT="${REDIS_PORT:-${rec_redis:-$def_redis}}"
+    MOTO_PORT="${MOTO_PORT:-${rec_moto:-$def_moto}}"
     LOGD="$EDIR/log"
     REDIS_DIR="$EDIR/redis"
     MOTO_DIR="$EDIR/moto"
@@ -214,6 +225,21 @@ pid_alive() {
 
 port_open() { (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null; }
 
+# free_port VAR PORT EXPLICIT: PORT is taken by a foreign process. With an
+# explicit override that is an error; otherwise print the next free port.
+free_port() {
+    local var="$1" p="$2" explicit="$3" q
+    [ -z "$explicit" ] || die "port $p is in use by another process (choose another $var)"
+    for q in $(seq $((p + 1)) $((p + 100))); do
+        if ! port_open "$q"; then
+            log "port $p is taken by another process; $ENV_NAME uses $q instead ($var)"
+            echo "$q"
+            return 0
+        fi
+    done
+    die "no free port near $p for $var"
+}
+
 kill_pidfile() {
     local pidfile="$1" pattern="$2" name="$3" pid i
     if pid_alive "$pidfile" "$pattern"; then
@@ -247,13 +273,16 @@ start_pg() {
     fi
 
     if pg_running "$bin"; then
+        local running_port
+        running_port="$(sed -n 4p "$PGDATA_DIR/postmaster.pid" 2>/dev/null || true)"
+        if [ -z "$EXPLICIT_PG" ] && [ -n "$running_port" ]; then PG_PORT="$running_port"; fi
         if "$bin/pg_isready" -q -h 127.0.0.1 -p "$PG_PORT"; then
             log "postgres already running on 127.0.0.1:$PG_PORT"
         else
             die "postgres cluster $PGDATA_DIR is running but not on port $PG_PORT (stop it: $0 stop $ENV_NAME)"
         fi
     else
-        port_open "$PG_PORT" && die "port $PG_PORT is in use by another process (set PG_PORT)"
+        if port_open "$PG_PORT"; then PG_PORT="$(free_port PG_PORT "$PG_PORT" "$EXPLICIT_PG")"; fi
         local opts=(
             -c "port=$PG_PORT" -c "listen_addresses=127.0.0.1"
             -c "$(printf 'unix_socket_directories=%q' "$PGSOCK_DIR")"
@@ -310,7 +339,7 @@ start_redis() {
         kill_pidfile "$REDIS_PID" redis-server redis
     fi
     rm -f "$REDIS_PID"
-    port_open "$REDIS_PORT" && die "port $REDIS_PORT is in use by another process (set REDIS_PORT)"
+    if port_open "$REDIS_PORT"; then REDIS_PORT="$(free_port REDIS_PORT "$REDIS_PORT" "$EXPLICIT_REDIS")"; fi
     log "starting redis on 127.0.0.1:$REDIS_PORT"
     redis-server --port "$REDIS_PORT" --bind 127.0.0.1 --save '' --appendonly no \
         --daemonize yes --pidfile "$REDIS_PID" --logfile "$LOGD/redis.log" --dir "$REDIS_DIR" \
@@ -343,7 +372,10 @@ start_moto() {
         fi
     fi
     rm -f "$MOTO_PID"
-    port_open "$MOTO_PORT" && die "port $MOTO_PORT is in use by another process (set MOTO_PORT)"
+    if port_open "$MOTO_PORT"; then
+        MOTO_PORT="$(free_port MOTO_PORT "$MOTO_PORT" "$EXPLICIT_MOTO")"
+        MOTO_ENDPOINT="http://127.0.0.1:$MOTO_PORT"
+    fi
     log "starting moto on 127.0.0.1:$MOTO_PORT"
     (
         cd "$MOTO_DIR"
@@ -381,6 +413,7 @@ cmd_start() {
     start_redis
     start_moto
     create_queues
+    printf 'pg=%s\nredis=%s\nmoto=%s\n' "$PG_PORT" "$REDIS_PORT" "$MOTO_PORT" >"$PORTS_FILE"
     log "$ENV_NAME services up (postgres :$PG_PORT, redis :$REDIS_PORT, moto :$MOTO_PORT)"
 }
 
@@ -390,7 +423,7 @@ cmd_stop() {
     stop_moto
     stop_redis
     stop_pg
-    rm -f "$QUEUE_FILE"
+    rm -f "$QUEUE_FILE" "$PORTS_FILE"
 }
 
 queue_url() {

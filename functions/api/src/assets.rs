@@ -61,7 +61,10 @@ pub async fn list(deps: &Deps, req: &Request) -> Result<Response<Body>, ApiError
             list.extend(inactive);
         }
     }
-    Ok(json(200, &Value::Array(list.into_iter().map(asset_json).collect())))
+    Ok(json(
+        200,
+        &Value::Array(list.into_iter().map(asset_json).collect()),
+    ))
 }
 
 /// `GET /v2/assets/{symbol}` (also `BTC/USDT`).
@@ -78,5 +81,8 @@ pub async fn get(deps: &Deps, req: &Request, symbol: &str) -> Result<Response<Bo
 pub async fn clock(deps: &Deps, req: &Request) -> Result<Response<Body>, ApiError> {
     authenticate(deps, req).await?;
     let now = Utc::now();
-    Ok(json(200, &json!({ "timestamp": now, "is_open": true, "next_open": now, "next_close": now + chrono::Duration::days(365) })))
+    Ok(json(
+        200,
+        &json!({ "timestamp": now, "is_open": true, "next_open": now, "next_close": now + chrono::Duration::days(365) }),
+    ))
 }

@@ -1,7 +1,10 @@
 //! Identities: sign-up, login sessions, API keys, and authenticating every other request by
 //! `Authorization: Bearer <token>` or Alpaca's `APCA-API-KEY-ID` + `APCA-API-SECRET-KEY`.
 
-use adapters::auth::{digest, digest_matches, dummy_password_hash, hash_password, new_key_id, random_secret, verify_password};
+use adapters::auth::{
+    digest, digest_matches, dummy_password_hash, hash_password, new_key_id, random_secret,
+    verify_password,
+};
 use adapters::cache::Session;
 use adapters::ledger::SignupError;
 use adapters::ApiError;
@@ -27,7 +30,10 @@ const MISSING: &str = "missing credentials: send Authorization: Bearer <token>, 
 fn bearer(req: &Request) -> Option<String> {
     let h = header(req, "authorization")?;
     let (scheme, token) = h.split_once(' ')?;
-    scheme.eq_ignore_ascii_case("bearer").then(|| token.trim().to_string()).filter(|t| !t.is_empty())
+    scheme
+        .eq_ignore_ascii_case("bearer")
+        .then(|| token.trim().to_string())
+        .filter(|t| !t.is_empty())
 }
 
 /// Authenticates the request by session token or API key.
@@ -41,21 +47,35 @@ pub async fn authenticate(deps: &Deps, req: &Request) -> Result<Principal, ApiEr
         (Some(key_id), Some(secret)) => {
             let key = deps.ledger.api_key(&key_id).await?;
             match key {
-                Some(k) if !k.revoked && digest_matches(&secret, &k.secret_hash) => {
-                    Ok(Principal { user_id: k.user_id, account_id: k.account_id, via_session: false })
-                }
+                Some(k) if !k.revoked && digest_matches(&secret, &k.secret_hash) => Ok(Principal {
+                    user_id: k.user_id,
+                    account_id: k.account_id,
+                    via_session: false,
+                }),
                 _ => Err(ApiError::unauthenticated("invalid API key or secret")),
             }
         }
-        (Some(_), None) | (None, Some(_)) => Err(ApiError::unauthenticated("send both APCA-API-KEY-ID and APCA-API-SECRET-KEY")),
+        (Some(_), None) | (None, Some(_)) => Err(ApiError::unauthenticated(
+            "send both APCA-API-KEY-ID and APCA-API-SECRET-KEY",
+        )),
         (None, None) => Err(ApiError::unauthenticated(MISSING)),
     }
 }
 
 async fn session_principal(deps: &Deps, token: &str) -> Result<Principal, ApiError> {
-    match deps.cache.touch_session(&digest(token), deps.config.session_ttl_secs).await? {
-        Some(s) => Ok(Principal { user_id: s.user_id, account_id: s.account_id, via_session: true }),
-        None => Err(ApiError::unauthenticated("invalid or expired session token")),
+    match deps
+        .cache
+        .touch_session(&digest(token), deps.config.session_ttl_secs)
+        .await?
+    {
+        Some(s) => Ok(Principal {
+            user_id: s.user_id,
+            account_id: s.account_id,
+            via_session: true,
+        }),
+        None => Err(ApiError::unauthenticated(
+            "invalid or expired session token",
+        )),
     }
 }
 
@@ -63,7 +83,9 @@ async fn session_principal(deps: &Deps, token: &str) -> Result<Principal, ApiErr
 async fn require_session(deps: &Deps, req: &Request) -> Result<Principal, ApiError> {
     match bearer(req) {
         Some(token) => session_principal(deps, &token).await,
-        None => Err(ApiError::unauthenticated("this route needs a login session: send Authorization: Bearer <token>")),
+        None => Err(ApiError::unauthenticated(
+            "this route needs a login session: send Authorization: Bearer <token>",
+        )),
     }
 }
 
@@ -79,12 +101,21 @@ const MAX_PASSWORD: usize = 256;
 fn normalized_email(email: Option<&str>) -> Result<String, ApiError> {
     let e = email.map(|e| e.trim().to_lowercase()).unwrap_or_default();
     let valid = e.len() <= 254
-        && e.split_once('@').is_some_and(|(local, domain)| !local.is_empty() && domain.contains('.') && !domain.starts_with('.') && !domain.ends_with('.'))
+        && e.split_once('@').is_some_and(|(local, domain)| {
+            !local.is_empty()
+                && domain.contains('.')
+                && !domain.starts_with('.')
+                && !domain.ends_with('.')
+        })
         && !e.chars().any(|c| c.is_whitespace() || c.is_control());
     if valid {
         Ok(e)
     } else {
-        Err(ApiError::new(422, "invalid_email", "email must be an address like name@example.com"))
+        Err(ApiError::new(
+            422,
+            "invalid_email",
+            "email must be an address like name@example.com",
+        ))
     }
 }
 
@@ -96,7 +127,9 @@ async fn hash_blocking(password: String) -> Result<String, ApiError> {
 }
 
 async fn verify_blocking(password: String, hash: String) -> bool {
-    tokio::task::spawn_blocking(move || verify_password(&password, &hash)).await.unwrap_or(false)
+    tokio::task::spawn_blocking(move || verify_password(&password, &hash))
+        .await
+        .unwrap_or(false)
 }
 
 /// `POST /v2/auth/signup {email, password}` → 201 `{user_id, account_id}`.
@@ -106,12 +139,26 @@ pub async fn signup(deps: &Deps, req: &Request) -> Result<Response<Body>, ApiErr
     let password = c.password.unwrap_or_default();
     let chars = password.chars().count();
     if !(MIN_PASSWORD..=MAX_PASSWORD).contains(&chars) {
-        return Err(ApiError::new(422, "invalid_password", format!("password must be {MIN_PASSWORD} to {MAX_PASSWORD} characters")));
+        return Err(ApiError::new(
+            422,
+            "invalid_password",
+            format!("password must be {MIN_PASSWORD} to {MAX_PASSWORD} characters"),
+        ));
     }
     let hash = hash_blocking(password).await?;
-    match deps.ledger.create_user(&email, &hash, deps.config.initial_cash).await {
-        Ok((user_id, account_id)) => Ok(json(201, &json!({ "user_id": user_id, "account_id": account_id, "email": email }))),
-        Err(SignupError::EmailTaken) => Err(ApiError::conflict("email_taken", "an account with this email already exists")),
+    match deps
+        .ledger
+        .create_user(&email, &hash, deps.config.initial_cash)
+        .await
+    {
+        Ok((user_id, account_id)) => Ok(json(
+            201,
+            &json!({ "user_id": user_id, "account_id": account_id, "email": email }),
+        )),
+        Err(SignupError::EmailTaken) => Err(ApiError::conflict(
+            "email_taken",
+            "an account with this email already exists",
+        )),
         Err(SignupError::Dependency(e)) => Err(e.into()),
     }
 }
@@ -121,27 +168,50 @@ pub async fn login(deps: &Deps, req: &Request) -> Result<Response<Body>, ApiErro
     let c: Credentials = json_body(req)?;
     let password = c.password.unwrap_or_default();
     let email = normalized_email(c.email.as_deref()).unwrap_or_default();
-    let creds = if email.is_empty() { None } else { deps.ledger.credentials_by_email(&email).await? };
+    let creds = if email.is_empty() {
+        None
+    } else {
+        deps.ledger.credentials_by_email(&email).await?
+    };
     // Verify against a dummy hash for unknown emails, so the answer takes as long either way.
-    let hash = creds.as_ref().map(|c| c.password_hash.clone()).unwrap_or_else(|| dummy_password_hash().to_string());
+    let hash = creds
+        .as_ref()
+        .map(|c| c.password_hash.clone())
+        .unwrap_or_else(|| dummy_password_hash().to_string());
     let ok = verify_blocking(password, hash).await;
     let Some(creds) = creds.filter(|_| ok) else {
         return Err(ApiError::unauthenticated("invalid email or password"));
     };
     let token = random_secret();
     let ttl = deps.config.session_ttl_secs;
-    deps.cache.put_session(&digest(&token), &Session { user_id: creds.user_id, account_id: creds.account_id }, ttl).await?;
+    deps.cache
+        .put_session(
+            &digest(&token),
+            &Session {
+                user_id: creds.user_id,
+                account_id: creds.account_id,
+            },
+            ttl,
+        )
+        .await?;
     let expires_at = Utc::now() + chrono::Duration::seconds(ttl as i64);
-    Ok(json(200, &json!({ "token": token, "expires_at": expires_at, "user_id": creds.user_id, "account_id": creds.account_id })))
+    Ok(json(
+        200,
+        &json!({ "token": token, "expires_at": expires_at, "user_id": creds.user_id, "account_id": creds.account_id }),
+    ))
 }
 
 /// `POST /v2/auth/logout` revokes the session token it is called with.
 pub async fn logout(deps: &Deps, req: &Request) -> Result<Response<Body>, ApiError> {
-    let token = bearer(req).ok_or_else(|| ApiError::unauthenticated("send Authorization: Bearer <token> to log out"))?;
+    let token = bearer(req).ok_or_else(|| {
+        ApiError::unauthenticated("send Authorization: Bearer <token> to log out")
+    })?;
     if deps.cache.delete_session(&digest(&token)).await? {
         Ok(no_content())
     } else {
-        Err(ApiError::unauthenticated("invalid or expired session token"))
+        Err(ApiError::unauthenticated(
+            "invalid or expired session token",
+        ))
     }
 }
 
@@ -150,8 +220,14 @@ pub async fn create_api_key(deps: &Deps, req: &Request) -> Result<Response<Body>
     let p = require_session(deps, req).await?;
     let key_id = new_key_id();
     let secret = random_secret();
-    let created_at = deps.ledger.insert_api_key(&key_id, p.user_id, p.account_id, &digest(&secret)).await?;
-    Ok(json(201, &json!({ "key_id": key_id, "secret_key": secret, "account_id": p.account_id, "created_at": created_at })))
+    let created_at = deps
+        .ledger
+        .insert_api_key(&key_id, p.user_id, p.account_id, &digest(&secret))
+        .await?;
+    Ok(json(
+        201,
+        &json!({ "key_id": key_id, "secret_key": secret, "account_id": p.account_id, "created_at": created_at }),
+    ))
 }
 
 /// `GET /v2/api_keys`: the caller's live keys, without secrets.
@@ -163,7 +239,11 @@ pub async fn list_api_keys(deps: &Deps, req: &Request) -> Result<Response<Body>,
 }
 
 /// `DELETE /v2/api_keys/{key_id}` → 204, or 404 when the caller has no such key.
-pub async fn delete_api_key(deps: &Deps, req: &Request, key_id: &str) -> Result<Response<Body>, ApiError> {
+pub async fn delete_api_key(
+    deps: &Deps,
+    req: &Request,
+    key_id: &str,
+) -> Result<Response<Body>, ApiError> {
     let p = require_session(deps, req).await?;
     if deps.ledger.revoke_api_key(p.user_id, key_id).await? {
         Ok(no_content())

@@ -9,7 +9,10 @@ use serde::de::DeserializeOwned;
 pub fn json(status: u16, value: &serde_json::Value) -> Response<Body> {
     let mut r = Response::new(Body::Text(value.to_string()));
     *r.status_mut() = StatusCode::from_u16(status).unwrap_or(StatusCode::OK);
-    r.headers_mut().insert(header::CONTENT_TYPE, header::HeaderValue::from_static("application/json"));
+    r.headers_mut().insert(
+        header::CONTENT_TYPE,
+        header::HeaderValue::from_static("application/json"),
+    );
     r
 }
 
@@ -22,7 +25,10 @@ pub fn no_content() -> Response<Body> {
 pub fn error_response(e: &ApiError) -> Response<Body> {
     let mut r = Response::new(Body::Text(e.body()));
     *r.status_mut() = StatusCode::from_u16(e.status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
-    r.headers_mut().insert(header::CONTENT_TYPE, header::HeaderValue::from_static("application/json"));
+    r.headers_mut().insert(
+        header::CONTENT_TYPE,
+        header::HeaderValue::from_static("application/json"),
+    );
     if let Some(secs) = e.retry_after {
         if let Ok(v) = header::HeaderValue::from_str(&secs.to_string()) {
             r.headers_mut().insert(header::RETRY_AFTER, v);
@@ -43,41 +49,81 @@ fn body_bytes(req: &Request) -> &[u8] {
 pub fn json_body<T: DeserializeOwned>(req: &Request) -> Result<T, ApiError> {
     let bytes = body_bytes(req);
     if bytes.iter().all(|b| b.is_ascii_whitespace()) {
-        return Err(ApiError::new(400, "malformed_json", "request body is empty; a JSON object is required"));
+        return Err(ApiError::new(
+            400,
+            "malformed_json",
+            "request body is empty; a JSON object is required",
+        ));
     }
-    serde_json::from_slice(bytes).map_err(|e| ApiError::new(400, "malformed_json", format!("request body is not valid JSON for this route: {e}")))
+    serde_json::from_slice(bytes).map_err(|e| {
+        ApiError::new(
+            400,
+            "malformed_json",
+            format!("request body is not valid JSON for this route: {e}"),
+        )
+    })
 }
 
 pub fn query(req: &Request, name: &str) -> Option<String> {
-    req.query_string_parameters_ref().and_then(|q| q.first(name)).map(|s| s.to_string()).filter(|s| !s.is_empty())
+    req.query_string_parameters_ref()
+        .and_then(|q| q.first(name))
+        .map(|s| s.to_string())
+        .filter(|s| !s.is_empty())
 }
 
 pub fn header(req: &Request, name: &str) -> Option<String> {
-    req.headers().get(name).and_then(|v| v.to_str().ok()).map(|s| s.trim().to_string()).filter(|s| !s.is_empty())
+    req.headers()
+        .get(name)
+        .and_then(|v| v.to_str().ok())
+        .map(|s| s.trim().to_string())
+        .filter(|s| !s.is_empty())
 }
 
 fn invalid_param(name: &str, value: &str, expected: &str) -> ApiError {
-    ApiError::new(422, "invalid_parameter", format!("query parameter {name}='{value}' is invalid: expected {expected}"))
+    ApiError::new(
+        422,
+        "invalid_parameter",
+        format!("query parameter {name}='{value}' is invalid: expected {expected}"),
+    )
 }
 
 /// A timestamp parameter: RFC 3339 or a date (midnight UTC).
 pub fn query_time(req: &Request, name: &str) -> Result<Option<DateTime<Utc>>, ApiError> {
-    let Some(v) = query(req, name) else { return Ok(None) };
+    let Some(v) = query(req, name) else {
+        return Ok(None);
+    };
     if let Ok(t) = DateTime::parse_from_rfc3339(&v) {
         return Ok(Some(t.with_timezone(&Utc)));
     }
-    if let Some(d) = NaiveDate::parse_from_str(&v, "%Y-%m-%d").ok().and_then(|d| d.and_hms_opt(0, 0, 0)) {
+    if let Some(d) = NaiveDate::parse_from_str(&v, "%Y-%m-%d")
+        .ok()
+        .and_then(|d| d.and_hms_opt(0, 0, 0))
+    {
         return Ok(Some(d.and_utc()));
     }
-    Err(invalid_param(name, &v, "an RFC 3339 timestamp or a YYYY-MM-DD date"))
+    Err(invalid_param(
+        name,
+        &v,
+        "an RFC 3339 timestamp or a YYYY-MM-DD date",
+    ))
 }
 
-pub fn query_int(req: &Request, name: &str, default: i64, min: i64, max: i64) -> Result<i64, ApiError> {
+pub fn query_int(
+    req: &Request,
+    name: &str,
+    default: i64,
+    min: i64,
+    max: i64,
+) -> Result<i64, ApiError> {
     match query(req, name) {
         None => Ok(default),
         Some(v) => match v.parse::<i64>() {
             Ok(n) if (min..=max).contains(&n) => Ok(n),
-            _ => Err(invalid_param(name, &v, &format!("an integer from {min} to {max}"))),
+            _ => Err(invalid_param(
+                name,
+                &v,
+                &format!("an integer from {min} to {max}"),
+            )),
         },
     }
 }

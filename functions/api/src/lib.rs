@@ -61,11 +61,20 @@ pub async fn handle(deps: &Deps, req: Request) -> Response<Body> {
 /// The request path without the API Gateway stage.
 fn route_path(req: &Request) -> String {
     let raw = req.raw_http_path();
-    let p = if raw.is_empty() { req.uri().path() } else { raw };
+    let p = if raw.is_empty() {
+        req.uri().path()
+    } else {
+        raw
+    };
     p.trim_end_matches('/').to_string()
 }
 
-async fn dispatch(deps: &Deps, method: &Method, path: &str, req: Request) -> Result<Response<Body>, ApiError> {
+async fn dispatch(
+    deps: &Deps,
+    method: &Method,
+    path: &str,
+    req: Request,
+) -> Result<Response<Body>, ApiError> {
     if body_len(&req) > MAX_BODY_BYTES {
         return Err(ApiError::too_large(MAX_BODY_BYTES));
     }
@@ -78,21 +87,33 @@ async fn dispatch(deps: &Deps, method: &Method, path: &str, req: Request) -> Res
         (Method::POST, ["v2", "auth", "logout"]) => auth::logout(deps, &req).await,
         (Method::POST, ["v2", "api_keys"]) => auth::create_api_key(deps, &req).await,
         (Method::GET, ["v2", "api_keys"]) => auth::list_api_keys(deps, &req).await,
-        (Method::DELETE, ["v2", "api_keys", key_id]) => auth::delete_api_key(deps, &req, key_id).await,
+        (Method::DELETE, ["v2", "api_keys", key_id]) => {
+            auth::delete_api_key(deps, &req, key_id).await
+        }
         (Method::GET, ["v2", "account"]) => portfolio::account(deps, &req).await,
-        (Method::GET, ["v2", "account", "activities"]) => portfolio::activities(deps, &req, None).await,
-        (Method::GET, ["v2", "account", "activities", kind]) => portfolio::activities(deps, &req, Some(kind)).await,
+        (Method::GET, ["v2", "account", "activities"]) => {
+            portfolio::activities(deps, &req, None).await
+        }
+        (Method::GET, ["v2", "account", "activities", kind]) => {
+            portfolio::activities(deps, &req, Some(kind)).await
+        }
         (Method::GET, ["v2", "positions"]) => portfolio::positions(deps, &req).await,
         (Method::GET, ["v2", "positions", symbol]) => portfolio::position(deps, &req, symbol).await,
-        (Method::GET, ["v2", "positions", base, quote]) => portfolio::position(deps, &req, &format!("{base}{quote}")).await,
+        (Method::GET, ["v2", "positions", base, quote]) => {
+            portfolio::position(deps, &req, &format!("{base}{quote}")).await
+        }
         (Method::POST, ["v2", "orders"]) => orders::place(deps, &req).await,
         (Method::GET, ["v2", "orders"]) => orders::list(deps, &req).await,
-        (Method::GET, ["v2", "orders:by_client_order_id"]) => orders::by_client_order_id(deps, &req).await,
+        (Method::GET, ["v2", "orders:by_client_order_id"]) => {
+            orders::by_client_order_id(deps, &req).await
+        }
         (Method::GET, ["v2", "orders", id]) => orders::get(deps, &req, id).await,
         (Method::DELETE, ["v2", "orders", id]) => orders::cancel(deps, &req, id).await,
         (Method::GET, ["v2", "assets"]) => assets::list(deps, &req).await,
         (Method::GET, ["v2", "assets", symbol]) => assets::get(deps, &req, symbol).await,
-        (Method::GET, ["v2", "assets", base, quote]) => assets::get(deps, &req, &format!("{base}{quote}")).await,
+        (Method::GET, ["v2", "assets", base, quote]) => {
+            assets::get(deps, &req, &format!("{base}{quote}")).await
+        }
         (Method::GET, ["v2", "clock"]) => assets::clock(deps, &req).await,
         _ => Err(ApiError::not_found(format!("no route for {method} {path}"))),
     }

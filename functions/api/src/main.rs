@@ -8,5 +8,8 @@ use lambda_http::{service_fn, Error, Request};
 async fn main() -> Result<(), Error> {
     adapters::telemetry::init();
     let deps: &'static Deps = Box::leak(Box::new(Deps::from_config(Config::from_env()?)?));
-    lambda_http::run(service_fn(move |req: Request| async move { Ok::<_, Error>(handle(deps, req).await) })).await
+    lambda_http::run(service_fn(move |req: Request| async move {
+        Ok::<_, Error>(handle(deps, req).await)
+    }))
+    .await
 }

@@ -13,7 +13,9 @@ use lambda_http::{Body, Request, Response};
 use uuid::Uuid;
 
 use crate::auth::authenticate;
-use crate::http::{invalid_query, json, json_body, no_content, query, query_ascending, query_int, query_time};
+use crate::http::{
+    invalid_query, json, json_body, no_content, query, query_ascending, query_int, query_time,
+};
 use crate::Deps;
 
 /// `POST /v2/orders` → 200 with the order in `pending_new` (or the existing order for a
@@ -30,7 +32,11 @@ pub async fn place(deps: &Deps, req: &Request) -> Result<Response<Body>, ApiErro
 pub async fn submit(deps: &Deps, order: NewOrder) -> Result<Order, ApiError> {
     // Already applied by the executor?
     if let Some(existing) = deps.ledger.order(order.account_id, order.id).await? {
-        return if same_as_stored(&order, &existing) { Ok(existing) } else { Err(conflict(&order)) };
+        return if same_as_stored(&order, &existing) {
+            Ok(existing)
+        } else {
+            Err(conflict(&order))
+        };
     }
     pre_trade_checks(deps, &order).await?;
     let created = match deps.cache.put_pending_order(&order).await? {
@@ -44,18 +50,28 @@ pub async fn submit(deps: &Deps, order: NewOrder) -> Result<Order, ApiError> {
     if let Err(e) = deps.queue.send(&command).await {
         if created {
             // Best effort: a failed clean-up only leaves a pending copy that expires.
-            let _ = deps.cache.clear_pending_order(order.account_id, order.id).await;
+            let _ = deps
+                .cache
+                .clear_pending_order(order.account_id, order.id)
+                .await;
         }
         return Err(e.into());
     }
-    let stored = deps.cache.pending_order(order.account_id, order.id).await?.unwrap_or(order);
+    let stored = deps
+        .cache
+        .pending_order(order.account_id, order.id)
+        .await?
+        .unwrap_or(order);
     Ok(stored.pending())
 }
 
 fn conflict(order: &NewOrder) -> ApiError {
     ApiError::rule(RuleViolation::new(
         "client_order_id_conflict",
-        format!("client_order_id '{}' was already used for an order with different parameters", order.client_order_id),
+        format!(
+            "client_order_id '{}' was already used for an order with different parameters",
+            order.client_order_id
+        ),
     ))
 }
 
@@ -74,16 +90,29 @@ fn same_as_stored(order: &NewOrder, stored: &Order) -> bool {
 /// Cheap checks on cached data so obvious mistakes answer at once; the executor's checks,
 /// on the ledger itself, are the authoritative ones.
 async fn pre_trade_checks(deps: &Deps, order: &NewOrder) -> Result<(), ApiError> {
-    let Some(inst) = deps.catalog.get(&order.symbol) else { return Ok(()) };
-    let quote = deps.cache.quote(&order.symbol).await?.filter(|q| q.is_fresh(now_ms(), deps.config.max_price_age_ms));
+    let Some(inst) = deps.catalog.get(&order.symbol) else {
+        return Ok(());
+    };
+    let quote = deps
+        .cache
+        .quote(&order.symbol)
+        .await?
+        .filter(|q| q.is_fresh(now_ms(), deps.config.max_price_age_ms));
     let reference = match (order.order_type, order.limit_price, &quote) {
         (OrderType::Limit, Some(limit), _) => Some(limit),
-        (_, _, Some(q)) => Some(if order.side == Side::Buy { q.ask } else { q.bid }),
+        (_, _, Some(q)) => Some(if order.side == Side::Buy {
+            q.ask
+        } else {
+            q.bid
+        }),
         _ => None,
     };
-    let (Some(price), Some(qty)) = (reference, order.qty) else { return Ok(()) };
+    let (Some(price), Some(qty)) = (reference, order.qty) else {
+        return Ok(());
+    };
     if order.order_type == OrderType::Market {
-        inst.check_notional(qty, price, true).map_err(RuleViolation::from)?;
+        inst.check_notional(qty, price, true)
+            .map_err(RuleViolation::from)?;
     }
     match order.side {
         Side::Buy => {
@@ -98,7 +127,12 @@ async fn pre_trade_checks(deps: &Deps, order: &NewOrder) -> Result<(), ApiError>
             }
         }
         Side::Sell => {
-            let held = deps.ledger.position(order.account_id, &order.symbol).await?.map(|p| p.position.qty).unwrap_or_default();
+            let held = deps
+                .ledger
+                .position(order.account_id, &order.symbol)
+                .await?
+                .map(|p| p.position.qty)
+                .unwrap_or_default();
             if qty > held {
                 return Err(ApiError::rule(RuleViolation::new(
                     "insufficient_qty",
@@ -140,10 +174,13 @@ pub async fn get(deps: &Deps, req: &Request, id: &str) -> Result<Response<Body>,
 /// `GET /v2/orders:by_client_order_id?client_order_id=…`
 pub async fn by_client_order_id(deps: &Deps, req: &Request) -> Result<Response<Body>, ApiError> {
     let p = authenticate(deps, req).await?;
-    let coid = query(req, "client_order_id").ok_or_else(|| ApiError::new(422, "missing_parameter", "client_order_id is required"))?;
+    let coid = query(req, "client_order_id")
+        .ok_or_else(|| ApiError::new(422, "missing_parameter", "client_order_id is required"))?;
     match find(deps, p.account_id, order_id_for(p.account_id, &coid)).await? {
         Some(o) => Ok(json(200, &o.to_alpaca_json())),
-        None => Err(ApiError::not_found(format!("no order with client_order_id '{coid}'"))),
+        None => Err(ApiError::not_found(format!(
+            "no order with client_order_id '{coid}'"
+        ))),
     }
 }
 
@@ -157,7 +194,15 @@ pub async fn list(deps: &Deps, req: &Request) -> Result<Response<Body>, ApiError
         Some(v) => return Err(invalid_query("status", v, "open, closed or all")),
     };
     let symbols = query(req, "symbols").map(|s| {
-        s.split(',').filter(|x| !x.trim().is_empty()).map(|x| deps.catalog.get(x.trim()).map(|i| i.symbol.clone()).unwrap_or_else(|| x.trim().to_uppercase())).collect::<Vec<_>>()
+        s.split(',')
+            .filter(|x| !x.trim().is_empty())
+            .map(|x| {
+                deps.catalog
+                    .get(x.trim())
+                    .map(|i| i.symbol.clone())
+                    .unwrap_or_else(|| x.trim().to_uppercase())
+            })
+            .collect::<Vec<_>>()
     });
     let q = OrderQuery {
         status,
@@ -172,30 +217,41 @@ pub async fn list(deps: &Deps, req: &Request) -> Result<Response<Body>, ApiError
         let known: std::collections::HashSet<Uuid> = orders.iter().map(|o| o.id).collect();
         let pending = deps.cache.pending_orders(p.account_id).await?;
         for o in pending.into_iter().filter(|o| !known.contains(&o.id)) {
-            let in_window = q.after.is_none_or(|a| o.submitted_at > a) && q.until.is_none_or(|u| o.submitted_at < u);
+            let in_window = q.after.is_none_or(|a| o.submitted_at > a)
+                && q.until.is_none_or(|u| o.submitted_at < u);
             let in_symbols = q.symbols.as_ref().is_none_or(|s| s.contains(&o.symbol));
             // The ledger may have taken it since our read; then it is already listed or closed.
             if in_window && in_symbols {
                 orders.push(o.pending());
             }
         }
-        orders.sort_by(|a, b| (a.submitted_at, a.id).cmp(&(b.submitted_at, b.id)));
+        orders.sort_by_key(|o| (o.submitted_at, o.id));
         if !q.ascending {
             orders.reverse();
         }
         orders.truncate(q.limit as usize);
     }
-    Ok(json(200, &serde_json::Value::Array(orders.iter().map(Order::to_alpaca_json).collect())))
+    Ok(json(
+        200,
+        &serde_json::Value::Array(orders.iter().map(Order::to_alpaca_json).collect()),
+    ))
 }
 
 /// `DELETE /v2/orders/{id}` → 204 once the cancel is queued; 422 when the order is closed.
 pub async fn cancel(deps: &Deps, req: &Request, id: &str) -> Result<Response<Body>, ApiError> {
     let p = authenticate(deps, req).await?;
     let order_id = parse_order_id(id)?;
-    let order = find(deps, p.account_id, order_id).await?.ok_or_else(|| ApiError::not_found(format!("order {id} not found")))?;
+    let order = find(deps, p.account_id, order_id)
+        .await?
+        .ok_or_else(|| ApiError::not_found(format!("order {id} not found")))?;
     if !order.status.is_open() {
-        return Err(ApiError::rule(RuleViolation::new("order_not_cancelable", format!("order {id} is {} and cannot be canceled", order.status))));
+        return Err(ApiError::rule(RuleViolation::new(
+            "order_not_cancelable",
+            format!("order {id} is {} and cannot be canceled", order.status),
+        )));
     }
-    deps.queue.send(&Command::cancel(p.account_id, order_id)).await?;
+    deps.queue
+        .send(&Command::cancel(p.account_id, order_id))
+        .await?;
     Ok(no_content())
 }

@@ -24,14 +24,27 @@ fn s(d: Decimal) -> Value {
 
 fn mark(p: &PositionRecord, quote: Option<&Quote>) -> Option<Decimal> {
     let q = quote?;
-    Some(if p.position.qty > Decimal::ZERO { q.bid } else { q.ask })
+    Some(if p.position.qty > Decimal::ZERO {
+        q.bid
+    } else {
+        q.ask
+    })
 }
 
-async fn fresh_quotes(deps: &Deps, positions: &[PositionRecord]) -> Result<HashMap<String, Quote>, ApiError> {
+async fn fresh_quotes(
+    deps: &Deps,
+    positions: &[PositionRecord],
+) -> Result<HashMap<String, Quote>, ApiError> {
     let symbols: Vec<String> = positions.iter().map(|p| p.symbol.clone()).collect();
     let now = now_ms();
     let max_age = deps.config.max_price_age_ms;
-    Ok(deps.cache.quotes(&symbols).await?.into_iter().filter(|(_, q)| q.is_fresh(now, max_age)).collect())
+    Ok(deps
+        .cache
+        .quotes(&symbols)
+        .await?
+        .into_iter()
+        .filter(|(_, q)| q.is_fresh(now, max_age))
+        .collect())
 }
 
 fn position_json(p: &PositionRecord, quote: Option<&Quote>, held_for_sells: Decimal) -> Value {
@@ -46,7 +59,11 @@ fn position_json(p: &PositionRecord, quote: Option<&Quote>, held_for_sells: Deci
         Some(m) => {
             let mv = pos.market_value(m).unwrap_or_default();
             let upl = pos.unrealized_pnl(m).unwrap_or_default();
-            let plpc = if cost_basis.is_zero() { Decimal::ZERO } else { (upl / cost_basis).round_dp(10) };
+            let plpc = if cost_basis.is_zero() {
+                Decimal::ZERO
+            } else {
+                (upl / cost_basis).round_dp(10)
+            };
             (s(mv), s(upl), s(plpc))
         }
         None => (Value::Null, Value::Null, Value::Null),
@@ -81,34 +98,68 @@ pub async fn positions(deps: &Deps, req: &Request) -> Result<Response<Body>, Api
     let p = authenticate(deps, req).await?;
     let positions = deps.ledger.positions(p.account_id).await?;
     let quotes = fresh_quotes(deps, &positions).await?;
-    let held: HashMap<String, Decimal> = deps.ledger.held_for_sells(p.account_id).await?.into_iter().collect();
+    let held: HashMap<String, Decimal> = deps
+        .ledger
+        .held_for_sells(p.account_id)
+        .await?
+        .into_iter()
+        .collect();
     let list: Vec<Value> = positions
         .iter()
-        .map(|pos| position_json(pos, quotes.get(&pos.symbol), held.get(&pos.symbol).copied().unwrap_or_default()))
+        .map(|pos| {
+            position_json(
+                pos,
+                quotes.get(&pos.symbol),
+                held.get(&pos.symbol).copied().unwrap_or_default(),
+            )
+        })
         .collect();
     Ok(json(200, &Value::Array(list)))
 }
 
 /// `GET /v2/positions/{symbol}` (404 when there is no open position).
-pub async fn position(deps: &Deps, req: &Request, symbol: &str) -> Result<Response<Body>, ApiError> {
+pub async fn position(
+    deps: &Deps,
+    req: &Request,
+    symbol: &str,
+) -> Result<Response<Body>, ApiError> {
     let p = authenticate(deps, req).await?;
-    let symbol = deps.catalog.get(symbol).map(|i| i.symbol.clone()).unwrap_or_else(|| symbol.to_uppercase());
+    let symbol = deps
+        .catalog
+        .get(symbol)
+        .map(|i| i.symbol.clone())
+        .unwrap_or_else(|| symbol.to_uppercase());
     let Some(pos) = deps.ledger.position(p.account_id, &symbol).await? else {
         return Err(ApiError::not_found(format!("no open position in {symbol}")));
     };
     let quotes = fresh_quotes(deps, std::slice::from_ref(&pos)).await?;
-    let held: Decimal = deps.ledger.held_for_sells(p.account_id).await?.into_iter().find(|(s, _)| *s == symbol).map(|(_, q)| q).unwrap_or_default();
+    let held: Decimal = deps
+        .ledger
+        .held_for_sells(p.account_id)
+        .await?
+        .into_iter()
+        .find(|(s, _)| *s == symbol)
+        .map(|(_, q)| q)
+        .unwrap_or_default();
     Ok(json(200, &position_json(&pos, quotes.get(&symbol), held)))
 }
 
 /// `GET /v2/account`: Alpaca's account object in USDT, valued on fresh cached prices.
 pub async fn account(deps: &Deps, req: &Request) -> Result<Response<Body>, ApiError> {
     let p = authenticate(deps, req).await?;
-    let account = deps.ledger.account(p.account_id).await?.ok_or_else(|| ApiError::not_found("account not found"))?;
+    let account = deps
+        .ledger
+        .account(p.account_id)
+        .await?
+        .ok_or_else(|| ApiError::not_found("account not found"))?;
     let positions = deps.ledger.positions(p.account_id).await?;
     let quotes = fresh_quotes(deps, &positions).await?;
     let open_buys = deps.ledger.open_buy_notional(p.account_id).await?;
-    let reserved = domain::execution::reserve_for_buy(open_buys, Decimal::ONE, &deps.config.execution_params());
+    let reserved = domain::execution::reserve_for_buy(
+        open_buys,
+        Decimal::ONE,
+        &deps.config.execution_params(),
+    );
 
     let (mut long_mv, mut short_mv, mut unrealized) = (Decimal::ZERO, Decimal::ZERO, Decimal::ZERO);
     let mut stale = Vec::new();
@@ -116,7 +167,11 @@ pub async fn account(deps: &Deps, req: &Request) -> Result<Response<Body>, ApiEr
         match mark(pos, quotes.get(&pos.symbol)) {
             Some(m) => {
                 let mv = pos.position.market_value(m).unwrap_or_default();
-                if mv >= Decimal::ZERO { long_mv += mv } else { short_mv += mv }
+                if mv >= Decimal::ZERO {
+                    long_mv += mv
+                } else {
+                    short_mv += mv
+                }
                 unrealized += pos.position.unrealized_pnl(m).unwrap_or_default();
             }
             None => stale.push(pos.symbol.clone()),
@@ -179,11 +234,17 @@ fn activity_id(time: chrono::DateTime<chrono::Utc>, id: Uuid) -> String {
 
 /// `GET /v2/account/activities/FILL` (and `/v2/account/activities?activity_types=FILL`).
 /// Only fills exist on a paper account, so other activity types list nothing.
-pub async fn activities(deps: &Deps, req: &Request, kind: Option<&str>) -> Result<Response<Body>, ApiError> {
+pub async fn activities(
+    deps: &Deps,
+    req: &Request,
+    kind: Option<&str>,
+) -> Result<Response<Body>, ApiError> {
     let p = authenticate(deps, req).await?;
     let types: Vec<String> = match kind {
         Some(k) => vec![k.to_uppercase()],
-        None => query(req, "activity_types").map(|t| t.split(',').map(|x| x.trim().to_uppercase()).collect()).unwrap_or_else(|| vec!["FILL".into()]),
+        None => query(req, "activity_types")
+            .map(|t| t.split(',').map(|x| x.trim().to_uppercase()).collect())
+            .unwrap_or_else(|| vec!["FILL".into()]),
     };
     if !types.iter().any(|t| t == "FILL") {
         return Ok(json(200, &Value::Array(vec![])));
@@ -192,7 +253,9 @@ pub async fn activities(deps: &Deps, req: &Request, kind: Option<&str>) -> Resul
         None => None,
         Some(t) => {
             let uuid_part = t.rsplit("::").next().unwrap_or_default();
-            Some(Uuid::parse_str(uuid_part).map_err(|_| invalid_query("page_token", &t, "an activity id from a previous page"))?)
+            Some(Uuid::parse_str(uuid_part).map_err(|_| {
+                invalid_query("page_token", &t, "an activity id from a previous page")
+            })?)
         }
     };
     let date = query_time(req, "date")?;

@@ -28,7 +28,13 @@ async fn deps() -> Deps {
     let cache = testkit::cache();
     let mut config = Config::from_env().unwrap();
     config.key_prefix = cache.prefix().to_string();
-    Deps { ledger: testkit::ledger().await, cache, queue: CommandQueue::from_client(&url, client), catalog: Catalog::builtin(), config }
+    Deps {
+        ledger: testkit::ledger().await,
+        cache,
+        queue: CommandQueue::from_client(&url, client),
+        catalog: Catalog::builtin(),
+        config,
+    }
 }
 
 /// A sample event with its credentials and body replaced.
@@ -41,7 +47,11 @@ fn event(name: &str, key: Option<(&str, &str)>, body: Option<&str>) -> Request {
         map.remove("APCA-API-SECRET-KEY");
         map.remove("Content-Length");
         if let Some((id, secret)) = key {
-            let (id, secret) = if multi { (serde_json::json!([id]), serde_json::json!([secret])) } else { (id.into(), secret.into()) };
+            let (id, secret) = if multi {
+                (serde_json::json!([id]), serde_json::json!([secret]))
+            } else {
+                (id.into(), secret.into())
+            };
             map.insert("APCA-API-KEY-ID".into(), id);
             map.insert("APCA-API-SECRET-KEY".into(), secret);
         }
@@ -64,7 +74,10 @@ fn body_json(r: &lambda_http::Response<Body>) -> Value {
 async fn user_with_key(deps: &Deps) -> (Uuid, String, String) {
     let (user, account) = account_with_cash(&deps.ledger, dec!(100000)).await;
     let (key_id, secret) = (new_key_id(), random_secret());
-    deps.ledger.insert_api_key(&key_id, user, account, &digest(&secret)).await.unwrap();
+    deps.ledger
+        .insert_api_key(&key_id, user, account, &digest(&secret))
+        .await
+        .unwrap();
     (account, key_id, secret)
 }
 
@@ -74,30 +87,69 @@ async fn sample_post_order_is_accepted_once_and_enqueued() {
     let (account, key_id, secret) = user_with_key(&deps).await;
     put_quote(&deps.cache, "BTCUSDT", dec!(60000), dec!(60000.5)).await;
 
-    let r = handle(&deps, event("api-post-order.json", Some((&key_id, &secret)), None)).await;
+    let r = handle(
+        &deps,
+        event("api-post-order.json", Some((&key_id, &secret)), None),
+    )
+    .await;
     assert_eq!(r.status(), 200, "{:?}", body_json(&r));
     let order = body_json(&r);
     assert_eq!(order["status"], "pending_new");
     assert_eq!(order["qty"], "0.01");
     assert_eq!(order["symbol"], "BTCUSDT");
-    let expected_id = domain::order::order_id_for(account, order["client_order_id"].as_str().unwrap());
+    let expected_id =
+        domain::order::order_id_for(account, order["client_order_id"].as_str().unwrap());
     assert_eq!(order["id"], expected_id.to_string());
 
     // A retry answers with the same order; different parameters under the same id are refused.
-    let again = handle(&deps, event("api-post-order.json", Some((&key_id, &secret)), None)).await;
+    let again = handle(
+        &deps,
+        event("api-post-order.json", Some((&key_id, &secret)), None),
+    )
+    .await;
     assert_eq!(body_json(&again)["id"], order["id"]);
     let changed = r#"{"symbol":"BTCUSDT","qty":"0.02","side":"buy","type":"market","time_in_force":"gtc","client_order_id":"demo-1"}"#;
-    let conflict = handle(&deps, event("api-post-order.json", Some((&key_id, &secret)), Some(changed))).await;
+    let conflict = handle(
+        &deps,
+        event(
+            "api-post-order.json",
+            Some((&key_id, &secret)),
+            Some(changed),
+        ),
+    )
+    .await;
     assert_eq!(conflict.status(), 422);
     assert_eq!(body_json(&conflict)["code"], "client_order_id_conflict");
 
-    let msgs = deps.queue.client().await.receive_message().queue_url(deps.queue.url()).max_number_of_messages(10).send().await.unwrap();
-    assert_eq!(msgs.messages.unwrap_or_default().len(), 1, "one command on the queue for one order");
+    let msgs = deps
+        .queue
+        .client()
+        .await
+        .receive_message()
+        .queue_url(deps.queue.url())
+        .max_number_of_messages(10)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(
+        msgs.messages.unwrap_or_default().len(),
+        1,
+        "one command on the queue for one order"
+    );
 
     // The pending order is visible before the executor takes it.
     let mut get = event("api-get-account.json", Some((&key_id, &secret)), None);
-    *get.uri_mut() = format!("/v2/orders/{}", order["id"].as_str().unwrap()).parse().unwrap();
-    let got = handle(&deps, lambda_http::RequestExt::with_raw_http_path(get, format!("/v2/orders/{}", order["id"].as_str().unwrap()))).await;
+    *get.uri_mut() = format!("/v2/orders/{}", order["id"].as_str().unwrap())
+        .parse()
+        .unwrap();
+    let got = handle(
+        &deps,
+        lambda_http::RequestExt::with_raw_http_path(
+            get,
+            format!("/v2/orders/{}", order["id"].as_str().unwrap()),
+        ),
+    )
+    .await;
     assert_eq!(got.status(), 200);
     assert_eq!(body_json(&got)["status"], "pending_new");
 }
@@ -106,7 +158,11 @@ async fn sample_post_order_is_accepted_once_and_enqueued() {
 async fn sample_get_account_needs_valid_credentials() {
     let deps = deps().await;
     let (account, key_id, secret) = user_with_key(&deps).await;
-    let ok = handle(&deps, event("api-get-account.json", Some((&key_id, &secret)), None)).await;
+    let ok = handle(
+        &deps,
+        event("api-get-account.json", Some((&key_id, &secret)), None),
+    )
+    .await;
     assert_eq!(ok.status(), 200);
     let body = body_json(&ok);
     assert_eq!(body["id"], account.to_string());
@@ -117,7 +173,11 @@ async fn sample_get_account_needs_valid_credentials() {
     let none = handle(&deps, event("api-get-account.json", None, None)).await;
     assert_eq!(none.status(), 401);
     assert_eq!(body_json(&none)["code"], "unauthorized");
-    let wrong = handle(&deps, event("api-get-account.json", Some((&key_id, "wrong")), None)).await;
+    let wrong = handle(
+        &deps,
+        event("api-get-account.json", Some((&key_id, "wrong")), None),
+    )
+    .await;
     assert_eq!(wrong.status(), 401);
 }
 
@@ -126,10 +186,22 @@ async fn oversized_and_malformed_bodies_are_4xx() {
     let deps = deps().await;
     let (_, key_id, secret) = user_with_key(&deps).await;
     let big = format!(r#"{{"symbol":"BTCUSDT","pad":"{}"}}"#, "x".repeat(70_000));
-    let r = handle(&deps, event("api-post-order.json", Some((&key_id, &secret)), Some(&big))).await;
+    let r = handle(
+        &deps,
+        event("api-post-order.json", Some((&key_id, &secret)), Some(&big)),
+    )
+    .await;
     assert_eq!(r.status(), 413);
     assert_eq!(body_json(&r)["code"], "payload_too_large");
-    let r = handle(&deps, event("api-post-order.json", Some((&key_id, &secret)), Some("{\"symbol\":"))).await;
+    let r = handle(
+        &deps,
+        event(
+            "api-post-order.json",
+            Some((&key_id, &secret)),
+            Some("{\"symbol\":"),
+        ),
+    )
+    .await;
     assert_eq!(r.status(), 400);
     assert_eq!(body_json(&r)["code"], "malformed_json");
 }

@@ -58,20 +58,44 @@ pub async fn apply(deps: &Deps, command: &Command) -> Result<ExecOutcome, Comman
         Command::PlaceOrder { command_id, order } => {
             let inst = match deps.catalog.get(&order.symbol) {
                 Some(i) => i.clone(),
-                None => return Err(CommandError::Malformed(format!("unknown symbol {}", order.symbol))),
+                None => {
+                    return Err(CommandError::Malformed(format!(
+                        "unknown symbol {}",
+                        order.symbol
+                    )))
+                }
             };
             let quote = deps.cache.quote(&order.symbol).await?;
-            let outcome = deps.ledger.place_order(*command_id, order, &inst, quote.as_ref(), now_ms(), &deps.params).await?;
+            let outcome = deps
+                .ledger
+                .place_order(
+                    *command_id,
+                    order,
+                    &inst,
+                    quote.as_ref(),
+                    now_ms(),
+                    &deps.params,
+                )
+                .await?;
             // The ledger holds the order now; its pending copy may go. Failing to remove it is
             // harmless (readers prefer the ledger and the copy expires), so it is not retried.
-            if let Err(e) = deps.cache.clear_pending_order(order.account_id, order.id).await {
+            if let Err(e) = deps
+                .cache
+                .clear_pending_order(order.account_id, order.id)
+                .await
+            {
                 tracing::warn!(order_id = %order.id, error = %e, "could not clear the pending copy");
             }
             Ok(outcome)
         }
-        Command::CancelOrder { command_id, account_id, order_id } => {
-            Ok(deps.ledger.cancel_order(*command_id, *account_id, *order_id).await?)
-        }
+        Command::CancelOrder {
+            command_id,
+            account_id,
+            order_id,
+        } => Ok(deps
+            .ledger
+            .cancel_order(*command_id, *account_id, *order_id)
+            .await?),
     }
 }
 
@@ -90,7 +114,11 @@ async fn run_group(deps: &Deps, records: Vec<&SqsMessage>) -> Vec<String> {
         };
         match result {
             Ok((cmd, outcome)) => {
-                let status = outcome.order.as_ref().map(|o| o.status.as_str()).unwrap_or("-");
+                let status = outcome
+                    .order
+                    .as_ref()
+                    .map(|o| o.status.as_str())
+                    .unwrap_or("-");
                 tracing::info!(message_id = %id, command_id = %cmd.command_id(), status, duplicate = outcome.duplicate, "applied");
             }
             Err(e) => {
@@ -104,25 +132,46 @@ async fn run_group(deps: &Deps, records: Vec<&SqsMessage>) -> Vec<String> {
 }
 
 /// Handles one SQS batch: groups concurrently, each in order, FIFO-safe failure reporting.
-pub async fn handle_batch(deps: &Deps, records: &[SqsMessage]) -> Result<SqsBatchResponse, BatchError> {
-    if records.iter().any(|r| r.message_id.as_deref().unwrap_or("").is_empty()) {
+pub async fn handle_batch(
+    deps: &Deps,
+    records: &[SqsMessage],
+) -> Result<SqsBatchResponse, BatchError> {
+    if records
+        .iter()
+        .any(|r| r.message_id.as_deref().unwrap_or("").is_empty())
+    {
         return Err(BatchError);
     }
     let mut order: Vec<String> = Vec::new();
     let mut groups: HashMap<String, Vec<&SqsMessage>> = HashMap::new();
     for r in records {
-        let group = r.attributes.get("MessageGroupId").cloned().unwrap_or_default();
+        let group = r
+            .attributes
+            .get("MessageGroupId")
+            .cloned()
+            .unwrap_or_default();
         if !groups.contains_key(&group) {
             order.push(group.clone());
         }
         groups.entry(group).or_default().push(r);
     }
-    let runs = order.into_iter().filter_map(|g| groups.remove(&g)).map(|recs| run_group(deps, recs));
-    let failures: Vec<String> = futures_util::future::join_all(runs).await.into_iter().flatten().collect();
+    let runs = order
+        .into_iter()
+        .filter_map(|g| groups.remove(&g))
+        .map(|recs| run_group(deps, recs));
+    let failures: Vec<String> = futures_util::future::join_all(runs)
+        .await
+        .into_iter()
+        .flatten()
+        .collect();
     let mut response = SqsBatchResponse::default();
     // Report in the batch's own order.
     for r in records {
-        if let Some(id) = r.message_id.as_deref().filter(|id| failures.iter().any(|f| f == id)) {
+        if let Some(id) = r
+            .message_id
+            .as_deref()
+            .filter(|id| failures.iter().any(|f| f == id))
+        {
             response.add_failure(id);
         }
     }

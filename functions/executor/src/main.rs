@@ -10,8 +10,9 @@ async fn main() -> Result<(), Error> {
     adapters::telemetry::init();
     let deps: &'static Deps = Box::leak(Box::new(Deps::from_config(&Config::from_env()?)?));
     lambda_runtime::run(service_fn(move |event: LambdaEvent<SqsEvent>| async move {
-        handle_batch(deps, &event.payload.records).await.map_err(Error::from)
+        handle_batch(deps, &event.payload.records)
+            .await
+            .map_err(Error::from)
     }))
     .await
 }
-

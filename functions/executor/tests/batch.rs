@@ -42,7 +42,10 @@ fn record(id: &str, group: Uuid, body: String) -> SqsMessage {
 }
 
 fn failures(resp: &aws_lambda_events::sqs::SqsBatchResponse) -> Vec<String> {
-    resp.batch_item_failures.iter().map(|f| f.item_identifier.clone()).collect()
+    resp.batch_item_failures
+        .iter()
+        .map(|f| f.item_identifier.clone())
+        .collect()
 }
 
 #[tokio::test]
@@ -57,13 +60,23 @@ async fn a_redelivered_command_changes_nothing() {
     let cash_after_first = deps.ledger.account(account).await.unwrap().unwrap().cash;
     // The same message again (SQS redelivery), and the same command with a new message id.
     assert!(failures(&handle_batch(&deps, &batch).await.unwrap()).is_empty());
-    assert!(failures(&handle_batch(&deps, &[record("m2", account, body)]).await.unwrap()).is_empty());
+    assert!(failures(
+        &handle_batch(&deps, &[record("m2", account, body)])
+            .await
+            .unwrap()
+    )
+    .is_empty());
     let again = apply(&deps, &cmd).await.unwrap();
     assert!(again.duplicate);
     let acct = deps.ledger.account(account).await.unwrap().unwrap();
     assert_eq!(acct.cash, cash_after_first);
     assert_eq!(acct.cash, dec!(100000) - dec!(600.005) - dec!(0.600005));
-    let pos = deps.ledger.position(account, "BTCUSDT").await.unwrap().unwrap();
+    let pos = deps
+        .ledger
+        .position(account, "BTCUSDT")
+        .await
+        .unwrap()
+        .unwrap();
     assert_eq!(pos.position.qty, dec!(0.01));
 }
 
@@ -84,9 +97,32 @@ async fn a_failure_reports_that_message_and_the_later_ones_of_its_group_only() {
     let resp = handle_batch(&deps, &batch).await.unwrap();
     assert_eq!(failures(&resp), vec!["a2".to_string(), "a3".to_string()]);
     // Group b ran in full; group a stopped before a3, which will be retried after a2.
-    assert_eq!(deps.ledger.position(b, "BTCUSDT").await.unwrap().unwrap().position.qty, dec!(0.03));
-    assert_eq!(deps.ledger.position(a, "BTCUSDT").await.unwrap().unwrap().position.qty, dec!(0.01));
-    assert!(deps.ledger.order_by_client_order_id(a, "a3").await.unwrap().is_none());
+    assert_eq!(
+        deps.ledger
+            .position(b, "BTCUSDT")
+            .await
+            .unwrap()
+            .unwrap()
+            .position
+            .qty,
+        dec!(0.03)
+    );
+    assert_eq!(
+        deps.ledger
+            .position(a, "BTCUSDT")
+            .await
+            .unwrap()
+            .unwrap()
+            .position
+            .qty,
+        dec!(0.01)
+    );
+    assert!(deps
+        .ledger
+        .order_by_client_order_id(a, "a3")
+        .await
+        .unwrap()
+        .is_none());
 }
 
 #[tokio::test]
@@ -115,7 +151,11 @@ async fn executors_run_concurrently_on_different_accounts() {
                 let batch: Vec<SqsMessage> = (0..2)
                     .map(|k| {
                         let c = market(acct, "buy", "0.001", &format!("own-{i}-{n}-{k}"));
-                        record(&format!("own-{i}-{n}-{k}"), acct, serde_json::to_string(&c).unwrap())
+                        record(
+                            &format!("own-{i}-{n}-{k}"),
+                            acct,
+                            serde_json::to_string(&c).unwrap(),
+                        )
                     })
                     .collect();
                 let resp = handle_batch(&deps, &batch).await.unwrap();
@@ -128,23 +168,43 @@ async fn executors_run_concurrently_on_different_accounts() {
         .enumerate()
         .map(|(i, &acct)| {
             let c = market(acct, "buy", "0.001", &format!("mixed-{i}"));
-            record(&format!("mixed-{i}"), acct, serde_json::to_string(&c).unwrap())
+            record(
+                &format!("mixed-{i}"),
+                acct,
+                serde_json::to_string(&c).unwrap(),
+            )
         })
         .collect();
     let d = deps.clone();
     tasks.push(tokio::spawn(async move {
-        assert!(handle_batch(&d, &mixed).await.unwrap().batch_item_failures.is_empty());
+        assert!(handle_batch(&d, &mixed)
+            .await
+            .unwrap()
+            .batch_item_failures
+            .is_empty());
     }));
     for t in tasks {
         t.await.unwrap();
     }
     for acct in accounts {
-        let pos = deps.ledger.position(acct, "BTCUSDT").await.unwrap().unwrap();
-        assert_eq!(pos.position.qty, dec!(0.011), "10 own fills and one mixed fill of 0.001");
+        let pos = deps
+            .ledger
+            .position(acct, "BTCUSDT")
+            .await
+            .unwrap()
+            .unwrap();
+        assert_eq!(
+            pos.position.qty,
+            dec!(0.011),
+            "10 own fills and one mixed fill of 0.001"
+        );
         let acct_row = deps.ledger.account(acct).await.unwrap().unwrap();
         let notional = dec!(0.011) * dec!(60000);
         // Each fill: 0.001 × 60000 = 60, fee 0.06.
-        assert_eq!(acct_row.cash, dec!(100000) - notional - dec!(0.06) * Decimal::from(11));
+        assert_eq!(
+            acct_row.cash,
+            dec!(100000) - notional - dec!(0.06) * Decimal::from(11)
+        );
     }
 }
 
@@ -153,16 +213,34 @@ async fn stale_prices_reject_and_sells_need_the_quantity() {
     let deps = deps().await;
     let (_, account) = account_with_cash(&deps.ledger, dec!(100000)).await;
     // A quote 10 s old: older than the 5 s bound.
-    let old = domain::quote::Quote { symbol: "BTCUSDT".into(), bid: dec!(1), ask: dec!(1), last: None, ts: adapters::now_ms() - 10_000 };
+    let old = domain::quote::Quote {
+        symbol: "BTCUSDT".into(),
+        bid: dec!(1),
+        ask: dec!(1),
+        last: None,
+        ts: adapters::now_ms() - 10_000,
+    };
     deps.cache.put_quote(&old, 60_000).await.unwrap();
-    let out = apply(&deps, &market(account, "buy", "0.01", "stale")).await.unwrap();
+    let out = apply(&deps, &market(account, "buy", "0.01", "stale"))
+        .await
+        .unwrap();
     let order = out.order.unwrap();
     assert_eq!(order.status, OrderStatus::Rejected);
     assert!(order.reject_reason.unwrap().contains("stale_price"));
     put_quote(&deps.cache, "BTCUSDT", dec!(60000), dec!(60000)).await;
-    let out = apply(&deps, &market(account, "sell", "0.01", "naked-sell")).await.unwrap();
-    assert!(out.order.unwrap().reject_reason.unwrap().contains("insufficient_qty"));
-    assert_eq!(deps.ledger.account(account).await.unwrap().unwrap().cash, dec!(100000));
+    let out = apply(&deps, &market(account, "sell", "0.01", "naked-sell"))
+        .await
+        .unwrap();
+    assert!(out
+        .order
+        .unwrap()
+        .reject_reason
+        .unwrap()
+        .contains("insufficient_qty"));
+    assert_eq!(
+        deps.ledger.account(account).await.unwrap().unwrap().cash,
+        dec!(100000)
+    );
 }
 
 #[tokio::test]
@@ -172,9 +250,17 @@ async fn the_sample_event_holds_commands_of_the_current_format() {
     assert_eq!(event.records.len(), 3);
     for r in &event.records {
         let cmd: Command = serde_json::from_str(r.body.as_deref().unwrap()).unwrap();
-        let Command::PlaceOrder { command_id, order } = &cmd else { panic!("place_order expected") };
-        assert_eq!(*command_id, domain::order::order_id_for(order.account_id, &order.client_order_id));
-        assert_eq!(r.attributes.get("MessageGroupId"), Some(&cmd.message_group_id()));
+        let Command::PlaceOrder { command_id, order } = &cmd else {
+            panic!("place_order expected")
+        };
+        assert_eq!(
+            *command_id,
+            domain::order::order_id_for(order.account_id, &order.client_order_id)
+        );
+        assert_eq!(
+            r.attributes.get("MessageGroupId"),
+            Some(&cmd.message_group_id())
+        );
     }
     // The sample's accounts do not exist here: the commands are recorded and dropped, not retried.
     let deps = deps().await;

@@ -20,7 +20,10 @@ pub fn new_key_id() -> String {
     const ALPHABET: &[u8] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789";
     let mut bytes = [0u8; 18];
     rand::rng().fill_bytes(&mut bytes);
-    let tail: String = bytes.iter().map(|b| ALPHABET[*b as usize % ALPHABET.len()] as char).collect();
+    let tail: String = bytes
+        .iter()
+        .map(|b| ALPHABET[*b as usize % ALPHABET.len()] as char)
+        .collect();
     format!("PK{tail}")
 }
 
@@ -31,7 +34,10 @@ pub fn digest(secret: &str) -> String {
 
 /// Constant-time comparison of a presented secret with a stored digest.
 pub fn digest_matches(secret: &str, stored_digest: &str) -> bool {
-    digest(secret).as_bytes().ct_eq(stored_digest.as_bytes()).into()
+    digest(secret)
+        .as_bytes()
+        .ct_eq(stored_digest.as_bytes())
+        .into()
 }
 
 pub fn hash_password(password: &str) -> Result<String, String> {
@@ -46,7 +52,9 @@ pub fn hash_password(password: &str) -> Result<String, String> {
 
 pub fn verify_password(password: &str, stored: &str) -> bool {
     match PasswordHash::new(stored) {
-        Ok(parsed) => Argon2::default().verify_password(password.as_bytes(), &parsed).is_ok(),
+        Ok(parsed) => Argon2::default()
+            .verify_password(password.as_bytes(), &parsed)
+            .is_ok(),
         Err(_) => false,
     }
 }

@@ -41,7 +41,11 @@ impl Cache {
     /// Creates the cache client; connects lazily on first use, so Lambda init stays lean.
     pub fn new(url: &str, prefix: &str) -> Result<Cache, DependencyError> {
         let client = redis::Client::open(url).map_err(DependencyError::redis)?;
-        Ok(Cache { client, conn: OnceCell::new(), prefix: prefix.to_string() })
+        Ok(Cache {
+            client,
+            conn: OnceCell::new(),
+            prefix: prefix.to_string(),
+        })
     }
 
     pub fn prefix(&self) -> &str {
@@ -65,7 +69,10 @@ impl Cache {
 
     pub async fn ping(&self) -> Result<(), DependencyError> {
         let mut c = self.conn().await?;
-        redis::cmd("PING").query_async::<String>(&mut c).await.map_err(DependencyError::redis)?;
+        redis::cmd("PING")
+            .query_async::<String>(&mut c)
+            .await
+            .map_err(DependencyError::redis)?;
         Ok(())
     }
 
@@ -86,14 +93,20 @@ impl Cache {
     }
 
     /// The latest quotes of several symbols in one round trip; missing symbols are absent.
-    pub async fn quotes(&self, symbols: &[String]) -> Result<HashMap<String, Quote>, DependencyError> {
+    pub async fn quotes(
+        &self,
+        symbols: &[String],
+    ) -> Result<HashMap<String, Quote>, DependencyError> {
         if symbols.is_empty() {
             return Ok(HashMap::new());
         }
         let mut c = self.conn().await?;
         let keys: Vec<String> = symbols.iter().map(|s| price_key(&self.prefix, s)).collect();
-        let raws: Vec<Option<String>> =
-            redis::cmd("MGET").arg(&keys).query_async(&mut c).await.map_err(DependencyError::redis)?;
+        let raws: Vec<Option<String>> = redis::cmd("MGET")
+            .arg(&keys)
+            .query_async(&mut c)
+            .await
+            .map_err(DependencyError::redis)?;
         Ok(raws
             .into_iter()
             .flatten()
@@ -122,7 +135,12 @@ impl Cache {
         self.key(&format!("sess:{token_digest}"))
     }
 
-    pub async fn put_session(&self, token_digest: &str, s: &Session, ttl_secs: u64) -> Result<(), DependencyError> {
+    pub async fn put_session(
+        &self,
+        token_digest: &str,
+        s: &Session,
+        ttl_secs: u64,
+    ) -> Result<(), DependencyError> {
         let mut c = self.conn().await?;
         let value = serde_json::to_string(s).map_err(DependencyError::redis)?;
         redis::cmd("SET")
@@ -136,7 +154,11 @@ impl Cache {
     }
 
     /// Looks a session up and slides its expiry forward, in one round trip.
-    pub async fn touch_session(&self, token_digest: &str, ttl_secs: u64) -> Result<Option<Session>, DependencyError> {
+    pub async fn touch_session(
+        &self,
+        token_digest: &str,
+        ttl_secs: u64,
+    ) -> Result<Option<Session>, DependencyError> {
         let mut c = self.conn().await?;
         let raw: Option<String> = redis::cmd("GETEX")
             .arg(self.session_key(token_digest))
@@ -194,7 +216,11 @@ impl Cache {
         }
     }
 
-    pub async fn pending_order(&self, account_id: Uuid, order_id: Uuid) -> Result<Option<NewOrder>, DependencyError> {
+    pub async fn pending_order(
+        &self,
+        account_id: Uuid,
+        order_id: Uuid,
+    ) -> Result<Option<NewOrder>, DependencyError> {
         let mut c = self.conn().await?;
         let raw: Option<String> = redis::cmd("HGET")
             .arg(self.pending_key(account_id))
@@ -212,11 +238,18 @@ impl Cache {
             .query_async(&mut c)
             .await
             .map_err(DependencyError::redis)?;
-        Ok(raws.iter().filter_map(|r| serde_json::from_str(r).ok()).collect())
+        Ok(raws
+            .iter()
+            .filter_map(|r| serde_json::from_str(r).ok())
+            .collect())
     }
 
     /// Drops the pending copy once the ledger holds the order (or the enqueue failed).
-    pub async fn clear_pending_order(&self, account_id: Uuid, order_id: Uuid) -> Result<(), DependencyError> {
+    pub async fn clear_pending_order(
+        &self,
+        account_id: Uuid,
+        order_id: Uuid,
+    ) -> Result<(), DependencyError> {
         let mut c = self.conn().await?;
         redis::cmd("HDEL")
             .arg(self.pending_key(account_id))

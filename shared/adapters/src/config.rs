@@ -42,14 +42,17 @@ where
 {
     match var(name) {
         None => Ok(default),
-        Some(v) => v.parse().map_err(|e| ConfigError(format!("{name}={v}: {e}"))),
+        Some(v) => v
+            .parse()
+            .map_err(|e| ConfigError(format!("{name}={v}: {e}"))),
     }
 }
 
 impl Config {
     pub fn from_env() -> Result<Config, ConfigError> {
         Ok(Config {
-            database_url: var("DATABASE_URL").unwrap_or_else(|| "postgres://trading:trading@127.0.0.1:5432/trading".into()),
+            database_url: var("DATABASE_URL")
+                .unwrap_or_else(|| "postgres://trading:trading@127.0.0.1:5432/trading".into()),
             database_max_connections: parsed("DATABASE_MAX_CONNECTIONS", 5)?,
             redis_url: var("REDIS_URL").unwrap_or_else(|| "redis://127.0.0.1:6379/".into()),
             key_prefix: var("KEY_PREFIX").unwrap_or_default(),
@@ -62,6 +65,9 @@ impl Config {
     }
 
     pub fn execution_params(&self) -> domain::execution::ExecutionParams {
-        domain::execution::ExecutionParams { fee_bps: self.fee_bps, max_price_age_ms: self.max_price_age_ms }
+        domain::execution::ExecutionParams {
+            fee_bps: self.fee_bps,
+            max_price_age_ms: self.max_price_age_ms,
+        }
     }
 }

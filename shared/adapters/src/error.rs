@@ -13,13 +13,22 @@ pub struct DependencyError {
 
 impl DependencyError {
     pub fn postgres(e: impl std::fmt::Display) -> Self {
-        DependencyError { dependency: "postgres", detail: e.to_string() }
+        DependencyError {
+            dependency: "postgres",
+            detail: e.to_string(),
+        }
     }
     pub fn redis(e: impl std::fmt::Display) -> Self {
-        DependencyError { dependency: "redis", detail: e.to_string() }
+        DependencyError {
+            dependency: "redis",
+            detail: e.to_string(),
+        }
     }
     pub fn queue(e: impl std::fmt::Display) -> Self {
-        DependencyError { dependency: "queue", detail: e.to_string() }
+        DependencyError {
+            dependency: "queue",
+            detail: e.to_string(),
+        }
     }
 }
 
@@ -36,7 +45,12 @@ pub struct ApiError {
 
 impl ApiError {
     pub fn new(status: u16, code: impl Into<String>, message: impl Into<String>) -> Self {
-        ApiError { status, code: code.into(), message: message.into(), retry_after: None }
+        ApiError {
+            status,
+            code: code.into(),
+            message: message.into(),
+            retry_after: None,
+        }
     }
     pub fn malformed(message: impl Into<String>) -> Self {
         Self::new(400, "malformed_request", message)
@@ -54,7 +68,11 @@ impl ApiError {
         Self::new(409, code, message)
     }
     pub fn too_large(limit: usize) -> Self {
-        Self::new(413, "payload_too_large", format!("request body exceeds {limit} bytes"))
+        Self::new(
+            413,
+            "payload_too_large",
+            format!("request body exceeds {limit} bytes"),
+        )
     }
     pub fn rule(v: RuleViolation) -> Self {
         Self::new(422, v.code, v.message)

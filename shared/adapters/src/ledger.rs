@@ -120,7 +120,8 @@ pub enum SignupError {
     Dependency(#[from] DependencyError),
 }
 
-const OPEN_STATUSES: &str = "('new','partially_filled','accepted','pending_new','pending_cancel','pending_replace')";
+const OPEN_STATUSES: &str =
+    "('new','partially_filled','accepted','pending_new','pending_cancel','pending_replace')";
 const ORDER_COLUMNS: &str = "id, client_order_id, account_id, created_at, updated_at, submitted_at, filled_at, \
      canceled_at, failed_at, asset_id, symbol, notional, qty, filled_qty, filled_avg_price, order_type, side, \
      time_in_force, limit_price, status, reject_reason";
@@ -131,7 +132,9 @@ fn pg(e: sqlx::Error) -> DependencyError {
 
 fn order_from_row(r: &PgRow) -> Result<Order, sqlx::Error> {
     let text = |name: &str| -> Result<String, sqlx::Error> { r.try_get::<String, _>(name) };
-    let bad = |name: &str, v: String| sqlx::Error::Decode(format!("orders.{name}: unexpected value '{v}'").into());
+    let bad = |name: &str, v: String| {
+        sqlx::Error::Decode(format!("orders.{name}: unexpected value '{v}'").into())
+    };
     let order_type = text("order_type")?;
     let side = text("side")?;
     let tif = text("time_in_force")?;
@@ -152,7 +155,8 @@ fn order_from_row(r: &PgRow) -> Result<Order, sqlx::Error> {
         qty: r.try_get("qty")?,
         filled_qty: r.try_get("filled_qty")?,
         filled_avg_price: r.try_get("filled_avg_price")?,
-        order_type: OrderType::parse(&order_type).ok_or_else(|| bad("order_type", order_type.clone()))?,
+        order_type: OrderType::parse(&order_type)
+            .ok_or_else(|| bad("order_type", order_type.clone()))?,
         side: Side::parse(&side).ok_or_else(|| bad("side", side.clone()))?,
         time_in_force: TimeInForce::parse(&tif).ok_or_else(|| bad("time_in_force", tif.clone()))?,
         limit_price: r.try_get("limit_price")?,
@@ -167,7 +171,8 @@ fn fill_from_row(r: &PgRow) -> Result<FillRecord, sqlx::Error> {
         id: r.try_get("id")?,
         order_id: r.try_get("order_id")?,
         symbol: r.try_get("symbol")?,
-        side: Side::parse(&side).ok_or_else(|| sqlx::Error::Decode(format!("fills.side '{side}'").into()))?,
+        side: Side::parse(&side)
+            .ok_or_else(|| sqlx::Error::Decode(format!("fills.side '{side}'").into()))?,
         qty: r.try_get("qty")?,
         price: r.try_get("price")?,
         fee: r.try_get("fee")?,
@@ -202,7 +207,10 @@ impl Ledger {
     }
 
     pub async fn ping(&self) -> Result<(), DependencyError> {
-        sqlx::query("SELECT 1").execute(&self.pool).await.map_err(pg)?;
+        sqlx::query("SELECT 1")
+            .execute(&self.pool)
+            .await
+            .map_err(pg)?;
         Ok(())
     }
 
@@ -216,7 +224,10 @@ impl Ledger {
     ) -> Result<(Uuid, Uuid), SignupError> {
         let user_id = Uuid::new_v4();
         let account_id = Uuid::new_v4();
-        let account_number = format!("PA{}", &account_id.simple().to_string()[..10].to_uppercase());
+        let account_number = format!(
+            "PA{}",
+            &account_id.simple().to_string()[..10].to_uppercase()
+        );
         let mut tx = self.pool.begin().await.map_err(pg)?;
         let inserted = sqlx::query("INSERT INTO users (id, email, password_hash) VALUES ($1, $2, $3) ON CONFLICT (email) DO NOTHING")
             .bind(user_id)
@@ -242,7 +253,10 @@ impl Ledger {
         Ok((user_id, account_id))
     }
 
-    pub async fn credentials_by_email(&self, email: &str) -> Result<Option<UserCredentials>, DependencyError> {
+    pub async fn credentials_by_email(
+        &self,
+        email: &str,
+    ) -> Result<Option<UserCredentials>, DependencyError> {
         let row = sqlx::query(
             "SELECT u.id AS user_id, a.id AS account_id, u.password_hash FROM users u JOIN accounts a ON a.user_id = u.id WHERE u.email = $1",
         )
@@ -261,7 +275,13 @@ impl Ledger {
         .map_err(pg)
     }
 
-    pub async fn insert_api_key(&self, key_id: &str, user_id: Uuid, account_id: Uuid, secret_hash: &str) -> Result<DateTime<Utc>, DependencyError> {
+    pub async fn insert_api_key(
+        &self,
+        key_id: &str,
+        user_id: Uuid,
+        account_id: Uuid,
+        secret_hash: &str,
+    ) -> Result<DateTime<Utc>, DependencyError> {
         sqlx::query_scalar("INSERT INTO api_keys (key_id, user_id, account_id, secret_hash) VALUES ($1, $2, $3, $4) RETURNING created_at")
             .bind(key_id)
             .bind(user_id)
@@ -279,7 +299,9 @@ impl Ledger {
             account_id: r.try_get("account_id")?,
             secret_hash: r.try_get("secret_hash")?,
             created_at: r.try_get("created_at")?,
-            revoked: r.try_get::<Option<DateTime<Utc>>, _>("revoked_at")?.is_some(),
+            revoked: r
+                .try_get::<Option<DateTime<Utc>>, _>("revoked_at")?
+                .is_some(),
         })
     }
 
@@ -289,7 +311,10 @@ impl Ledger {
             .fetch_optional(&self.pool)
             .await
             .map_err(pg)?;
-        row.as_ref().map(Self::api_key_from_row).transpose().map_err(pg)
+        row.as_ref()
+            .map(Self::api_key_from_row)
+            .transpose()
+            .map_err(pg)
     }
 
     pub async fn api_keys(&self, user_id: Uuid) -> Result<Vec<ApiKeyRecord>, DependencyError> {
@@ -301,11 +326,18 @@ impl Ledger {
         .fetch_all(&self.pool)
         .await
         .map_err(pg)?;
-        rows.iter().map(Self::api_key_from_row).collect::<Result<_, _>>().map_err(pg)
+        rows.iter()
+            .map(Self::api_key_from_row)
+            .collect::<Result<_, _>>()
+            .map_err(pg)
     }
 
     /// Revokes a key of `user_id`; false when the user has no such live key.
-    pub async fn revoke_api_key(&self, user_id: Uuid, key_id: &str) -> Result<bool, DependencyError> {
+    pub async fn revoke_api_key(
+        &self,
+        user_id: Uuid,
+        key_id: &str,
+    ) -> Result<bool, DependencyError> {
         let r = sqlx::query("UPDATE api_keys SET revoked_at = now() WHERE key_id = $1 AND user_id = $2 AND revoked_at IS NULL")
             .bind(key_id)
             .bind(user_id)
@@ -317,7 +349,10 @@ impl Ledger {
 
     // ---- reads ---------------------------------------------------------------------------
 
-    pub async fn account(&self, account_id: Uuid) -> Result<Option<AccountRecord>, DependencyError> {
+    pub async fn account(
+        &self,
+        account_id: Uuid,
+    ) -> Result<Option<AccountRecord>, DependencyError> {
         let row = sqlx::query(
             "SELECT id, account_number, currency, initial_cash, cash, realized_pnl, fees_paid, created_at FROM accounts WHERE id = $1",
         )
@@ -341,19 +376,43 @@ impl Ledger {
         .map_err(pg)
     }
 
-    pub async fn order(&self, account_id: Uuid, order_id: Uuid) -> Result<Option<Order>, DependencyError> {
+    pub async fn order(
+        &self,
+        account_id: Uuid,
+        order_id: Uuid,
+    ) -> Result<Option<Order>, DependencyError> {
         let sql = format!("SELECT {ORDER_COLUMNS} FROM orders WHERE id = $1 AND account_id = $2");
-        let row = sqlx::query(&sql).bind(order_id).bind(account_id).fetch_optional(&self.pool).await.map_err(pg)?;
+        let row = sqlx::query(&sql)
+            .bind(order_id)
+            .bind(account_id)
+            .fetch_optional(&self.pool)
+            .await
+            .map_err(pg)?;
         row.as_ref().map(order_from_row).transpose().map_err(pg)
     }
 
-    pub async fn order_by_client_order_id(&self, account_id: Uuid, client_order_id: &str) -> Result<Option<Order>, DependencyError> {
-        let sql = format!("SELECT {ORDER_COLUMNS} FROM orders WHERE account_id = $1 AND client_order_id = $2");
-        let row = sqlx::query(&sql).bind(account_id).bind(client_order_id).fetch_optional(&self.pool).await.map_err(pg)?;
+    pub async fn order_by_client_order_id(
+        &self,
+        account_id: Uuid,
+        client_order_id: &str,
+    ) -> Result<Option<Order>, DependencyError> {
+        let sql = format!(
+            "SELECT {ORDER_COLUMNS} FROM orders WHERE account_id = $1 AND client_order_id = $2"
+        );
+        let row = sqlx::query(&sql)
+            .bind(account_id)
+            .bind(client_order_id)
+            .fetch_optional(&self.pool)
+            .await
+            .map_err(pg)?;
         row.as_ref().map(order_from_row).transpose().map_err(pg)
     }
 
-    pub async fn orders(&self, account_id: Uuid, q: &OrderQuery) -> Result<Vec<Order>, DependencyError> {
+    pub async fn orders(
+        &self,
+        account_id: Uuid,
+        q: &OrderQuery,
+    ) -> Result<Vec<Order>, DependencyError> {
         let status_clause = match q.status {
             StatusFilter::Open => format!("AND status IN {OPEN_STATUSES}"),
             StatusFilter::Closed => format!("AND status NOT IN {OPEN_STATUSES}"),
@@ -375,11 +434,17 @@ impl Ledger {
             .fetch_all(&self.pool)
             .await
             .map_err(pg)?;
-        rows.iter().map(order_from_row).collect::<Result<_, _>>().map_err(pg)
+        rows.iter()
+            .map(order_from_row)
+            .collect::<Result<_, _>>()
+            .map_err(pg)
     }
 
     /// Open positions (quantity not zero), by symbol.
-    pub async fn positions(&self, account_id: Uuid) -> Result<Vec<PositionRecord>, DependencyError> {
+    pub async fn positions(
+        &self,
+        account_id: Uuid,
+    ) -> Result<Vec<PositionRecord>, DependencyError> {
         let rows = sqlx::query(
             "SELECT symbol, asset_id, qty, avg_entry_price, realized_pnl FROM positions WHERE account_id = $1 AND qty <> 0 ORDER BY symbol",
         )
@@ -387,10 +452,17 @@ impl Ledger {
         .fetch_all(&self.pool)
         .await
         .map_err(pg)?;
-        rows.iter().map(position_from_row).collect::<Result<_, _>>().map_err(pg)
+        rows.iter()
+            .map(position_from_row)
+            .collect::<Result<_, _>>()
+            .map_err(pg)
     }
 
-    pub async fn position(&self, account_id: Uuid, symbol: &str) -> Result<Option<PositionRecord>, DependencyError> {
+    pub async fn position(
+        &self,
+        account_id: Uuid,
+        symbol: &str,
+    ) -> Result<Option<PositionRecord>, DependencyError> {
         let row = sqlx::query(
             "SELECT symbol, asset_id, qty, avg_entry_price, realized_pnl FROM positions WHERE account_id = $1 AND symbol = $2 AND qty <> 0",
         )
@@ -415,7 +487,10 @@ impl Ledger {
     }
 
     /// Quantity held by open sell orders, per symbol (for `qty_available`).
-    pub async fn held_for_sells(&self, account_id: Uuid) -> Result<Vec<(String, Decimal)>, DependencyError> {
+    pub async fn held_for_sells(
+        &self,
+        account_id: Uuid,
+    ) -> Result<Vec<(String, Decimal)>, DependencyError> {
         let rows = sqlx::query(&format!(
             "SELECT symbol, sum(qty - filled_qty) AS held FROM orders WHERE account_id = $1 AND side = 'sell' \
              AND qty IS NOT NULL AND status IN {OPEN_STATUSES} GROUP BY symbol"
@@ -430,8 +505,16 @@ impl Ledger {
             .map_err(pg)
     }
 
-    pub async fn fills(&self, account_id: Uuid, q: &FillQuery) -> Result<Vec<FillRecord>, DependencyError> {
-        let (dir, cmp) = if q.ascending { ("ASC", ">") } else { ("DESC", "<") };
+    pub async fn fills(
+        &self,
+        account_id: Uuid,
+        q: &FillQuery,
+    ) -> Result<Vec<FillRecord>, DependencyError> {
+        let (dir, cmp) = if q.ascending {
+            ("ASC", ">")
+        } else {
+            ("DESC", "<")
+        };
         let sql = format!(
             "SELECT f.id, f.order_id, f.symbol, f.side, f.qty, f.price, f.fee, f.realized_pnl, f.cum_qty, f.leaves_qty, f.transaction_time \
              FROM fills f WHERE f.account_id = $1 \
@@ -448,7 +531,10 @@ impl Ledger {
             .fetch_all(&self.pool)
             .await
             .map_err(pg)?;
-        rows.iter().map(fill_from_row).collect::<Result<_, _>>().map_err(pg)
+        rows.iter()
+            .map(fill_from_row)
+            .collect::<Result<_, _>>()
+            .map_err(pg)
     }
 
     // ---- writes of the executor -------------------------------------------------------------
@@ -466,19 +552,28 @@ impl Ledger {
         let mut tx = self.pool.begin().await.map_err(pg)?;
         if !record_command(&mut tx, command_id, order.account_id, "place_order").await? {
             tx.rollback().await.map_err(pg)?;
-            return Ok(ExecOutcome { order: self.order(order.account_id, order.id).await?, fill: None, duplicate: true });
+            return Ok(ExecOutcome {
+                order: self.order(order.account_id, order.id).await?,
+                fill: None,
+                duplicate: true,
+            });
         }
-        let cash: Option<Decimal> = sqlx::query_scalar("SELECT cash FROM accounts WHERE id = $1 FOR UPDATE")
-            .bind(order.account_id)
-            .fetch_optional(&mut *tx)
-            .await
-            .map_err(pg)?;
+        let cash: Option<Decimal> =
+            sqlx::query_scalar("SELECT cash FROM accounts WHERE id = $1 FOR UPDATE")
+                .bind(order.account_id)
+                .fetch_optional(&mut *tx)
+                .await
+                .map_err(pg)?;
         let Some(cash) = cash else {
             // A command for an account that does not exist cannot apply; recording it keeps a
             // redelivery from trying again.
             tracing::error!(account_id = %order.account_id, order_id = %order.id, "place_order for unknown account dropped");
             tx.commit().await.map_err(pg)?;
-            return Ok(ExecOutcome { order: None, fill: None, duplicate: false });
+            return Ok(ExecOutcome {
+                order: None,
+                fill: None,
+                duplicate: false,
+            });
         };
         let held = sqlx::query(&format!(
             "SELECT coalesce(sum(qty * limit_price) FILTER (WHERE side = 'buy'), 0) AS buy_notional, \
@@ -500,7 +595,12 @@ impl Ledger {
         .fetch_optional(&mut *tx)
         .await
         .map_err(pg)?;
-        let mut position = match pos_row.as_ref().map(position_from_row).transpose().map_err(pg)? {
+        let mut position = match pos_row
+            .as_ref()
+            .map(position_from_row)
+            .transpose()
+            .map_err(pg)?
+        {
             Some(p) => p.position,
             None => Position::default(),
         };
@@ -520,8 +620,16 @@ impl Ledger {
         match &decision {
             Decision::Fill { qty, price, fee } => {
                 let effect = position
-                    .apply(&accounting::Fill { side: order.side, qty: *qty, price: *price, fee: *fee })
-                    .map_err(|e| DependencyError { dependency: "ledger", detail: e.to_string() })?;
+                    .apply(&accounting::Fill {
+                        side: order.side,
+                        qty: *qty,
+                        price: *price,
+                        fee: *fee,
+                    })
+                    .map_err(|e| DependencyError {
+                        dependency: "ledger",
+                        detail: e.to_string(),
+                    })?;
                 stored.status = OrderStatus::Filled;
                 stored.filled_qty = *qty;
                 stored.filled_avg_price = Some(*price);
@@ -592,24 +700,46 @@ impl Ledger {
             }
         }
         tx.commit().await.map_err(pg)?;
-        Ok(ExecOutcome { order: Some(stored), fill: fill_record, duplicate: false })
+        Ok(ExecOutcome {
+            order: Some(stored),
+            fill: fill_record,
+            duplicate: false,
+        })
     }
 
     /// Applies a cancel command: an open order becomes `canceled`; anything else is left as it is.
-    pub async fn cancel_order(&self, command_id: Uuid, account_id: Uuid, order_id: Uuid) -> Result<ExecOutcome, DependencyError> {
+    pub async fn cancel_order(
+        &self,
+        command_id: Uuid,
+        account_id: Uuid,
+        order_id: Uuid,
+    ) -> Result<ExecOutcome, DependencyError> {
         let mut tx = self.pool.begin().await.map_err(pg)?;
         if !record_command(&mut tx, command_id, account_id, "cancel_order").await? {
             tx.rollback().await.map_err(pg)?;
-            return Ok(ExecOutcome { order: self.order(account_id, order_id).await?, fill: None, duplicate: true });
+            return Ok(ExecOutcome {
+                order: self.order(account_id, order_id).await?,
+                fill: None,
+                duplicate: true,
+            });
         }
         let sql = format!(
             "UPDATE orders SET status = 'canceled', canceled_at = now(), updated_at = now() \
              WHERE id = $1 AND account_id = $2 AND status IN {OPEN_STATUSES} RETURNING {ORDER_COLUMNS}"
         );
-        let row = sqlx::query(&sql).bind(order_id).bind(account_id).fetch_optional(&mut *tx).await.map_err(pg)?;
+        let row = sqlx::query(&sql)
+            .bind(order_id)
+            .bind(account_id)
+            .fetch_optional(&mut *tx)
+            .await
+            .map_err(pg)?;
         let order = row.as_ref().map(order_from_row).transpose().map_err(pg)?;
         tx.commit().await.map_err(pg)?;
-        Ok(ExecOutcome { order, fill: None, duplicate: false })
+        Ok(ExecOutcome {
+            order,
+            fill: None,
+            duplicate: false,
+        })
     }
 }
 
@@ -626,7 +756,12 @@ fn position_from_row(r: &PgRow) -> Result<PositionRecord, sqlx::Error> {
 }
 
 /// Records a command id; false when it was recorded before (a redelivery).
-async fn record_command(tx: &mut Transaction<'_, Postgres>, command_id: Uuid, account_id: Uuid, kind: &str) -> Result<bool, DependencyError> {
+async fn record_command(
+    tx: &mut Transaction<'_, Postgres>,
+    command_id: Uuid,
+    account_id: Uuid,
+    kind: &str,
+) -> Result<bool, DependencyError> {
     let r = sqlx::query("INSERT INTO processed_commands (command_id, account_id, kind) VALUES ($1, $2, $3) ON CONFLICT DO NOTHING")
         .bind(command_id)
         .bind(account_id)
@@ -637,7 +772,10 @@ async fn record_command(tx: &mut Transaction<'_, Postgres>, command_id: Uuid, ac
     Ok(r.rows_affected() == 1)
 }
 
-async fn insert_order(tx: &mut Transaction<'_, Postgres>, o: &Order) -> Result<(), DependencyError> {
+async fn insert_order(
+    tx: &mut Transaction<'_, Postgres>,
+    o: &Order,
+) -> Result<(), DependencyError> {
     sqlx::query(
         "INSERT INTO orders (id, client_order_id, account_id, created_at, updated_at, submitted_at, filled_at, canceled_at, failed_at, \
          asset_id, symbol, notional, qty, filled_qty, filled_avg_price, order_type, side, time_in_force, limit_price, status, reject_reason) \
@@ -670,7 +808,11 @@ async fn insert_order(tx: &mut Transaction<'_, Postgres>, o: &Order) -> Result<(
     Ok(())
 }
 
-async fn insert_fill(tx: &mut Transaction<'_, Postgres>, account_id: Uuid, f: &FillRecord) -> Result<(), DependencyError> {
+async fn insert_fill(
+    tx: &mut Transaction<'_, Postgres>,
+    account_id: Uuid,
+    f: &FillRecord,
+) -> Result<(), DependencyError> {
     sqlx::query(
         "INSERT INTO fills (id, account_id, order_id, symbol, side, qty, price, fee, realized_pnl, cum_qty, leaves_qty, transaction_time) \
          VALUES ($1,$2,$3,$4,$5,$6,$7,$8,$9,$10,$11,$12)",

@@ -15,11 +15,17 @@ pub struct CommandQueue {
 impl CommandQueue {
     /// The SDK client is built on first use (loading AWS config costs a few ms of init).
     pub fn new(queue_url: &str) -> CommandQueue {
-        CommandQueue { queue_url: queue_url.to_string(), client: OnceCell::new() }
+        CommandQueue {
+            queue_url: queue_url.to_string(),
+            client: OnceCell::new(),
+        }
     }
 
     pub fn from_client(queue_url: &str, client: Client) -> CommandQueue {
-        CommandQueue { queue_url: queue_url.to_string(), client: OnceCell::new_with(Some(client)) }
+        CommandQueue {
+            queue_url: queue_url.to_string(),
+            client: OnceCell::new_with(Some(client)),
+        }
     }
 
     pub async fn client(&self) -> &Client {

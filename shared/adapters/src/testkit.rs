@@ -19,14 +19,19 @@ pub fn service_env(name: &str) -> String {
 
 /// A migrated ledger on `DATABASE_URL`.
 pub async fn ledger() -> Ledger {
-    let ledger = Ledger::connect_lazy(&service_env("DATABASE_URL"), 10).expect("database url parses");
+    let ledger =
+        Ledger::connect_lazy(&service_env("DATABASE_URL"), 10).expect("database url parses");
     ledger.migrate().await.expect("migrations apply");
     ledger
 }
 
 /// A cache on `REDIS_URL` under a key prefix of its own, so parallel tests never collide.
 pub fn cache() -> Cache {
-    Cache::new(&service_env("REDIS_URL"), &format!("t{}:", Uuid::new_v4().simple())).expect("redis url parses")
+    Cache::new(
+        &service_env("REDIS_URL"),
+        &format!("t{}:", Uuid::new_v4().simple()),
+    )
+    .expect("redis url parses")
 }
 
 pub fn unique_email() -> String {
@@ -35,11 +40,20 @@ pub fn unique_email() -> String {
 
 /// A new user with an account holding `cash` USDT: (user id, account id).
 pub async fn account_with_cash(ledger: &Ledger, cash: Decimal) -> (Uuid, Uuid) {
-    ledger.create_user(&unique_email(), "not-a-hash", cash).await.expect("user created")
+    ledger
+        .create_user(&unique_email(), "not-a-hash", cash)
+        .await
+        .expect("user created")
 }
 
 /// Puts a fresh quote for `symbol` into the cache.
 pub async fn put_quote(cache: &Cache, symbol: &str, bid: Decimal, ask: Decimal) {
-    let q = Quote { symbol: symbol.into(), bid, ask, last: Some(bid), ts: crate::now_ms() };
+    let q = Quote {
+        symbol: symbol.into(),
+        bid,
+        ask,
+        last: Some(bid),
+        ts: crate::now_ms(),
+    };
     cache.put_quote(&q, 60_000).await.expect("quote stored");
 }

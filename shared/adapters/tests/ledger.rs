@@ -22,13 +22,25 @@ async fn signup_rejects_a_taken_email_and_keys_round_trip() {
     let ledger = testkit::ledger().await;
     let email = testkit::unique_email();
     let (user, account) = ledger.create_user(&email, "h", dec!(100000)).await.unwrap();
-    assert!(matches!(ledger.create_user(&email, "h", dec!(1)).await, Err(SignupError::EmailTaken)));
+    assert!(matches!(
+        ledger.create_user(&email, "h", dec!(1)).await,
+        Err(SignupError::EmailTaken)
+    ));
     let creds = ledger.credentials_by_email(&email).await.unwrap().unwrap();
     assert_eq!((creds.user_id, creds.account_id), (user, account));
-    ledger.insert_api_key("PKTESTKEY", user, account, "digest").await.ok();
+    ledger
+        .insert_api_key("PKTESTKEY", user, account, "digest")
+        .await
+        .ok();
     let key_id = format!("PK{}", Uuid::new_v4().simple());
-    ledger.insert_api_key(&key_id, user, account, "digest").await.unwrap();
-    assert_eq!(ledger.api_key(&key_id).await.unwrap().unwrap().account_id, account);
+    ledger
+        .insert_api_key(&key_id, user, account, "digest")
+        .await
+        .unwrap();
+    assert_eq!(
+        ledger.api_key(&key_id).await.unwrap().unwrap().account_id,
+        account
+    );
     assert!(ledger.revoke_api_key(user, &key_id).await.unwrap());
     assert!(ledger.api_key(&key_id).await.unwrap().unwrap().revoked);
     assert!(!ledger.revoke_api_key(user, &key_id).await.unwrap());
@@ -45,12 +57,21 @@ async fn place_order_fills_once_and_books_cash_position_and_fill() {
     let quote = cache.quote("BTCUSDT").await.unwrap().unwrap();
     let inst = Catalog::builtin().get("BTCUSDT").unwrap();
     let params = domain::execution::ExecutionParams::default();
-    let o = order(account, r#"{"symbol":"BTCUSDT","qty":"0.01","side":"buy","type":"market","time_in_force":"gtc","client_order_id":"c1"}"#);
+    let o = order(
+        account,
+        r#"{"symbol":"BTCUSDT","qty":"0.01","side":"buy","type":"market","time_in_force":"gtc","client_order_id":"c1"}"#,
+    );
 
-    let first = ledger.place_order(o.id, &o, inst, Some(&quote), quote.ts, &params).await.unwrap();
+    let first = ledger
+        .place_order(o.id, &o, inst, Some(&quote), quote.ts, &params)
+        .await
+        .unwrap();
     assert!(!first.duplicate);
     assert_eq!(first.order.as_ref().unwrap().status, OrderStatus::Filled);
-    let again = ledger.place_order(o.id, &o, inst, Some(&quote), quote.ts, &params).await.unwrap();
+    let again = ledger
+        .place_order(o.id, &o, inst, Some(&quote), quote.ts, &params)
+        .await
+        .unwrap();
     assert!(again.duplicate, "a redelivered command changes nothing");
 
     let acct = ledger.account(account).await.unwrap().unwrap();
@@ -61,18 +82,41 @@ async fn place_order_fills_once_and_books_cash_position_and_fill() {
     assert_eq!(pos.position.qty, dec!(0.01));
     assert_eq!(pos.position.avg_entry_price, dec!(60000.50));
     let fills = ledger
-        .fills(account, &FillQuery { after: None, until: None, ascending: true, page_size: 100, page_token: None })
+        .fills(
+            account,
+            &FillQuery {
+                after: None,
+                until: None,
+                ascending: true,
+                page_size: 100,
+                page_token: None,
+            },
+        )
         .await
         .unwrap();
     assert_eq!(fills.len(), 1);
     assert_eq!(fills[0].price, dec!(60000.50));
-    let stored = ledger.order_by_client_order_id(account, "c1").await.unwrap().unwrap();
+    let stored = ledger
+        .order_by_client_order_id(account, "c1")
+        .await
+        .unwrap()
+        .unwrap();
     assert_eq!(stored.id, o.id);
     assert_eq!(stored.filled_avg_price, Some(dec!(60000.50)));
 
-    let q = OrderQuery { status: StatusFilter::Closed, limit: 10, after: None, until: None, ascending: false, symbols: None };
+    let q = OrderQuery {
+        status: StatusFilter::Closed,
+        limit: 10,
+        after: None,
+        until: None,
+        ascending: false,
+        symbols: None,
+    };
     assert_eq!(ledger.orders(account, &q).await.unwrap().len(), 1);
-    let q = OrderQuery { status: StatusFilter::Open, ..q };
+    let q = OrderQuery {
+        status: StatusFilter::Open,
+        ..q
+    };
     assert!(ledger.orders(account, &q).await.unwrap().is_empty());
 }
 
@@ -81,35 +125,73 @@ async fn resting_limit_is_canceled_once() {
     let ledger = testkit::ledger().await;
     let (_, account) = account_with_cash(&ledger, dec!(100000)).await;
     let inst = Catalog::builtin().get("BTCUSDT").unwrap();
-    let quote = domain::quote::Quote { symbol: "BTCUSDT".into(), bid: dec!(60000), ask: dec!(60001), last: None, ts: adapters::now_ms() };
-    let o = order(account, r#"{"symbol":"BTCUSDT","qty":"0.01","side":"buy","type":"limit","limit_price":"50000","time_in_force":"gtc"}"#);
+    let quote = domain::quote::Quote {
+        symbol: "BTCUSDT".into(),
+        bid: dec!(60000),
+        ask: dec!(60001),
+        last: None,
+        ts: adapters::now_ms(),
+    };
+    let o = order(
+        account,
+        r#"{"symbol":"BTCUSDT","qty":"0.01","side":"buy","type":"limit","limit_price":"50000","time_in_force":"gtc"}"#,
+    );
     let params = domain::execution::ExecutionParams::default();
-    let placed = ledger.place_order(o.id, &o, inst, Some(&quote), quote.ts, &params).await.unwrap();
+    let placed = ledger
+        .place_order(o.id, &o, inst, Some(&quote), quote.ts, &params)
+        .await
+        .unwrap();
     assert_eq!(placed.order.unwrap().status, OrderStatus::New);
     assert_eq!(ledger.open_buy_notional(account).await.unwrap(), dec!(500));
-    let Command::CancelOrder { command_id, .. } = Command::cancel(account, o.id) else { unreachable!() };
-    let canceled = ledger.cancel_order(command_id, account, o.id).await.unwrap();
+    let Command::CancelOrder { command_id, .. } = Command::cancel(account, o.id) else {
+        unreachable!()
+    };
+    let canceled = ledger
+        .cancel_order(command_id, account, o.id)
+        .await
+        .unwrap();
     assert_eq!(canceled.order.unwrap().status, OrderStatus::Canceled);
-    assert!(ledger.cancel_order(command_id, account, o.id).await.unwrap().duplicate);
+    assert!(
+        ledger
+            .cancel_order(command_id, account, o.id)
+            .await
+            .unwrap()
+            .duplicate
+    );
     assert_eq!(ledger.open_buy_notional(account).await.unwrap(), dec!(0));
 }
 
 #[tokio::test]
 async fn cache_sessions_and_pending_orders() {
     let cache = testkit::cache();
-    let s = Session { user_id: Uuid::new_v4(), account_id: Uuid::new_v4() };
+    let s = Session {
+        user_id: Uuid::new_v4(),
+        account_id: Uuid::new_v4(),
+    };
     cache.put_session("d1", &s, 60).await.unwrap();
     assert_eq!(cache.touch_session("d1", 60).await.unwrap(), Some(s));
     assert!(cache.delete_session("d1").await.unwrap());
     assert_eq!(cache.touch_session("d1", 60).await.unwrap(), None);
 
     let account = Uuid::new_v4();
-    let o = order(account, r#"{"symbol":"ETHUSDT","qty":"0.5","side":"buy","type":"market","time_in_force":"gtc","client_order_id":"p1"}"#);
-    assert_eq!(cache.put_pending_order(&o).await.unwrap(), PendingPut::Created);
+    let o = order(
+        account,
+        r#"{"symbol":"ETHUSDT","qty":"0.5","side":"buy","type":"market","time_in_force":"gtc","client_order_id":"p1"}"#,
+    );
+    assert_eq!(
+        cache.put_pending_order(&o).await.unwrap(),
+        PendingPut::Created
+    );
     let mut other = o.clone();
     other.qty = Some(dec!(0.6));
-    assert_eq!(cache.put_pending_order(&other).await.unwrap(), PendingPut::Exists(o.clone()));
-    assert_eq!(cache.pending_orders(account).await.unwrap(), vec![o.clone()]);
+    assert_eq!(
+        cache.put_pending_order(&other).await.unwrap(),
+        PendingPut::Exists(o.clone())
+    );
+    assert_eq!(
+        cache.pending_orders(account).await.unwrap(),
+        vec![o.clone()]
+    );
     cache.clear_pending_order(account, o.id).await.unwrap();
     assert!(cache.pending_order(account, o.id).await.unwrap().is_none());
 }
@@ -132,7 +214,10 @@ async fn queue_sends_fifo_commands_with_group_and_dedup_ids() {
     let queue = CommandQueue::from_client(&url, client.clone());
     queue.ping().await.unwrap();
     let account = Uuid::new_v4();
-    let o = order(account, r#"{"symbol":"ETHUSDT","qty":"0.5","side":"buy","type":"market","time_in_force":"gtc","client_order_id":"q1"}"#);
+    let o = order(
+        account,
+        r#"{"symbol":"ETHUSDT","qty":"0.5","side":"buy","type":"market","time_in_force":"gtc","client_order_id":"q1"}"#,
+    );
     queue.send(&Command::place(o.clone())).await.unwrap();
     queue.send(&Command::place(o.clone())).await.unwrap(); // deduplicated by SQS
     let got = client
@@ -146,7 +231,12 @@ async fn queue_sends_fifo_commands_with_group_and_dedup_ids() {
     let msgs = got.messages.unwrap_or_default();
     assert_eq!(msgs.len(), 1, "the same command twice is one message");
     let attrs = msgs[0].attributes.clone().unwrap_or_default();
-    assert_eq!(attrs.get(&aws_sdk_sqs::types::MessageSystemAttributeName::MessageGroupId).map(String::as_str), Some(account.to_string().as_str()));
+    assert_eq!(
+        attrs
+            .get(&aws_sdk_sqs::types::MessageSystemAttributeName::MessageGroupId)
+            .map(String::as_str),
+        Some(account.to_string().as_str())
+    );
     let cmd: Command = serde_json::from_str(msgs[0].body.as_deref().unwrap()).unwrap();
     assert_eq!(cmd, Command::place(o));
 }

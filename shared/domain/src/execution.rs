@@ -21,7 +21,10 @@ pub struct ExecutionParams {
 
 impl Default for ExecutionParams {
     fn default() -> Self {
-        ExecutionParams { fee_bps: Decimal::TEN, max_price_age_ms: 5_000 }
+        ExecutionParams {
+            fee_bps: Decimal::TEN,
+            max_price_age_ms: 5_000,
+        }
     }
 }
 
@@ -49,11 +52,19 @@ impl AccountState {
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Decision {
-    Fill { qty: Decimal, price: Decimal, fee: Decimal },
+    Fill {
+        qty: Decimal,
+        price: Decimal,
+        fee: Decimal,
+    },
     /// A limit order that is not marketable rests as `new`.
-    Rest { qty: Decimal },
+    Rest {
+        qty: Decimal,
+    },
     /// An immediate-or-cancel order that could not fill.
-    Cancel { reason: String },
+    Cancel {
+        reason: String,
+    },
     Reject(RuleViolation),
 }
 
@@ -98,7 +109,14 @@ pub fn decide(
         Side::Sell => quote.bid,
     };
     if touch <= Decimal::ZERO {
-        return Decision::Reject(RuleViolation::new("no_price", format!("no {} side quoted for {}", order.side.as_str(), order.symbol)));
+        return Decision::Reject(RuleViolation::new(
+            "no_price",
+            format!(
+                "no {} side quoted for {}",
+                order.side.as_str(),
+                order.symbol
+            ),
+        ));
     }
 
     let qty = match (order.qty, order.notional) {
@@ -108,12 +126,20 @@ pub fn decide(
             if let Err(v) = inst.check_qty(q, true) {
                 return Decision::Reject(RuleViolation::new(
                     v.filter,
-                    format!("notional {n} buys {q} {} at {touch}: {}", inst.base_asset, v.message),
+                    format!(
+                        "notional {n} buys {q} {} at {touch}: {}",
+                        inst.base_asset, v.message
+                    ),
                 ));
             }
             q
         }
-        (None, None) => return Decision::Reject(RuleViolation::new("missing_qty", "qty or notional is required")),
+        (None, None) => {
+            return Decision::Reject(RuleViolation::new(
+                "missing_qty",
+                "qty or notional is required",
+            ))
+        }
     };
 
     let marketable = match (order.order_type, order.limit_price) {
@@ -132,7 +158,13 @@ pub fn decide(
 
     if !marketable {
         if order.time_in_force == TimeInForce::Ioc || order.time_in_force == TimeInForce::Fok {
-            return Decision::Cancel { reason: format!("{} limit {} not marketable at {touch}", order.side.as_str(), order.limit_price.unwrap_or_default()) };
+            return Decision::Cancel {
+                reason: format!(
+                    "{} limit {} not marketable at {touch}",
+                    order.side.as_str(),
+                    order.limit_price.unwrap_or_default()
+                ),
+            };
         }
         // A resting order must be covered now, so that all resting orders together stay funded.
         let limit = order.limit_price.unwrap_or(touch);
@@ -150,10 +182,20 @@ pub fn decide(
         return Decision::Reject(v);
     }
     let notional = qty * touch;
-    Decision::Fill { qty, price: touch, fee: fee(notional, params.fee_bps) }
+    Decision::Fill {
+        qty,
+        price: touch,
+        fee: fee(notional, params.fee_bps),
+    }
 }
 
-fn check_funds(side: Side, qty: Decimal, price: Decimal, account: &AccountState, params: &ExecutionParams) -> Result<(), RuleViolation> {
+fn check_funds(
+    side: Side,
+    qty: Decimal,
+    price: Decimal,
+    account: &AccountState,
+    params: &ExecutionParams,
+) -> Result<(), RuleViolation> {
     match side {
         Side::Buy => {
             let need = reserve_for_buy(qty, price, params);
@@ -182,71 +224,166 @@ fn check_funds(side: Side, qty: Decimal, price: Decimal, account: &AccountState,
 mod tests {
     use super::*;
     use crate::catalog::Catalog;
-    use crate::order::{OrderRequest, NewOrder};
+    use crate::order::{NewOrder, OrderRequest};
     use rust_decimal_macros::dec;
 
     fn order(json: &str) -> (NewOrder, Instrument) {
         let req: OrderRequest = serde_json::from_str(json).unwrap();
         let (v, inst) = req.validate(Catalog::builtin()).unwrap();
-        (NewOrder::new(uuid::Uuid::new_v4(), v, inst.asset_id, chrono::Utc::now()), inst)
+        (
+            NewOrder::new(uuid::Uuid::new_v4(), v, inst.asset_id, chrono::Utc::now()),
+            inst,
+        )
     }
 
     fn quote(bid: Decimal, ask: Decimal, ts: i64) -> Quote {
-        Quote { symbol: "BTCUSDT".into(), bid, ask, last: None, ts }
+        Quote {
+            symbol: "BTCUSDT".into(),
+            bid,
+            ask,
+            last: None,
+            ts,
+        }
     }
 
     fn rich() -> AccountState {
-        AccountState { cash: dec!(100000), ..Default::default() }
+        AccountState {
+            cash: dec!(100000),
+            ..Default::default()
+        }
     }
 
     #[test]
     fn market_buy_fills_at_ask_with_fee() {
-        let (o, i) = order(r#"{"symbol":"BTCUSDT","qty":"0.01","side":"buy","type":"market","time_in_force":"gtc"}"#);
-        let d = decide(&o, &i, Some(&quote(dec!(60000), dec!(60000.5), 1000)), 1000, &rich(), &ExecutionParams::default());
-        assert_eq!(d, Decision::Fill { qty: dec!(0.01), price: dec!(60000.5), fee: dec!(0.600005) });
+        let (o, i) = order(
+            r#"{"symbol":"BTCUSDT","qty":"0.01","side":"buy","type":"market","time_in_force":"gtc"}"#,
+        );
+        let d = decide(
+            &o,
+            &i,
+            Some(&quote(dec!(60000), dec!(60000.5), 1000)),
+            1000,
+            &rich(),
+            &ExecutionParams::default(),
+        );
+        assert_eq!(
+            d,
+            Decision::Fill {
+                qty: dec!(0.01),
+                price: dec!(60000.5),
+                fee: dec!(0.600005)
+            }
+        );
     }
 
     #[test]
     fn stale_or_missing_price_rejects() {
-        let (o, i) = order(r#"{"symbol":"BTCUSDT","qty":"0.01","side":"buy","type":"market","time_in_force":"gtc"}"#);
+        let (o, i) = order(
+            r#"{"symbol":"BTCUSDT","qty":"0.01","side":"buy","type":"market","time_in_force":"gtc"}"#,
+        );
         let p = ExecutionParams::default();
-        let d = decide(&o, &i, Some(&quote(dec!(1), dec!(2), 0)), 5_001, &rich(), &p);
-        assert!(matches!(d, Decision::Reject(ref v) if v.code == "stale_price"), "{d:?}");
-        assert!(matches!(decide(&o, &i, None, 0, &rich(), &p), Decision::Reject(ref v) if v.code == "no_price"));
+        let d = decide(
+            &o,
+            &i,
+            Some(&quote(dec!(1), dec!(2), 0)),
+            5_001,
+            &rich(),
+            &p,
+        );
+        assert!(
+            matches!(d, Decision::Reject(ref v) if v.code == "stale_price"),
+            "{d:?}"
+        );
+        assert!(
+            matches!(decide(&o, &i, None, 0, &rich(), &p), Decision::Reject(ref v) if v.code == "no_price")
+        );
     }
 
     #[test]
     fn limits_fill_at_the_better_price_or_rest() {
         let p = ExecutionParams::default();
         let q = quote(dec!(60000), dec!(60001), 0);
-        let (o, i) = order(r#"{"symbol":"BTCUSDT","qty":"0.01","side":"buy","type":"limit","limit_price":"60100","time_in_force":"gtc"}"#);
-        assert!(matches!(decide(&o, &i, Some(&q), 0, &rich(), &p), Decision::Fill { price, .. } if price == dec!(60001)));
-        let (o, i) = order(r#"{"symbol":"BTCUSDT","qty":"0.01","side":"buy","type":"limit","limit_price":"59000","time_in_force":"gtc"}"#);
-        assert_eq!(decide(&o, &i, Some(&q), 0, &rich(), &p), Decision::Rest { qty: dec!(0.01) });
-        let (o, i) = order(r#"{"symbol":"BTCUSDT","qty":"0.01","side":"buy","type":"limit","limit_price":"59000","time_in_force":"ioc"}"#);
-        assert!(matches!(decide(&o, &i, Some(&q), 0, &rich(), &p), Decision::Cancel { .. }));
+        let (o, i) = order(
+            r#"{"symbol":"BTCUSDT","qty":"0.01","side":"buy","type":"limit","limit_price":"60100","time_in_force":"gtc"}"#,
+        );
+        assert!(
+            matches!(decide(&o, &i, Some(&q), 0, &rich(), &p), Decision::Fill { price, .. } if price == dec!(60001))
+        );
+        let (o, i) = order(
+            r#"{"symbol":"BTCUSDT","qty":"0.01","side":"buy","type":"limit","limit_price":"59000","time_in_force":"gtc"}"#,
+        );
+        assert_eq!(
+            decide(&o, &i, Some(&q), 0, &rich(), &p),
+            Decision::Rest { qty: dec!(0.01) }
+        );
+        let (o, i) = order(
+            r#"{"symbol":"BTCUSDT","qty":"0.01","side":"buy","type":"limit","limit_price":"59000","time_in_force":"ioc"}"#,
+        );
+        assert!(matches!(
+            decide(&o, &i, Some(&q), 0, &rich(), &p),
+            Decision::Cancel { .. }
+        ));
     }
 
     #[test]
     fn funds_are_checked_exactly_at_the_boundary() {
         let p = ExecutionParams::default();
         let q = quote(dec!(60000), dec!(60000), 0);
-        let (o, i) = order(r#"{"symbol":"BTCUSDT","qty":"1","side":"buy","type":"market","time_in_force":"gtc"}"#);
-        let exact = AccountState { cash: dec!(60060), ..Default::default() };
-        assert!(matches!(decide(&o, &i, Some(&q), 0, &exact, &p), Decision::Fill { .. }));
-        let short = AccountState { cash: dec!(60059.99999999), ..Default::default() };
-        assert!(matches!(decide(&o, &i, Some(&q), 0, &short, &p), Decision::Reject(ref v) if v.code == "insufficient_buying_power"));
-        let (o, i) = order(r#"{"symbol":"BTCUSDT","qty":"1","side":"sell","type":"market","time_in_force":"gtc"}"#);
-        let holds = AccountState { position_qty: dec!(1), ..Default::default() };
-        assert!(matches!(decide(&o, &i, Some(&q), 0, &holds, &p), Decision::Fill { .. }));
-        let held = AccountState { position_qty: dec!(1), reserved_qty: dec!(0.5), ..Default::default() };
-        assert!(matches!(decide(&o, &i, Some(&q), 0, &held, &p), Decision::Reject(ref v) if v.code == "insufficient_qty"));
+        let (o, i) = order(
+            r#"{"symbol":"BTCUSDT","qty":"1","side":"buy","type":"market","time_in_force":"gtc"}"#,
+        );
+        let exact = AccountState {
+            cash: dec!(60060),
+            ..Default::default()
+        };
+        assert!(matches!(
+            decide(&o, &i, Some(&q), 0, &exact, &p),
+            Decision::Fill { .. }
+        ));
+        let short = AccountState {
+            cash: dec!(60059.99999999),
+            ..Default::default()
+        };
+        assert!(
+            matches!(decide(&o, &i, Some(&q), 0, &short, &p), Decision::Reject(ref v) if v.code == "insufficient_buying_power")
+        );
+        let (o, i) = order(
+            r#"{"symbol":"BTCUSDT","qty":"1","side":"sell","type":"market","time_in_force":"gtc"}"#,
+        );
+        let holds = AccountState {
+            position_qty: dec!(1),
+            ..Default::default()
+        };
+        assert!(matches!(
+            decide(&o, &i, Some(&q), 0, &holds, &p),
+            Decision::Fill { .. }
+        ));
+        let held = AccountState {
+            position_qty: dec!(1),
+            reserved_qty: dec!(0.5),
+            ..Default::default()
+        };
+        assert!(
+            matches!(decide(&o, &i, Some(&q), 0, &held, &p), Decision::Reject(ref v) if v.code == "insufficient_qty")
+        );
     }
 
     #[test]
     fn notional_orders_size_down_to_the_lot_step() {
-        let (o, i) = order(r#"{"symbol":"BTCUSDT","notional":"100","side":"buy","type":"market","time_in_force":"gtc"}"#);
-        let d = decide(&o, &i, Some(&quote(dec!(60000), dec!(60000), 0)), 0, &rich(), &ExecutionParams::default());
-        assert!(matches!(d, Decision::Fill { qty, .. } if qty == dec!(0.00166)), "{d:?}");
+        let (o, i) = order(
+            r#"{"symbol":"BTCUSDT","notional":"100","side":"buy","type":"market","time_in_force":"gtc"}"#,
+        );
+        let d = decide(
+            &o,
+            &i,
+            Some(&quote(dec!(60000), dec!(60000), 0)),
+            0,
+            &rich(),
+            &ExecutionParams::default(),
+        );
+        assert!(
+            matches!(d, Decision::Fill { qty, .. } if qty == dec!(0.00166)),
+            "{d:?}"
+        );
     }
 }
