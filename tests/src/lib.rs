@@ -1,1 +1,876 @@
-//! placeholder
+//! End-to-end test harness: a [`Stack`] runs the real binaries — `feed`, `ingest`,
+//! `devstack` (which runs `api` and `executor` under its Lambda Runtime API) — as child
+//! processes on free ports of 127.0.0.1, and tests drive it exactly as a client would:
+//! REST through the devstack, prices through the feed's `POST /quotes` → ingest → Redis,
+//! orders through API → SQS FIFO (moto) → devstack poller → executor → Postgres.
+//!
+//! Isolation between stacks running at once: a Redis key prefix and an SQS FIFO queue of
+//! their own; Postgres is shared (users have unique emails).
+//!
+//! Service addresses come from the environment that `make test` exports (`DATABASE_URL`,
+//! `REDIS_URL`, `AWS_ENDPOINT_URL`, `AWS_REGION`, `AWS_ACCESS_KEY_ID`,
+//! `AWS_SECRET_ACCESS_KEY`); a missing one is a panic naming it, never a skipped test.
+//!
+//! Binaries come from `$E2E_BIN_DIR`, else `$TRADING_BIN_DIR` (set by `make test`), else
+//! `$CARGO_TARGET_DIR/debug`, else `<workspace>/target/debug`. Build them first:
+//! `cargo build --bins`.
+//!
+//! Waits are bounded (default 60 s, `E2E_WAIT_SECS` overrides) and never asserted on:
+//! moto is slow and the machine is shared. When a child process dies or a wait runs out,
+//! the panic message carries the last lines of every process's log; the logs stay in the
+//! directory the message names.
+
+use std::fs::File;
+use std::io::{Read, Seek, SeekFrom};
+use std::net::TcpListener;
+use std::path::{Path, PathBuf};
+use std::process::{ExitStatus, Stdio};
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
+
+use adapters::cache::Cache;
+use adapters::testkit::service_env;
+use domain::quote::Quote;
+use reqwest::Method;
+use rust_decimal::Decimal;
+use serde_json::{json, Value};
+use tokio::process::{Child, Command};
+use uuid::Uuid;
+
+/// Symbols the ingest of every stack follows: the two the feed replays, plus SOLUSDT, which
+/// has no recording and so only ever carries scripted prices.
+pub const SYMBOLS: &str = "BTCUSDT,ETHUSDT,SOLUSDT";
+
+/// How often the feed re-emits a scripted quote. Short, so a scripted price stays fresh
+/// even in a stack with a small `MAX_PRICE_AGE_MS`.
+const FEED_REPEAT_MS: u64 = 200;
+
+/// Lines of each log shown when something goes wrong.
+const LOG_TAIL_LINES: usize = 40;
+
+/// The bound on every wait: `E2E_WAIT_SECS` or 60 s.
+pub fn wait_limit() -> Duration {
+    let secs = std::env::var("E2E_WAIT_SECS")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(60);
+    Duration::from_secs(secs)
+}
+
+/// Where the binaries are.
+pub fn bin_dir() -> PathBuf {
+    for var in ["E2E_BIN_DIR", "TRADING_BIN_DIR"] {
+        if let Some(dir) = std::env::var_os(var).filter(|v| !v.is_empty()) {
+            return PathBuf::from(dir);
+        }
+    }
+    if let Some(target) = std::env::var_os("CARGO_TARGET_DIR").filter(|v| !v.is_empty()) {
+        let target = PathBuf::from(target);
+        let target = if target.is_absolute() {
+            target
+        } else {
+            workspace_dir().join(target)
+        };
+        return target.join("debug");
+    }
+    workspace_dir().join("target").join("debug")
+}
+
+fn workspace_dir() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .expect("tests/ has a parent")
+        .to_path_buf()
+}
+
+fn binary(name: &str) -> PathBuf {
+    let path = bin_dir().join(name);
+    assert!(
+        path.is_file(),
+        "binary {} is missing: build the binaries first (`cargo build --bins`), or point E2E_BIN_DIR at them",
+        path.display()
+    );
+    path
+}
+
+/// A free port on 127.0.0.1 (free when asked; a lost race is retried by the caller).
+fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .expect("bind an ephemeral port")
+        .local_addr()
+        .expect("local addr")
+        .port()
+}
+
+/// Migrates the shared ledger once per test process.
+async fn migrate_once() {
+    static DONE: tokio::sync::Mutex<bool> = tokio::sync::Mutex::const_new(false);
+    let mut done = DONE.lock().await;
+    if !*done {
+        // Connects, migrates (sqlx serializes concurrent migrators with an advisory lock)
+        // and drops the pool again: the pool belongs to this test's runtime only.
+        drop(adapters::testkit::ledger().await);
+        *done = true;
+    }
+}
+
+async fn sqs_client() -> aws_sdk_sqs::Client {
+    for var in [
+        "AWS_ENDPOINT_URL",
+        "AWS_REGION",
+        "AWS_ACCESS_KEY_ID",
+        "AWS_SECRET_ACCESS_KEY",
+    ] {
+        service_env(var);
+    }
+    let config = aws_config::load_defaults(aws_config::BehaviorVersion::latest()).await;
+    aws_sdk_sqs::Client::new(&config)
+}
+
+/// Per-stack settings.
+#[derive(Debug, Clone, Default)]
+pub struct StackOptions {
+    /// `MAX_PRICE_AGE_MS` of the api and executor (default: theirs, 5000).
+    pub max_price_age_ms: Option<u64>,
+    /// More environment for the devstack and the functions it runs.
+    pub function_env: Vec<(String, String)>,
+}
+
+struct Proc {
+    name: &'static str,
+    /// Also its process group id.
+    pid: u32,
+    child: Child,
+    log: PathBuf,
+}
+
+/// A running system. Dropping it stops every process it started and deletes its queue;
+/// the logs are kept when the test failed.
+pub struct Stack {
+    /// `http://127.0.0.1:<port>`: API Gateway REST of the devstack.
+    pub rest_url: String,
+    /// `http://127.0.0.1:<port>`: the feed (control API and WebSocket).
+    pub feed_url: String,
+    /// The Redis key prefix of this stack.
+    pub prefix: String,
+    /// The SQS FIFO queue of this stack.
+    pub queue_url: String,
+    /// The price cache as the functions see it (same Redis, same prefix).
+    pub cache: Cache,
+    http: reqwest::Client,
+    procs: Mutex<Vec<Proc>>,
+    log_dir: PathBuf,
+}
+
+impl Stack {
+    /// Starts a stack with default options.
+    pub async fn start() -> Stack {
+        Stack::start_with(StackOptions::default()).await
+    }
+
+    /// Creates the queue, starts feed, ingest and devstack, and waits until the API's
+    /// `GET /health` answers 200.
+    pub async fn start_with(options: StackOptions) -> Stack {
+        let database_url = service_env("DATABASE_URL");
+        let redis_url = service_env("REDIS_URL");
+        let [feed_bin, ingest_bin, devstack_bin, api_bin, executor_bin] =
+            ["feed", "ingest", "devstack", "api", "executor"].map(binary);
+        let id = Uuid::new_v4().simple().to_string();
+        let prefix = format!("e2e{}:", &id[..12]);
+        migrate_once().await;
+        let sqs = sqs_client().await;
+        let queue_url = sqs
+            .create_queue()
+            .queue_name(format!("e2e-{id}.fifo"))
+            .attributes(aws_sdk_sqs::types::QueueAttributeName::FifoQueue, "true")
+            .attributes(
+                aws_sdk_sqs::types::QueueAttributeName::ContentBasedDeduplication,
+                "false",
+            )
+            .send()
+            .await
+            .unwrap_or_else(|e| {
+                panic!(
+                    "creating the SQS FIFO queue in moto failed: {}",
+                    aws_sdk_sqs::error::DisplayErrorContext(e)
+                )
+            })
+            .queue_url()
+            .expect("CreateQueue returns a queue url")
+            .to_string();
+
+        let log_dir = std::env::temp_dir().join(format!("e2e-{}", &id[..12]));
+        std::fs::create_dir_all(&log_dir).expect("create the log directory");
+        let http = reqwest::Client::builder()
+            .timeout(Duration::from_secs(60))
+            .pool_max_idle_per_host(4)
+            .build()
+            .expect("http client");
+        let cache = Cache::new(&redis_url, &prefix).expect("REDIS_URL parses");
+        let mut stack = Stack {
+            rest_url: String::new(),
+            feed_url: String::new(),
+            prefix: prefix.clone(),
+            queue_url: queue_url.clone(),
+            cache,
+            http,
+            procs: Mutex::new(Vec::new()),
+            log_dir,
+        };
+
+        // The feed, then ingest (it reconnects with backoff anyway), then the devstack.
+        let feed_port = stack
+            .spawn_listening("feed", |port| {
+                let mut c = Command::new(&feed_bin);
+                c.arg("--listen")
+                    .arg(format!("127.0.0.1:{port}"))
+                    .arg("--speed")
+                    .arg("1")
+                    .arg("--repeat-ms")
+                    .arg(FEED_REPEAT_MS.to_string());
+                c
+            })
+            .await;
+        stack.feed_url = format!("http://127.0.0.1:{feed_port}");
+
+        let mut ingest = Command::new(&ingest_bin);
+        ingest
+            .env("BINANCE_WS_URL", format!("ws://127.0.0.1:{feed_port}"))
+            .env("SYMBOLS", SYMBOLS)
+            .env("REDIS_URL", &redis_url)
+            .env("KEY_PREFIX", &prefix);
+        stack.spawn("ingest", ingest);
+
+        let rest_port = stack
+            .spawn_listening("devstack", |port| {
+                let mut c = Command::new(&devstack_bin);
+                c.arg("--rest-listen")
+                    .arg(format!("127.0.0.1:{port}"))
+                    .arg("--api-bin")
+                    .arg(&api_bin)
+                    .arg("--executor-bin")
+                    .arg(&executor_bin)
+                    .arg("--queue-url")
+                    .arg(&queue_url)
+                    .arg("--visibility-timeout-secs")
+                    .arg("2")
+                    .arg("--api-instances")
+                    .arg("2")
+                    .arg("--executor-instances")
+                    .arg("1")
+                    .arg("--sqs-pollers")
+                    .arg("1")
+                    // Inherited by the functions: the environment is their configuration.
+                    .env("DATABASE_URL", &database_url)
+                    .env("DATABASE_MAX_CONNECTIONS", "3")
+                    .env("REDIS_URL", &redis_url)
+                    .env("KEY_PREFIX", &prefix)
+                    .env("COMMANDS_QUEUE_URL", &queue_url);
+                for var in [
+                    "AWS_ENDPOINT_URL",
+                    "AWS_REGION",
+                    "AWS_ACCESS_KEY_ID",
+                    "AWS_SECRET_ACCESS_KEY",
+                ] {
+                    c.env(var, service_env(var));
+                }
+                if let Some(ms) = options.max_price_age_ms {
+                    c.env("MAX_PRICE_AGE_MS", ms.to_string());
+                }
+                for (k, v) in &options.function_env {
+                    c.env(k, v);
+                }
+                c
+            })
+            .await;
+        stack.rest_url = format!("http://127.0.0.1:{rest_port}");
+
+        // The devstack answers before its function instances are up; the API's own health
+        // check goes through the api Lambda to Postgres, Redis and the queue.
+        let deadline = Instant::now() + wait_limit();
+        loop {
+            let r = stack
+                .request(Method::GET, "/health", &Auth::None, None)
+                .await;
+            if r.status == 200 {
+                break;
+            }
+            if Instant::now() > deadline {
+                stack.fail(&format!(
+                    "GET /health through the devstack never answered 200; last answer: {r}"
+                ));
+            }
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+        stack
+    }
+
+    /// Spawns a child process logging to `<log_dir>/<name>.log`.
+    fn spawn(&self, name: &'static str, mut cmd: Command) {
+        let log = self.log_dir.join(format!("{name}.log"));
+        let file = File::create(&log).expect("create a log file");
+        cmd.stdin(Stdio::null())
+            .stdout(Stdio::from(file.try_clone().expect("clone log file")))
+            .stderr(Stdio::from(file))
+            .kill_on_drop(true)
+            // Its own process group, so that stopping it stops whatever it started.
+            .process_group(0);
+        let child = cmd
+            .spawn()
+            .unwrap_or_else(|e| panic!("starting {name}: {e}"));
+        let pid = child.id().expect("a just-spawned child has a pid");
+        self.procs
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .push(Proc {
+                name,
+                pid,
+                child,
+                log,
+            });
+    }
+
+    /// Spawns a process that listens on a port of its own and waits for its health route;
+    /// a lost race for the port is retried with another one.
+    async fn spawn_listening(&self, name: &'static str, make: impl Fn(u16) -> Command) -> u16 {
+        let health = if name == "devstack" {
+            "/__devstack/health"
+        } else {
+            "/health"
+        };
+        for _attempt in 0..5 {
+            let port = free_port();
+            self.spawn(name, make(port));
+            let url = format!("http://127.0.0.1:{port}{health}");
+            let deadline = Instant::now() + wait_limit();
+            loop {
+                if let Some((status, log)) = self.exited(name) {
+                    if log.contains("in use") {
+                        self.procs
+                            .lock()
+                            .unwrap_or_else(|e| e.into_inner())
+                            .retain(|p| p.name != name);
+                        break;
+                    }
+                    self.fail(&format!("{name} exited ({status}) while starting"));
+                }
+                if let Ok(r) = self
+                    .http
+                    .get(&url)
+                    .timeout(Duration::from_secs(5))
+                    .send()
+                    .await
+                {
+                    if r.status().is_success() {
+                        return port;
+                    }
+                }
+                if Instant::now() > deadline {
+                    self.fail(&format!("{name} never answered {health}"));
+                }
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+        }
+        self.fail(&format!("{name} could not bind a free port in 5 attempts"))
+    }
+
+    /// The exit status and log of a process of this stack that has exited.
+    fn exited(&self, name: &str) -> Option<(ExitStatus, String)> {
+        let mut procs = self.procs.lock().unwrap_or_else(|e| e.into_inner());
+        let p = procs.iter_mut().find(|p| p.name == name)?;
+        match p.child.try_wait() {
+            Ok(Some(status)) => Some((status, std::fs::read_to_string(&p.log).unwrap_or_default())),
+            _ => None,
+        }
+    }
+
+    /// Panics with the last log lines of every process if one of them has died.
+    pub fn check_alive(&self) {
+        let dead: Vec<String> = {
+            let mut procs = self.procs.lock().unwrap_or_else(|e| e.into_inner());
+            procs
+                .iter_mut()
+                .filter_map(|p| match p.child.try_wait() {
+                    Ok(Some(status)) => Some(format!("{} exited ({status})", p.name)),
+                    _ => None,
+                })
+                .collect()
+        };
+        if !dead.is_empty() {
+            self.fail(&dead.join("; "));
+        }
+    }
+
+    /// Panics with `what` and the tail of every log.
+    pub fn fail(&self, what: &str) -> ! {
+        let mut msg = format!("{what}\nlogs in {}:\n", self.log_dir.display());
+        let procs = self.procs.lock().unwrap_or_else(|e| e.into_inner());
+        for p in procs.iter() {
+            msg.push_str(&format!(
+                "---- {} (last {LOG_TAIL_LINES} lines) ----\n{}\n",
+                p.name,
+                tail(&p.log, LOG_TAIL_LINES)
+            ));
+        }
+        drop(procs);
+        panic!("{msg}");
+    }
+
+    // ---- REST ---------------------------------------------------------------------------
+
+    /// One request to the REST API. `body` is sent as is (JSON content type).
+    pub async fn request(
+        &self,
+        method: Method,
+        path: &str,
+        auth: &Auth,
+        body: Option<String>,
+    ) -> Resp {
+        let url = format!("{}{path}", self.rest_url);
+        let mut req = self.http.request(method.clone(), &url);
+        req = auth.apply(req);
+        if let Some(b) = body {
+            req = req.header("content-type", "application/json").body(b);
+        }
+        match req.send().await {
+            Ok(r) => {
+                let status = r.status().as_u16();
+                let retry_after = r
+                    .headers()
+                    .get("retry-after")
+                    .and_then(|v| v.to_str().ok())
+                    .map(str::to_string);
+                let text = r.text().await.unwrap_or_default();
+                let json = serde_json::from_str(&text).unwrap_or(Value::Null);
+                Resp {
+                    method: method.to_string(),
+                    path: path.to_string(),
+                    status,
+                    text,
+                    json,
+                    retry_after,
+                }
+            }
+            Err(e) => {
+                self.check_alive();
+                self.fail(&format!("{method} {path}: {e}"))
+            }
+        }
+    }
+
+    pub async fn get(&self, path: &str, auth: &Auth) -> Resp {
+        self.request(Method::GET, path, auth, None).await
+    }
+
+    pub async fn delete(&self, path: &str, auth: &Auth) -> Resp {
+        self.request(Method::DELETE, path, auth, None).await
+    }
+
+    pub async fn post(&self, path: &str, auth: &Auth, body: &Value) -> Resp {
+        self.request(Method::POST, path, auth, Some(body.to_string()))
+            .await
+    }
+
+    /// POST with a body sent byte for byte (malformed JSON, JSON numbers as written).
+    pub async fn post_raw(&self, path: &str, auth: &Auth, body: &str) -> Resp {
+        self.request(Method::POST, path, auth, Some(body.to_string()))
+            .await
+    }
+
+    /// Signs a new user up, logs in and creates an API key.
+    pub async fn new_user(&self) -> User {
+        let email = format!("e2e-{}@example.com", Uuid::new_v4().simple());
+        let password = "correct horse battery staple".to_string();
+        let creds = json!({ "email": email, "password": password });
+        let r = self.post("/v2/auth/signup", &Auth::None, &creds).await;
+        r.expect(201);
+        let user_id = r.str("user_id").to_string();
+        let account_id = r.str("account_id").to_string();
+        let r = self.post("/v2/auth/login", &Auth::None, &creds).await;
+        r.expect(200);
+        let token = r.str("token").to_string();
+        assert!(
+            token.len() >= 43,
+            "a session token carries at least 256 bits: {r}"
+        );
+        let r = self
+            .post("/v2/api_keys", &Auth::Bearer(token.clone()), &json!({}))
+            .await;
+        r.expect(201);
+        User {
+            email,
+            password,
+            user_id,
+            account_id,
+            token,
+            key_id: r.str("key_id").to_string(),
+            secret_key: r.str("secret_key").to_string(),
+        }
+    }
+
+    // ---- orders -------------------------------------------------------------------------
+
+    /// Polls `GET /v2/orders/{id}` until `pred` holds for the order, and returns it.
+    pub async fn wait_for_order(
+        &self,
+        auth: &Auth,
+        id: &str,
+        what: &str,
+        pred: impl Fn(&Value) -> bool,
+    ) -> Value {
+        let deadline = Instant::now() + wait_limit();
+        loop {
+            let r = self.get(&format!("/v2/orders/{id}"), auth).await;
+            if r.status == 200 && pred(&r.json) {
+                return r.json;
+            }
+            if Instant::now() > deadline {
+                self.fail(&format!("order {id} never became {what}; last answer: {r}"));
+            }
+            self.check_alive();
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+    }
+
+    /// Polls the order until its status is terminal (filled, rejected, canceled).
+    pub async fn wait_terminal(&self, auth: &Auth, id: &str) -> Value {
+        self.wait_for_order(auth, id, "terminal (filled, rejected or canceled)", |o| {
+            matches!(
+                o["status"].as_str(),
+                Some("filled" | "rejected" | "canceled")
+            )
+        })
+        .await
+    }
+
+    // ---- prices -------------------------------------------------------------------------
+
+    /// Scripts `symbol` at `bid`/`ask` on the feed (and a trade at the bid), then waits
+    /// until ingest has written that exact quote, received after the script was set, to
+    /// this stack's Redis.
+    pub async fn set_quote(&self, symbol: &str, bid: &str, ask: &str) -> Quote {
+        let (want_bid, want_ask) = (dec(bid), dec(ask));
+        let since = adapters::now_ms();
+        let r = self
+            .http
+            .post(format!("{}/quotes", self.feed_url))
+            .json(&json!({ "symbol": symbol, "bid": bid, "ask": ask, "last": bid }))
+            .send()
+            .await
+            .unwrap_or_else(|e| self.fail(&format!("POST /quotes to the feed: {e}")));
+        if !r.status().is_success() {
+            let status = r.status();
+            let text = r.text().await.unwrap_or_default();
+            self.fail(&format!(
+                "POST /quotes {symbol} {bid}/{ask}: {status} {text}"
+            ));
+        }
+        let deadline = Instant::now() + wait_limit();
+        let mut last = None;
+        loop {
+            match self.cache.quote(symbol).await {
+                Ok(Some(q)) if q.bid == want_bid && q.ask == want_ask && q.ts >= since => return q,
+                Ok(q) => last = q.or(last),
+                Err(e) => self.fail(&format!("reading the {symbol} quote from Redis: {e}")),
+            }
+            if Instant::now() > deadline {
+                self.fail(&format!(
+                    "quote {symbol} {bid}/{ask} never reached Redis; last seen: {last:?}"
+                ));
+            }
+            self.check_alive();
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+
+    /// Releases a scripted symbol (`DELETE /quotes/{symbol}`): the feed replays it again,
+    /// or, without a recording, sends nothing more for it.
+    pub async fn release_quote(&self, symbol: &str) {
+        let r = self
+            .http
+            .delete(format!("{}/quotes/{symbol}", self.feed_url))
+            .send()
+            .await
+            .unwrap_or_else(|e| self.fail(&format!("DELETE /quotes/{symbol} on the feed: {e}")));
+        if r.status().as_u16() != 204 {
+            let status = r.status();
+            let text = r.text().await.unwrap_or_default();
+            self.fail(&format!("DELETE /quotes/{symbol}: {status} {text}"));
+        }
+    }
+
+    /// Polls Redis until `pred` holds for the quote of `symbol`, and returns it.
+    pub async fn wait_for_quote(
+        &self,
+        symbol: &str,
+        what: &str,
+        pred: impl Fn(&Quote) -> bool,
+    ) -> Quote {
+        let deadline = Instant::now() + wait_limit();
+        let mut last = None;
+        loop {
+            match self.cache.quote(symbol).await {
+                Ok(Some(q)) if pred(&q) => return q,
+                Ok(q) => last = q.or(last),
+                Err(e) => self.fail(&format!("reading the {symbol} quote from Redis: {e}")),
+            }
+            if Instant::now() > deadline {
+                self.fail(&format!(
+                    "the {symbol} quote in Redis never became {what}; last seen: {last:?}"
+                ));
+            }
+            self.check_alive();
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+
+    /// `GET /health` of the feed.
+    pub async fn feed_health(&self) -> Value {
+        let r = self
+            .http
+            .get(format!("{}/health", self.feed_url))
+            .send()
+            .await
+            .unwrap_or_else(|e| self.fail(&format!("GET /health on the feed: {e}")));
+        r.json().await.unwrap_or(Value::Null)
+    }
+}
+
+impl Drop for Stack {
+    fn drop(&mut self) {
+        let mut procs = std::mem::take(&mut *self.procs.lock().unwrap_or_else(|e| e.into_inner()));
+        // Gracefully first: the devstack stops its function processes, ingest flushes.
+        for p in procs.iter_mut() {
+            if matches!(p.child.try_wait(), Ok(None)) {
+                signal(p.pid, "TERM");
+            }
+        }
+        let deadline = Instant::now() + Duration::from_secs(5);
+        for p in procs.iter_mut() {
+            while Instant::now() < deadline && matches!(p.child.try_wait(), Ok(None)) {
+                std::thread::sleep(Duration::from_millis(50));
+            }
+        }
+        for p in procs.iter_mut() {
+            // Whatever is left in the process group this child leads (e.g. function
+            // processes of a devstack that did not stop them), one process id at a time.
+            for pid in process_group_members(p.pid) {
+                signal(pid, "KILL");
+            }
+            let _ = p.child.start_kill();
+        }
+        // Delete the queue on a thread of its own: this may run inside the test's runtime.
+        let queue_url = self.queue_url.clone();
+        let _ = std::thread::spawn(move || {
+            if let Ok(rt) = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+            {
+                rt.block_on(async {
+                    let sqs = sqs_client().await;
+                    let _ = tokio::time::timeout(
+                        Duration::from_secs(10),
+                        sqs.delete_queue().queue_url(queue_url).send(),
+                    )
+                    .await;
+                });
+            }
+        })
+        .join();
+        if std::thread::panicking() {
+            eprintln!(
+                "e2e: logs of the failed stack are in {}",
+                self.log_dir.display()
+            );
+        } else {
+            let _ = std::fs::remove_dir_all(&self.log_dir);
+        }
+    }
+}
+
+/// Sends `SIGname` to one process of ours, by its (positive) id.
+///
+/// Never a negative id (a process group) through `kill(1)`: procps-ng 4.0.2 misparses
+/// `kill -KILL -<pgid>` as `kill(-9, …)`/`kill(-1, …)`, which signals every process.
+fn signal(pid: u32, name: &str) {
+    if pid <= 1 {
+        return;
+    }
+    let _ = std::process::Command::new("kill")
+        .args(["-s", name, "--", &pid.to_string()])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .status();
+}
+
+/// The live processes of process group `pgid` (from `/proc/<pid>/stat`).
+fn process_group_members(pgid: u32) -> Vec<u32> {
+    let Ok(entries) = std::fs::read_dir("/proc") else {
+        return Vec::new();
+    };
+    entries
+        .filter_map(|e| e.ok()?.file_name().to_str()?.parse::<u32>().ok())
+        .filter(|pid| {
+            let Ok(stat) = std::fs::read_to_string(format!("/proc/{pid}/stat")) else {
+                return false;
+            };
+            // pid (comm) state ppid pgrp …; comm may hold spaces and parentheses.
+            let Some(rest) = stat.rfind(')').map(|i| &stat[i + 1..]) else {
+                return false;
+            };
+            let fields: Vec<&str> = rest.split_whitespace().collect();
+            fields.get(2).and_then(|g| g.parse::<u32>().ok()) == Some(pgid)
+                && fields.first() != Some(&"Z")
+        })
+        .collect()
+}
+
+/// The last `n` lines of a log file (reading at most its last 64 KiB).
+fn tail(path: &Path, n: usize) -> String {
+    let Ok(mut f) = File::open(path) else {
+        return "(no log)".into();
+    };
+    let len = f.metadata().map(|m| m.len()).unwrap_or(0);
+    let _ = f.seek(SeekFrom::Start(len.saturating_sub(64 * 1024)));
+    let mut buf = Vec::new();
+    let _ = f.read_to_end(&mut buf);
+    let text = String::from_utf8_lossy(&buf);
+    let lines: Vec<&str> = text.lines().collect();
+    lines[lines.len().saturating_sub(n)..].join("\n")
+}
+
+/// Parses a decimal literal of a test.
+pub fn dec(s: &str) -> Decimal {
+    s.parse()
+        .unwrap_or_else(|e| panic!("{s:?} is not a decimal: {e}"))
+}
+
+/// How a request authenticates.
+#[derive(Debug, Clone)]
+pub enum Auth {
+    None,
+    /// Alpaca's `APCA-API-KEY-ID` + `APCA-API-SECRET-KEY`.
+    Key {
+        id: String,
+        secret: String,
+    },
+    /// `Authorization: Bearer <token>`.
+    Bearer(String),
+}
+
+impl Auth {
+    fn apply(&self, req: reqwest::RequestBuilder) -> reqwest::RequestBuilder {
+        match self {
+            Auth::None => req,
+            Auth::Key { id, secret } => req
+                .header("APCA-API-KEY-ID", id)
+                .header("APCA-API-SECRET-KEY", secret),
+            Auth::Bearer(token) => req.header("Authorization", format!("Bearer {token}")),
+        }
+    }
+}
+
+/// A signed-up user with a session and an API key.
+#[derive(Debug, Clone)]
+pub struct User {
+    pub email: String,
+    pub password: String,
+    pub user_id: String,
+    pub account_id: String,
+    pub token: String,
+    pub key_id: String,
+    pub secret_key: String,
+}
+
+impl User {
+    /// Authenticates with the API key.
+    pub fn key(&self) -> Auth {
+        Auth::Key {
+            id: self.key_id.clone(),
+            secret: self.secret_key.clone(),
+        }
+    }
+
+    /// Authenticates with the login session.
+    pub fn bearer(&self) -> Auth {
+        Auth::Bearer(self.token.clone())
+    }
+}
+
+/// An answer of the REST API.
+#[derive(Debug, Clone)]
+pub struct Resp {
+    pub method: String,
+    pub path: String,
+    pub status: u16,
+    pub text: String,
+    /// The body as JSON (`Null` when it is not JSON).
+    pub json: Value,
+    pub retry_after: Option<String>,
+}
+
+impl std::fmt::Display for Resp {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let body: String = self.text.chars().take(2000).collect();
+        write!(
+            f,
+            "{} {} → {} {}",
+            self.method, self.path, self.status, body
+        )
+    }
+}
+
+impl Resp {
+    /// Asserts the status.
+    #[track_caller]
+    pub fn expect(&self, status: u16) -> &Self {
+        assert_eq!(self.status, status, "unexpected status: {self}");
+        self
+    }
+
+    /// Asserts an error answer: this status, a JSON `{"code","message"}` with this code and
+    /// a non-empty message.
+    #[track_caller]
+    pub fn expect_error(&self, status: u16, code: &str) -> &Self {
+        assert_eq!(self.status, status, "unexpected status: {self}");
+        assert_eq!(
+            self.json["code"].as_str(),
+            Some(code),
+            "unexpected error code: {self}"
+        );
+        assert!(
+            self.json["message"].as_str().is_some_and(|m| !m.is_empty()),
+            "an error has a message: {self}"
+        );
+        self
+    }
+
+    /// The error code, if the body is a JSON error.
+    pub fn code(&self) -> Option<&str> {
+        self.json["code"].as_str()
+    }
+
+    /// A string field of a JSON object answer; panics when absent.
+    #[track_caller]
+    pub fn str(&self, field: &str) -> &str {
+        self.json[field]
+            .as_str()
+            .unwrap_or_else(|| panic!("no string field {field:?} in {self}"))
+    }
+
+    /// The answer as a JSON array; panics otherwise.
+    #[track_caller]
+    pub fn array(&self) -> &Vec<Value> {
+        self.json
+            .as_array()
+            .unwrap_or_else(|| panic!("not a JSON array: {self}"))
+    }
+}
+
+/// A string field of a JSON value; panics when absent.
+#[track_caller]
+pub fn field<'a>(v: &'a Value, name: &str) -> &'a str {
+    v[name]
+        .as_str()
+        .unwrap_or_else(|| panic!("no string field {name:?} in {v}"))
+}
