@@ -11,7 +11,7 @@ use std::collections::HashMap;
 
 use adapters::cache::Cache;
 use adapters::config::Config;
-use adapters::ledger::{ExecOutcome, Ledger};
+use adapters::ledger::{CommandInput, ExecOutcome, Ledger};
 use adapters::{now_ms, DependencyError};
 use aws_lambda_events::sqs::{SqsBatchResponse, SqsMessage};
 use domain::catalog::Catalog;
@@ -52,51 +52,64 @@ pub enum CommandError {
 #[error("record without a messageId in the batch")]
 pub struct BatchError;
 
-/// Applies one command. A redelivered command changes nothing.
+/// Applies one command in its own transaction. A redelivered command changes nothing.
 pub async fn apply(deps: &Deps, command: &Command) -> Result<ExecOutcome, CommandError> {
-    match command {
-        Command::PlaceOrder { command_id, order } => {
-            let inst = match deps.catalog.get(&order.symbol) {
-                Some(i) => i.clone(),
-                None => {
-                    return Err(CommandError::Malformed(format!(
-                        "unknown symbol {}",
-                        order.symbol
-                    )))
-                }
-            };
-            let quote = deps.cache.quote(&order.symbol).await?;
-            let outcome = deps
-                .ledger
-                .place_order(
-                    *command_id,
-                    order,
-                    &inst,
-                    quote.as_ref(),
-                    now_ms(),
-                    &deps.params,
-                )
-                .await?;
-            // The ledger holds the order now; its pending copy may go. Failing to remove it is
-            // harmless (readers prefer the ledger and the copy expires), so it is not retried.
-            if let Err(e) = deps
-                .cache
-                .clear_pending_order(order.account_id, order.id)
-                .await
-            {
-                tracing::warn!(order_id = %order.id, error = %e, "could not clear the pending copy");
-            }
-            Ok(outcome)
+    let mut outcomes = apply_group(deps, std::slice::from_ref(command)).await?;
+    Ok(outcomes.remove(0))
+}
+
+/// Applies one account's commands, in order, in one transaction: the quotes they need are
+/// read in one round trip first, and the pending copies cleared in one round trip after.
+pub async fn apply_group(
+    deps: &Deps,
+    commands: &[Command],
+) -> Result<Vec<ExecOutcome>, CommandError> {
+    let mut symbols: Vec<String> = commands
+        .iter()
+        .filter_map(|c| match c {
+            Command::PlaceOrder { order, .. } => Some(order.symbol.clone()),
+            Command::CancelOrder { .. } => None,
+        })
+        .collect();
+    symbols.sort();
+    symbols.dedup();
+    let quotes = deps.cache.quotes(&symbols).await?;
+    let inputs: Vec<CommandInput> = commands
+        .iter()
+        .map(|command| match command {
+            Command::PlaceOrder { order, .. } => CommandInput {
+                command,
+                instrument: deps.catalog.get(&order.symbol),
+                quote: quotes.get(&order.symbol),
+            },
+            Command::CancelOrder { .. } => CommandInput {
+                command,
+                instrument: None,
+                quote: None,
+            },
+        })
+        .collect();
+    let outcomes = deps
+        .ledger
+        .apply_commands(&inputs, now_ms(), &deps.params)
+        .await?;
+    // The ledger holds these orders now; their pending copies may go. Failing to remove them
+    // is harmless (readers prefer the ledger and the copies expire), so it is not retried.
+    let mut by_account: HashMap<uuid::Uuid, Vec<uuid::Uuid>> = HashMap::new();
+    for c in commands {
+        if let Command::PlaceOrder { order, .. } = c {
+            by_account
+                .entry(order.account_id)
+                .or_default()
+                .push(order.id);
         }
-        Command::CancelOrder {
-            command_id,
-            account_id,
-            order_id,
-        } => Ok(deps
-            .ledger
-            .cancel_order(*command_id, *account_id, *order_id)
-            .await?),
     }
+    for (account, ids) in by_account {
+        if let Err(e) = deps.cache.clear_pending_orders(account, &ids).await {
+            tracing::warn!(%account, error = %e, "could not clear pending copies");
+        }
+    }
+    Ok(outcomes)
 }
 
 fn parse(record: &SqsMessage) -> Result<Command, CommandError> {
@@ -104,31 +117,45 @@ fn parse(record: &SqsMessage) -> Result<Command, CommandError> {
     serde_json::from_str(body).map_err(|e| CommandError::Malformed(e.to_string()))
 }
 
+/// One message group: every command up to the first malformed message is applied in one
+/// transaction. Returns the ids to report: from the malformed message on, or the whole group
+/// when the transaction failed (then none of it took effect).
 async fn run_group(deps: &Deps, records: Vec<&SqsMessage>) -> Vec<String> {
-    let mut failed = Vec::new();
+    let mut commands = Vec::with_capacity(records.len());
+    let mut first_bad = records.len();
     for (i, record) in records.iter().enumerate() {
-        let id = record.message_id.clone().unwrap_or_default();
-        let result = match parse(record) {
-            Ok(cmd) => apply(deps, &cmd).await.map(|o| (cmd, o)),
-            Err(e) => Err(e),
-        };
-        match result {
-            Ok((cmd, outcome)) => {
-                let status = outcome
-                    .order
-                    .as_ref()
-                    .map(|o| o.status.as_str())
-                    .unwrap_or("-");
-                tracing::info!(message_id = %id, command_id = %cmd.command_id(), status, duplicate = outcome.duplicate, "applied");
-            }
+        match parse(record) {
+            Ok(c) => commands.push(c),
             Err(e) => {
-                tracing::warn!(message_id = %id, error = %e, later = records.len() - i - 1, "command failed; it and the rest of its group will be retried");
-                failed.extend(records[i..].iter().filter_map(|r| r.message_id.clone()));
+                let id = record.message_id.as_deref().unwrap_or_default();
+                tracing::warn!(message_id = %id, error = %e, later = records.len() - i - 1, "malformed command; it and the rest of its group will be retried");
+                first_bad = i;
                 break;
             }
         }
     }
-    failed
+    let ids = |from: usize| {
+        records[from..]
+            .iter()
+            .filter_map(|r| r.message_id.clone())
+            .collect::<Vec<_>>()
+    };
+    if commands.is_empty() {
+        return ids(first_bad);
+    }
+    match apply_group(deps, &commands).await {
+        Ok(outcomes) => {
+            for (cmd, o) in commands.iter().zip(&outcomes) {
+                let status = o.order.as_ref().map(|o| o.status.as_str()).unwrap_or("-");
+                tracing::info!(command_id = %cmd.command_id(), status, duplicate = o.duplicate, "applied");
+            }
+            ids(first_bad)
+        }
+        Err(e) => {
+            tracing::warn!(error = %e, messages = records.len(), "group failed; none of it applied, all of it will be retried");
+            ids(0)
+        }
+    }
 }
 
 /// Handles one SQS batch: groups concurrently, each in order, FIFO-safe failure reporting.

@@ -250,10 +250,23 @@ impl Cache {
         account_id: Uuid,
         order_id: Uuid,
     ) -> Result<(), DependencyError> {
+        self.clear_pending_orders(account_id, &[order_id]).await
+    }
+
+    /// Drops the pending copies of several orders of one account in one round trip.
+    pub async fn clear_pending_orders(
+        &self,
+        account_id: Uuid,
+        order_ids: &[Uuid],
+    ) -> Result<(), DependencyError> {
+        if order_ids.is_empty() {
+            return Ok(());
+        }
         let mut c = self.conn().await?;
+        let fields: Vec<String> = order_ids.iter().map(Uuid::to_string).collect();
         redis::cmd("HDEL")
             .arg(self.pending_key(account_id))
-            .arg(order_id.to_string())
+            .arg(&fields)
             .query_async::<i64>(&mut c)
             .await
             .map_err(DependencyError::redis)?;

@@ -7,6 +7,7 @@ use std::time::Duration;
 use chrono::{DateTime, Utc};
 use domain::accounting::{self, Position};
 use domain::catalog::Instrument;
+use domain::command::Command;
 use domain::execution::{decide, AccountState, Decision, ExecutionParams};
 use domain::order::{NewOrder, Order, OrderStatus, OrderType, Side, TimeInForce};
 use domain::quote::Quote;
@@ -539,7 +540,7 @@ impl Ledger {
 
     // ---- writes of the executor -------------------------------------------------------------
 
-    /// Applies a place-order command in one transaction, idempotent on `command_id`.
+    /// Applies one place-order command in its own transaction, idempotent on `command_id`.
     pub async fn place_order(
         &self,
         command_id: Uuid,
@@ -549,198 +550,371 @@ impl Ledger {
         now_ms: i64,
         params: &ExecutionParams,
     ) -> Result<ExecOutcome, DependencyError> {
-        let mut tx = self.pool.begin().await.map_err(pg)?;
-        if !record_command(&mut tx, command_id, order.account_id, "place_order").await? {
-            tx.rollback().await.map_err(pg)?;
-            return Ok(ExecOutcome {
-                order: self.order(order.account_id, order.id).await?,
-                fill: None,
-                duplicate: true,
-            });
-        }
-        let cash: Option<Decimal> =
-            sqlx::query_scalar("SELECT cash FROM accounts WHERE id = $1 FOR UPDATE")
-                .bind(order.account_id)
-                .fetch_optional(&mut *tx)
-                .await
-                .map_err(pg)?;
-        let Some(cash) = cash else {
-            // A command for an account that does not exist cannot apply; recording it keeps a
-            // redelivery from trying again.
-            tracing::error!(account_id = %order.account_id, order_id = %order.id, "place_order for unknown account dropped");
-            tx.commit().await.map_err(pg)?;
-            return Ok(ExecOutcome {
-                order: None,
-                fill: None,
-                duplicate: false,
-            });
+        let cmd = Command::PlaceOrder {
+            command_id,
+            order: order.clone(),
         };
-        let held = sqlx::query(&format!(
-            "SELECT coalesce(sum(qty * limit_price) FILTER (WHERE side = 'buy'), 0) AS buy_notional, \
-                    coalesce(sum(qty - filled_qty) FILTER (WHERE side = 'sell' AND symbol = $2), 0) AS sell_qty \
-             FROM orders WHERE account_id = $1 AND status IN {OPEN_STATUSES} AND qty IS NOT NULL"
-        ))
-        .bind(order.account_id)
-        .bind(&order.symbol)
-        .fetch_one(&mut *tx)
-        .await
-        .map_err(pg)?;
-        let buy_notional: Decimal = held.try_get("buy_notional").map_err(pg)?;
-        let sell_qty: Decimal = held.try_get("sell_qty").map_err(pg)?;
-        let pos_row = sqlx::query(
-            "SELECT symbol, asset_id, qty, avg_entry_price, realized_pnl FROM positions WHERE account_id = $1 AND symbol = $2 FOR UPDATE",
-        )
-        .bind(order.account_id)
-        .bind(&order.symbol)
-        .fetch_optional(&mut *tx)
-        .await
-        .map_err(pg)?;
-        let mut position = match pos_row
-            .as_ref()
-            .map(position_from_row)
-            .transpose()
-            .map_err(pg)?
-        {
-            Some(p) => p.position,
-            None => Position::default(),
+        let input = CommandInput {
+            command: &cmd,
+            instrument: Some(inst),
+            quote,
         };
-        let state = AccountState {
-            cash,
-            reserved_cash: buy_notional + accounting::fee(buy_notional, params.fee_bps),
-            position_qty: position.qty,
-            reserved_qty: sell_qty,
-        };
-        let decision = decide(order, inst, quote, now_ms, &state, params);
-        let now = DateTime::<Utc>::from_timestamp_millis(now_ms).unwrap_or_else(Utc::now);
-
-        let mut stored = order.pending();
-        stored.created_at = now;
-        stored.updated_at = now;
-        let mut fill_record = None;
-        match &decision {
-            Decision::Fill { qty, price, fee } => {
-                let effect = position
-                    .apply(&accounting::Fill {
-                        side: order.side,
-                        qty: *qty,
-                        price: *price,
-                        fee: *fee,
-                    })
-                    .map_err(|e| DependencyError {
-                        dependency: "ledger",
-                        detail: e.to_string(),
-                    })?;
-                stored.status = OrderStatus::Filled;
-                stored.filled_qty = *qty;
-                stored.filled_avg_price = Some(*price);
-                stored.filled_at = Some(now);
-                if stored.qty.is_none() {
-                    // A notional order's quantity is known once it fills.
-                    stored.qty = Some(*qty);
-                }
-                insert_order(&mut tx, &stored).await?;
-                let fill = FillRecord {
-                    id: Uuid::new_v4(),
-                    order_id: order.id,
-                    symbol: order.symbol.clone(),
-                    side: order.side,
-                    qty: *qty,
-                    price: *price,
-                    fee: *fee,
-                    realized_pnl: effect.realized_pnl,
-                    cum_qty: *qty,
-                    leaves_qty: Decimal::ZERO,
-                    transaction_time: now,
-                };
-                insert_fill(&mut tx, order.account_id, &fill).await?;
-                sqlx::query(
-                    "INSERT INTO positions (account_id, symbol, asset_id, qty, avg_entry_price, realized_pnl, updated_at) \
-                     VALUES ($1, $2, $3, $4, $5, $6, $7) \
-                     ON CONFLICT (account_id, symbol) DO UPDATE SET qty = $4, avg_entry_price = $5, realized_pnl = $6, updated_at = $7",
-                )
-                .bind(order.account_id)
-                .bind(&order.symbol)
-                .bind(order.asset_id)
-                .bind(position.qty)
-                .bind(position.avg_entry_price)
-                .bind(position.realized_pnl)
-                .bind(now)
-                .execute(&mut *tx)
-                .await
-                .map_err(pg)?;
-                sqlx::query(
-                    "UPDATE accounts SET cash = cash + $2, realized_pnl = realized_pnl + $3, fees_paid = fees_paid + $4, updated_at = $5 WHERE id = $1",
-                )
-                .bind(order.account_id)
-                .bind(effect.cash_delta)
-                .bind(effect.realized_pnl)
-                .bind(*fee)
-                .bind(now)
-                .execute(&mut *tx)
-                .await
-                .map_err(pg)?;
-                fill_record = Some(fill);
-            }
-            Decision::Rest { qty } => {
-                stored.status = OrderStatus::New;
-                stored.qty = Some(*qty);
-                insert_order(&mut tx, &stored).await?;
-            }
-            Decision::Cancel { reason } => {
-                stored.status = OrderStatus::Canceled;
-                stored.canceled_at = Some(now);
-                stored.reject_reason = Some(reason.clone());
-                insert_order(&mut tx, &stored).await?;
-            }
-            Decision::Reject(v) => {
-                stored.status = OrderStatus::Rejected;
-                stored.failed_at = Some(now);
-                stored.reject_reason = Some(v.to_string());
-                insert_order(&mut tx, &stored).await?;
-            }
-        }
-        tx.commit().await.map_err(pg)?;
-        Ok(ExecOutcome {
-            order: Some(stored),
-            fill: fill_record,
-            duplicate: false,
-        })
+        let mut out = self.apply_commands(&[input], now_ms, params).await?;
+        Ok(out.remove(0))
     }
 
-    /// Applies a cancel command: an open order becomes `canceled`; anything else is left as it is.
+    /// Applies one cancel command in its own transaction: an open order becomes `canceled`;
+    /// anything else is left as it is.
     pub async fn cancel_order(
         &self,
         command_id: Uuid,
         account_id: Uuid,
         order_id: Uuid,
     ) -> Result<ExecOutcome, DependencyError> {
+        let cmd = Command::CancelOrder {
+            command_id,
+            account_id,
+            order_id,
+        };
+        let input = CommandInput {
+            command: &cmd,
+            instrument: None,
+            quote: None,
+        };
+        let mut out = self
+            .apply_commands(&[input], 0, &ExecutionParams::default())
+            .await?;
+        Ok(out.remove(0))
+    }
+
+    /// Applies commands in order in ONE transaction (the executor passes one message group,
+    /// i.e. one account's commands, at a time): either all take effect or none does. Each is
+    /// idempotent on its command id, and costs three round trips: one statement that records
+    /// the command and locks the account row, one that reads the account's state, one that
+    /// writes the effects (order, fill, position, cash).
+    pub async fn apply_commands(
+        &self,
+        commands: &[CommandInput<'_>],
+        now_ms: i64,
+        params: &ExecutionParams,
+    ) -> Result<Vec<ExecOutcome>, DependencyError> {
         let mut tx = self.pool.begin().await.map_err(pg)?;
-        if !record_command(&mut tx, command_id, account_id, "cancel_order").await? {
-            tx.rollback().await.map_err(pg)?;
+        let mut outcomes = Vec::with_capacity(commands.len());
+        for input in commands {
+            let outcome = match input.command {
+                Command::PlaceOrder { command_id, order } => {
+                    place_in_tx(
+                        &mut tx,
+                        *command_id,
+                        order,
+                        input.instrument,
+                        input.quote,
+                        now_ms,
+                        params,
+                    )
+                    .await?
+                }
+                Command::CancelOrder {
+                    command_id,
+                    account_id,
+                    order_id,
+                } => cancel_in_tx(&mut tx, *command_id, *account_id, *order_id).await?,
+            };
+            outcomes.push(outcome);
+        }
+        tx.commit().await.map_err(pg)?;
+        Ok(outcomes)
+    }
+}
+
+/// A command with what the executor looked up for it beforehand.
+pub struct CommandInput<'a> {
+    pub command: &'a Command,
+    /// The order's instrument (place commands); `None` rejects the order as unknown.
+    pub instrument: Option<&'a Instrument>,
+    /// The latest cached quote of the order's symbol, if any.
+    pub quote: Option<&'a Quote>,
+}
+
+async fn order_in_tx(
+    tx: &mut Transaction<'_, Postgres>,
+    account_id: Uuid,
+    order_id: Uuid,
+) -> Result<Option<Order>, DependencyError> {
+    let sql = format!("SELECT {ORDER_COLUMNS} FROM orders WHERE id = $1 AND account_id = $2");
+    let row = sqlx::query(&sql)
+        .bind(order_id)
+        .bind(account_id)
+        .fetch_optional(&mut **tx)
+        .await
+        .map_err(pg)?;
+    row.as_ref().map(order_from_row).transpose().map_err(pg)
+}
+
+/// Records the command and reads, under the account's row lock, everything the decision
+/// needs: cash, what open orders hold, and the position. `None` for a redelivered command;
+/// `Some(None)` when the account does not exist.
+async fn record_and_read(
+    tx: &mut Transaction<'_, Postgres>,
+    command_id: Uuid,
+    order: &NewOrder,
+) -> Result<Option<Option<(Decimal, Decimal, Decimal, Position)>>, DependencyError> {
+    // Every writer of an account's orders, positions and cash locks the account row first.
+    // The lock is taken in a statement of its own: a statement's snapshot is fixed when it
+    // starts, so reads in the statement that waited for the lock could miss the changes of the
+    // transaction it waited for. The next statement's snapshot sees them.
+    let row = sqlx::query(
+        "WITH cmd AS (
+             INSERT INTO processed_commands (command_id, account_id, kind) VALUES ($1, $2, 'place_order')
+             ON CONFLICT DO NOTHING RETURNING command_id)
+         SELECT EXISTS (SELECT 1 FROM cmd) AS fresh,
+                (SELECT cash FROM accounts WHERE id = $2 AND EXISTS (SELECT 1 FROM cmd) FOR UPDATE) AS cash",
+    )
+    .bind(command_id)
+    .bind(order.account_id)
+    .fetch_one(&mut **tx)
+    .await
+    .map_err(pg)?;
+    let fresh: bool = row.try_get("fresh").map_err(pg)?;
+    if !fresh {
+        return Ok(None);
+    }
+    let Some(cash) = row.try_get::<Option<Decimal>, _>("cash").map_err(pg)? else {
+        return Ok(Some(None));
+    };
+    let row = sqlx::query(&format!(
+        "SELECT (SELECT coalesce(sum((qty - filled_qty) * limit_price) FILTER (WHERE side = 'buy'), 0)
+                   FROM orders WHERE account_id = $1 AND status IN {OPEN_STATUSES} AND qty IS NOT NULL) AS buy_notional,
+                (SELECT coalesce(sum(qty - filled_qty), 0) FROM orders
+                   WHERE account_id = $1 AND side = 'sell' AND symbol = $2 AND status IN {OPEN_STATUSES} AND qty IS NOT NULL) AS sell_qty,
+                p.qty, p.avg_entry_price, p.realized_pnl
+         FROM (SELECT 1) AS one LEFT JOIN positions p ON p.account_id = $1 AND p.symbol = $2"
+    ))
+    .bind(order.account_id)
+    .bind(&order.symbol)
+    .fetch_one(&mut **tx)
+    .await
+    .map_err(pg)?;
+    let position = match row.try_get::<Option<Decimal>, _>("qty").map_err(pg)? {
+        Some(qty) => Position {
+            qty,
+            avg_entry_price: row.try_get("avg_entry_price").map_err(pg)?,
+            realized_pnl: row.try_get("realized_pnl").map_err(pg)?,
+        },
+        None => Position::default(),
+    };
+    let buy_notional: Decimal = row.try_get("buy_notional").map_err(pg)?;
+    let sell_qty: Decimal = row.try_get("sell_qty").map_err(pg)?;
+    Ok(Some(Some((cash, buy_notional, sell_qty, position))))
+}
+
+async fn place_in_tx(
+    tx: &mut Transaction<'_, Postgres>,
+    command_id: Uuid,
+    order: &NewOrder,
+    inst: Option<&Instrument>,
+    quote: Option<&Quote>,
+    now_ms: i64,
+    params: &ExecutionParams,
+) -> Result<ExecOutcome, DependencyError> {
+    let (cash, buy_notional, sell_qty, mut position) = match record_and_read(tx, command_id, order)
+        .await?
+    {
+        None => {
             return Ok(ExecOutcome {
-                order: self.order(account_id, order_id).await?,
+                order: order_in_tx(tx, order.account_id, order.id).await?,
                 fill: None,
                 duplicate: true,
             });
         }
-        let sql = format!(
-            "UPDATE orders SET status = 'canceled', canceled_at = now(), updated_at = now() \
-             WHERE id = $1 AND account_id = $2 AND status IN {OPEN_STATUSES} RETURNING {ORDER_COLUMNS}"
-        );
-        let row = sqlx::query(&sql)
-            .bind(order_id)
-            .bind(account_id)
-            .fetch_optional(&mut *tx)
-            .await
-            .map_err(pg)?;
-        let order = row.as_ref().map(order_from_row).transpose().map_err(pg)?;
-        tx.commit().await.map_err(pg)?;
-        Ok(ExecOutcome {
-            order,
-            fill: None,
-            duplicate: false,
-        })
+        Some(None) => {
+            // A command for an account that does not exist cannot apply; it stays recorded so
+            // that a redelivery does not try again.
+            tracing::error!(account_id = %order.account_id, order_id = %order.id, "place_order for unknown account dropped");
+            return Ok(ExecOutcome {
+                order: None,
+                fill: None,
+                duplicate: false,
+            });
+        }
+        Some(Some(state)) => state,
+    };
+    let state = AccountState {
+        cash,
+        reserved_cash: buy_notional + accounting::fee(buy_notional, params.fee_bps),
+        position_qty: position.qty,
+        reserved_qty: sell_qty,
+    };
+    let decision = match inst {
+        Some(inst) => decide(order, inst, quote, now_ms, &state, params),
+        None => Decision::Reject(domain::RuleViolation::new(
+            "unknown_symbol",
+            format!("{} is not a known instrument", order.symbol),
+        )),
+    };
+    let now = DateTime::<Utc>::from_timestamp_millis(now_ms).unwrap_or_else(Utc::now);
+    let mut stored = order.pending();
+    stored.created_at = now;
+    stored.updated_at = now;
+    let fill = match decision {
+        Decision::Fill { qty, price, fee } => {
+            let effect = position
+                .apply(&accounting::Fill {
+                    side: order.side,
+                    qty,
+                    price,
+                    fee,
+                })
+                .map_err(|e| DependencyError {
+                    dependency: "ledger",
+                    detail: e.to_string(),
+                })?;
+            stored.status = OrderStatus::Filled;
+            stored.filled_qty = qty;
+            stored.filled_avg_price = Some(price);
+            stored.filled_at = Some(now);
+            // A notional order's quantity is known once it fills.
+            stored.qty.get_or_insert(qty);
+            Some((
+                FillRecord {
+                    id: Uuid::new_v4(),
+                    order_id: order.id,
+                    symbol: order.symbol.clone(),
+                    side: order.side,
+                    qty,
+                    price,
+                    fee,
+                    realized_pnl: effect.realized_pnl,
+                    cum_qty: qty,
+                    leaves_qty: Decimal::ZERO,
+                    transaction_time: now,
+                },
+                effect.cash_delta,
+            ))
+        }
+        Decision::Rest { qty } => {
+            stored.status = OrderStatus::New;
+            stored.qty = Some(qty);
+            None
+        }
+        Decision::Cancel { reason } => {
+            stored.status = OrderStatus::Canceled;
+            stored.canceled_at = Some(now);
+            stored.reject_reason = Some(reason);
+            None
+        }
+        Decision::Reject(v) => {
+            stored.status = OrderStatus::Rejected;
+            stored.failed_at = Some(now);
+            stored.reject_reason = Some(v.to_string());
+            None
+        }
+    };
+    match &fill {
+        None => insert_order(tx, &stored).await?,
+        Some((f, cash_delta)) => {
+            write_fill(tx, &stored, order.asset_id, f, *cash_delta, &position).await?
+        }
     }
+    Ok(ExecOutcome {
+        order: Some(stored),
+        fill: fill.map(|(f, _)| f),
+        duplicate: false,
+    })
+}
+
+async fn cancel_in_tx(
+    tx: &mut Transaction<'_, Postgres>,
+    command_id: Uuid,
+    account_id: Uuid,
+    order_id: Uuid,
+) -> Result<ExecOutcome, DependencyError> {
+    if !record_command(tx, command_id, account_id, "cancel_order").await? {
+        return Ok(ExecOutcome {
+            order: order_in_tx(tx, account_id, order_id).await?,
+            fill: None,
+            duplicate: true,
+        });
+    }
+    let sql = format!(
+        "UPDATE orders SET status = 'canceled', canceled_at = now(), updated_at = now() \
+         WHERE id = $1 AND account_id = $2 AND status IN {OPEN_STATUSES} RETURNING {ORDER_COLUMNS}"
+    );
+    let row = sqlx::query(&sql)
+        .bind(order_id)
+        .bind(account_id)
+        .fetch_optional(&mut **tx)
+        .await
+        .map_err(pg)?;
+    let order = row.as_ref().map(order_from_row).transpose().map_err(pg)?;
+    Ok(ExecOutcome {
+        order,
+        fill: None,
+        duplicate: false,
+    })
+}
+
+/// Writes a filled order, its fill, the position and the account's cash in one statement.
+async fn write_fill(
+    tx: &mut Transaction<'_, Postgres>,
+    o: &Order,
+    asset_id: Uuid,
+    f: &FillRecord,
+    cash_delta: Decimal,
+    position: &Position,
+) -> Result<(), DependencyError> {
+    sqlx::query(
+        "WITH ord AS (
+             INSERT INTO orders (id, client_order_id, account_id, created_at, updated_at, submitted_at, filled_at, canceled_at, failed_at,
+               asset_id, symbol, notional, qty, filled_qty, filled_avg_price, order_type, side, time_in_force, limit_price, status, reject_reason)
+             VALUES ($1,$2,$3,$4,$5,$6,$7,$8,$9,$10,$11,$12,$13,$14,$15,$16,$17,$18,$19,$20,$21) RETURNING id),
+         fill AS (
+             INSERT INTO fills (id, account_id, order_id, symbol, side, qty, price, fee, realized_pnl, cum_qty, leaves_qty, transaction_time)
+             SELECT $22, $3, ord.id, $11, $17, $23, $24, $25, $26, $27, $28, $4 FROM ord RETURNING id),
+         pos AS (
+             INSERT INTO positions (account_id, symbol, asset_id, qty, avg_entry_price, realized_pnl, updated_at)
+             VALUES ($3, $11, $10, $29, $30, $31, $4)
+             ON CONFLICT (account_id, symbol) DO UPDATE SET qty = $29, avg_entry_price = $30, realized_pnl = $31, updated_at = $4
+             RETURNING 1)
+         UPDATE accounts SET cash = cash + $32, realized_pnl = realized_pnl + $26, fees_paid = fees_paid + $25, updated_at = $4
+         WHERE id = $3 AND EXISTS (SELECT 1 FROM fill) AND EXISTS (SELECT 1 FROM pos)",
+    )
+    .bind(o.id)
+    .bind(&o.client_order_id)
+    .bind(o.account_id)
+    .bind(o.created_at)
+    .bind(o.updated_at)
+    .bind(o.submitted_at)
+    .bind(o.filled_at)
+    .bind(o.canceled_at)
+    .bind(o.failed_at)
+    .bind(asset_id)
+    .bind(&o.symbol)
+    .bind(o.notional)
+    .bind(o.qty)
+    .bind(o.filled_qty)
+    .bind(o.filled_avg_price)
+    .bind(o.order_type.as_str())
+    .bind(o.side.as_str())
+    .bind(o.time_in_force.as_str())
+    .bind(o.limit_price)
+    .bind(o.status.as_str())
+    .bind(&o.reject_reason)
+    .bind(f.id)
+    .bind(f.qty)
+    .bind(f.price)
+    .bind(f.fee)
+    .bind(f.realized_pnl)
+    .bind(f.cum_qty)
+    .bind(f.leaves_qty)
+    .bind(position.qty)
+    .bind(position.avg_entry_price)
+    .bind(position.realized_pnl)
+    .bind(cash_delta)
+    .execute(&mut **tx)
+    .await
+    .map_err(pg)?;
+    Ok(())
 }
 
 fn position_from_row(r: &PgRow) -> Result<PositionRecord, sqlx::Error> {
@@ -802,33 +976,6 @@ async fn insert_order(
     .bind(o.limit_price)
     .bind(o.status.as_str())
     .bind(&o.reject_reason)
-    .execute(&mut **tx)
-    .await
-    .map_err(pg)?;
-    Ok(())
-}
-
-async fn insert_fill(
-    tx: &mut Transaction<'_, Postgres>,
-    account_id: Uuid,
-    f: &FillRecord,
-) -> Result<(), DependencyError> {
-    sqlx::query(
-        "INSERT INTO fills (id, account_id, order_id, symbol, side, qty, price, fee, realized_pnl, cum_qty, leaves_qty, transaction_time) \
-         VALUES ($1,$2,$3,$4,$5,$6,$7,$8,$9,$10,$11,$12)",
-    )
-    .bind(f.id)
-    .bind(account_id)
-    .bind(f.order_id)
-    .bind(&f.symbol)
-    .bind(f.side.as_str())
-    .bind(f.qty)
-    .bind(f.price)
-    .bind(f.fee)
-    .bind(f.realized_pnl)
-    .bind(f.cum_qty)
-    .bind(f.leaves_qty)
-    .bind(f.transaction_time)
     .execute(&mut **tx)
     .await
     .map_err(pg)?;
