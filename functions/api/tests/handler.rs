@@ -205,3 +205,65 @@ async fn oversized_and_malformed_bodies_are_4xx() {
     assert_eq!(r.status(), 400);
     assert_eq!(body_json(&r)["code"], "malformed_json");
 }
+
+/// A closed port on loopback: connecting fails at once.
+fn dead_port() -> u16 {
+    let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    l.local_addr().unwrap().port()
+}
+
+#[tokio::test]
+async fn outages_answer_503_with_retry_after_naming_the_dependency() {
+    let healthy = deps().await;
+    let (_, key_id, secret) = user_with_key(&healthy).await;
+
+    // Redis down: health names it; an authenticated route that needs it answers 503.
+    let mut no_redis = deps().await;
+    no_redis.cache =
+        adapters::cache::Cache::new(&format!("redis://127.0.0.1:{}/", dead_port()), "x:").unwrap();
+    let mut health = event("api-get-account.json", None, None);
+    *health.uri_mut() = "/health".parse().unwrap();
+    let r = handle(
+        &no_redis,
+        lambda_http::RequestExt::with_raw_http_path(health, "/health"),
+    )
+    .await;
+    assert_eq!(r.status(), 503);
+    assert!(r.headers().contains_key("retry-after"));
+    let body = body_json(&r);
+    assert_eq!(body["code"], "service_unavailable");
+    assert!(
+        body["message"].as_str().unwrap().contains("redis"),
+        "{body}"
+    );
+    assert!(
+        !body["message"].as_str().unwrap().contains("postgres"),
+        "{body}"
+    );
+    let r = handle(
+        &no_redis,
+        event("api-post-order.json", Some((&key_id, &secret)), None),
+    )
+    .await;
+    assert_eq!(r.status(), 503, "{:?}", body_json(&r));
+    assert!(r.headers().contains_key("retry-after"));
+
+    // Postgres down: API-key authentication needs the ledger.
+    let mut no_pg = deps().await;
+    no_pg.ledger = adapters::ledger::Ledger::connect_lazy(
+        &format!(
+            "postgres://trading:trading@127.0.0.1:{}/trading",
+            dead_port()
+        ),
+        1,
+    )
+    .unwrap();
+    let r = handle(
+        &no_pg,
+        event("api-get-account.json", Some((&key_id, &secret)), None),
+    )
+    .await;
+    assert_eq!(r.status(), 503);
+    assert_eq!(body_json(&r)["code"], "service_unavailable");
+    assert!(r.headers().contains_key("retry-after"));
+}
