@@ -5,6 +5,7 @@ use adapters::cache::PendingPut;
 use adapters::ledger::{OrderQuery, StatusFilter};
 use adapters::{now_ms, ApiError};
 use chrono::Utc;
+use domain::amount::{Price, Quantity};
 use domain::command::Command;
 use domain::execution::reserve_for_buy;
 use domain::order::{order_id_for, NewOrder, Order, OrderRequest, OrderType, Side};
@@ -32,7 +33,7 @@ pub async fn place(deps: &Deps, req: &Request) -> Result<Response<Body>, ApiErro
 pub async fn submit(deps: &Deps, order: NewOrder) -> Result<Order, ApiError> {
     // Already applied by the executor?
     if let Some(existing) = deps.ledger.order(order.account_id, order.id).await? {
-        return if same_as_stored(&order, &existing) {
+        return if order.matches_stored(&existing) {
             Ok(existing)
         } else {
             Err(conflict(&order))
@@ -75,18 +76,6 @@ fn conflict(order: &NewOrder) -> ApiError {
     ))
 }
 
-fn same_as_stored(order: &NewOrder, stored: &Order) -> bool {
-    // A filled notional order has its computed qty stored; compare what the client sent.
-    let qty_matches = order.qty.is_none() && order.notional.is_some() || stored.qty == order.qty;
-    stored.symbol == order.symbol
-        && stored.side == order.side
-        && stored.order_type == order.order_type
-        && stored.time_in_force == order.time_in_force
-        && stored.notional == order.notional
-        && stored.limit_price == order.limit_price
-        && qty_matches
-}
-
 /// Cheap checks on cached data so obvious mistakes answer at once; the executor's checks,
 /// on the ledger itself, are the authoritative ones.
 async fn pre_trade_checks(deps: &Deps, order: &NewOrder) -> Result<(), ApiError> {
@@ -98,7 +87,7 @@ async fn pre_trade_checks(deps: &Deps, order: &NewOrder) -> Result<(), ApiError>
         .quote(&order.symbol)
         .await?
         .filter(|q| q.is_fresh(now_ms(), deps.config.max_price_age_ms));
-    let reference = match (order.order_type, order.limit_price, &quote) {
+    let reference = match (order.order_type, order.limit_price.map(Price::get), &quote) {
         (OrderType::Limit, Some(limit), _) => Some(limit),
         (_, _, Some(q)) => Some(if order.side == Side::Buy {
             q.ask
@@ -107,7 +96,7 @@ async fn pre_trade_checks(deps: &Deps, order: &NewOrder) -> Result<(), ApiError>
         }),
         _ => None,
     };
-    let (Some(price), Some(qty)) = (reference, order.qty) else {
+    let (Some(price), Some(qty)) = (reference, order.qty.map(Quantity::get)) else {
         return Ok(());
     };
     if order.order_type == OrderType::Market {

@@ -6,6 +6,7 @@
 use rust_decimal::Decimal;
 
 use crate::accounting::fee;
+use crate::amount::{Money, Price, Quantity};
 use crate::catalog::Instrument;
 use crate::order::{NewOrder, OrderType, Side, TimeInForce};
 use crate::quote::Quote;
@@ -119,7 +120,7 @@ pub fn decide(
         ));
     }
 
-    let qty = match (order.qty, order.notional) {
+    let qty = match (order.qty.map(Quantity::get), order.notional.map(Money::get)) {
         (Some(q), _) => q,
         (None, Some(n)) => {
             let q = inst.floor_to_step(n / touch);
@@ -142,7 +143,7 @@ pub fn decide(
         }
     };
 
-    let marketable = match (order.order_type, order.limit_price) {
+    let marketable = match (order.order_type, order.limit_price.map(Price::get)) {
         (OrderType::Market, _) => true,
         (OrderType::Limit, Some(limit)) => match order.side {
             Side::Buy => touch <= limit,
@@ -162,12 +163,12 @@ pub fn decide(
                 reason: format!(
                     "{} limit {} not marketable at {touch}",
                     order.side.as_str(),
-                    order.limit_price.unwrap_or_default()
+                    order.limit_price.map(Price::get).unwrap_or_default()
                 ),
             };
         }
         // A resting order must be covered now, so that all resting orders together stay funded.
-        let limit = order.limit_price.unwrap_or(touch);
+        let limit = order.limit_price.map(Price::get).unwrap_or(touch);
         return match check_funds(order.side, qty, limit, account, params) {
             Ok(()) => Decision::Rest { qty },
             Err(v) => Decision::Reject(v),

@@ -2,6 +2,7 @@
 //! filters, orders, average-cost accounting, and the commands that flow through the queue.
 
 pub mod accounting;
+pub mod amount;
 pub mod catalog;
 pub mod command;
 pub mod decimal;

@@ -6,6 +6,7 @@ use rust_decimal::Decimal;
 use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
+use crate::amount::{AmountError, Money, Price, Quantity};
 use crate::catalog::{Catalog, Instrument};
 use crate::decimal::{DecimalError, DecimalText};
 use crate::error::RuleViolation;
@@ -155,12 +156,12 @@ pub struct ValidOrder {
     pub side: Side,
     pub order_type: OrderType,
     pub time_in_force: TimeInForce,
-    #[serde(with = "crate::decimal::opt_text", default)]
-    pub qty: Option<Decimal>,
-    #[serde(with = "crate::decimal::opt_text", default)]
-    pub notional: Option<Decimal>,
-    #[serde(with = "crate::decimal::opt_text", default)]
-    pub limit_price: Option<Decimal>,
+    #[serde(default)]
+    pub qty: Option<Quantity>,
+    #[serde(default)]
+    pub notional: Option<Money>,
+    #[serde(default)]
+    pub limit_price: Option<Price>,
     pub client_order_id: Option<String>,
 }
 
@@ -181,15 +182,19 @@ fn amount(
     }
 }
 
-fn positive(field: &'static str, v: Decimal) -> Result<Decimal, RuleViolation> {
+/// A parsed amount as a positive price/quantity or a positive notional, named by its field.
+fn positive<T>(
+    field: &'static str,
+    v: Decimal,
+    make: fn(Decimal) -> Result<T, AmountError>,
+) -> Result<T, RuleViolation> {
     if v <= Decimal::ZERO {
-        Err(RuleViolation::new(
+        return Err(RuleViolation::new(
             format!("invalid_{field}"),
             format!("{field} must be greater than 0, got {v}"),
-        ))
-    } else {
-        Ok(v)
+        ));
     }
+    make(v).map_err(|e| RuleViolation::new(format!("invalid_{field}"), format!("{field}: {e}")))
 }
 
 impl OrderRequest {
@@ -309,7 +314,7 @@ impl OrderRequest {
                     "qty or notional is required",
                 ))
             }
-            (Some(q), None) => (Some(positive("qty", q)?), None),
+            (Some(q), None) => (Some(positive("qty", q, Quantity::new)?), None),
             (None, Some(n)) => {
                 if order_type != OrderType::Market {
                     return Err(RuleViolation::new(
@@ -317,12 +322,12 @@ impl OrderRequest {
                         "notional is only allowed for market orders",
                     ));
                 }
-                (None, Some(positive("notional", n)?))
+                (None, Some(positive("notional", n, Money::new)?))
             }
         };
         let is_market = order_type == OrderType::Market;
         if let Some(q) = qty {
-            inst.check_qty(q, is_market)?;
+            inst.check_qty(q.get(), is_market)?;
         }
 
         let limit_price = amount("limit_price", &self.limit_price)?;
@@ -334,10 +339,10 @@ impl OrderRequest {
                 ))
             }
             (OrderType::Limit, Some(p)) => {
-                let p = positive("limit_price", p)?;
-                inst.check_price(p)?;
+                let p = positive("limit_price", p, Price::new)?;
+                inst.check_price(p.get())?;
                 if let Some(q) = qty {
-                    inst.check_notional(q, p, false)?;
+                    inst.check_notional(q.get(), p.get(), false)?;
                 }
                 Some(p)
             }
@@ -404,12 +409,12 @@ pub struct NewOrder {
     pub side: Side,
     pub order_type: OrderType,
     pub time_in_force: TimeInForce,
-    #[serde(with = "crate::decimal::opt_text", default)]
-    pub qty: Option<Decimal>,
-    #[serde(with = "crate::decimal::opt_text", default)]
-    pub notional: Option<Decimal>,
-    #[serde(with = "crate::decimal::opt_text", default)]
-    pub limit_price: Option<Decimal>,
+    #[serde(default)]
+    pub qty: Option<Quantity>,
+    #[serde(default)]
+    pub notional: Option<Money>,
+    #[serde(default)]
+    pub limit_price: Option<Price>,
     pub submitted_at: DateTime<Utc>,
 }
 
@@ -443,13 +448,22 @@ impl NewOrder {
 
     /// True when `other` asks for the same trade (ids and times aside): a retry, not a conflict.
     pub fn same_parameters(&self, other: &NewOrder) -> bool {
-        self.symbol == other.symbol
-            && self.side == other.side
-            && self.order_type == other.order_type
-            && self.time_in_force == other.time_in_force
-            && self.qty == other.qty
-            && self.notional == other.notional
-            && self.limit_price == other.limit_price
+        self.matches_stored(&other.pending())
+    }
+
+    /// True when `stored` is this order as the ledger or the cache holds it: the same trade,
+    /// compared on what the client sent. A filled notional order has its computed quantity
+    /// stored, which the client never sent.
+    pub fn matches_stored(&self, stored: &Order) -> bool {
+        let mine = self.pending();
+        let qty_matches = mine.qty == stored.qty || (self.qty.is_none() && self.notional.is_some());
+        mine.symbol == stored.symbol
+            && mine.side == stored.side
+            && mine.order_type == stored.order_type
+            && mine.time_in_force == stored.time_in_force
+            && mine.notional == stored.notional
+            && mine.limit_price == stored.limit_price
+            && qty_matches
     }
 
     /// The order as clients see it before the executor has taken it.
@@ -466,14 +480,14 @@ impl NewOrder {
             failed_at: None,
             asset_id: self.asset_id,
             symbol: self.symbol.clone(),
-            notional: self.notional,
-            qty: self.qty,
+            notional: self.notional.map(Money::get),
+            qty: self.qty.map(Quantity::get),
             filled_qty: Decimal::ZERO,
             filled_avg_price: None,
             order_type: self.order_type,
             side: self.side,
             time_in_force: self.time_in_force,
-            limit_price: self.limit_price,
+            limit_price: self.limit_price.map(Price::get),
             status: OrderStatus::PendingNew,
             reject_reason: None,
         }
@@ -574,11 +588,11 @@ mod tests {
             .validate(Catalog::builtin())
             .unwrap();
         assert_eq!(v.symbol, "BTCUSDT");
-        assert_eq!(v.qty, Some(dec!(0.001)));
+        assert_eq!(v.qty.map(Quantity::get), Some(dec!(0.001)));
         let (v, _) = req(r#"{"symbol":"ETHUSDT","qty":"0.5","side":"sell","type":"limit","limit_price":"3000.01","time_in_force":"ioc","client_order_id":"abc"}"#)
             .validate(Catalog::builtin())
             .unwrap();
-        assert_eq!(v.limit_price, Some(dec!(3000.01)));
+        assert_eq!(v.limit_price.map(Price::get), Some(dec!(3000.01)));
         assert_eq!(v.client_order_id.as_deref(), Some("abc"));
     }
 
