@@ -82,6 +82,7 @@ async fn dispatch(
     let m = method.clone();
     match (m, segments.as_slice()) {
         (Method::GET, ["health"]) => Ok(health::health(deps).await),
+        (Method::GET, ["openapi.yaml"]) | (Method::GET, ["v2", "openapi.yaml"]) => Ok(openapi()),
         (Method::POST, ["v2", "auth", "signup"]) => auth::signup(deps, &req).await,
         (Method::POST, ["v2", "auth", "login"]) => auth::login(deps, &req).await,
         (Method::POST, ["v2", "auth", "logout"]) => auth::logout(deps, &req).await,
@@ -117,6 +118,18 @@ async fn dispatch(
         (Method::GET, ["v2", "clock"]) => assets::clock(deps, &req).await,
         _ => Err(ApiError::not_found(format!("no route for {method} {path}"))),
     }
+}
+
+/// The OpenAPI document of this API.
+pub const OPENAPI_YAML: &str = include_str!("../openapi.yaml");
+
+fn openapi() -> Response<Body> {
+    let mut r = Response::new(Body::Text(OPENAPI_YAML.to_string()));
+    r.headers_mut().insert(
+        lambda_http::http::header::CONTENT_TYPE,
+        lambda_http::http::HeaderValue::from_static("application/yaml"),
+    );
+    r
 }
 
 fn body_len(req: &Request) -> usize {

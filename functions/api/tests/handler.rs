@@ -267,3 +267,42 @@ async fn outages_answer_503_with_retry_after_naming_the_dependency() {
     assert_eq!(body_json(&r)["code"], "service_unavailable");
     assert!(r.headers().contains_key("retry-after"));
 }
+
+#[tokio::test]
+async fn the_openapi_document_is_served_and_names_every_route() {
+    let deps = deps().await;
+    let mut req = event("api-get-account.json", None, None);
+    *req.uri_mut() = "/openapi.yaml".parse().unwrap();
+    let r = handle(
+        &deps,
+        lambda_http::RequestExt::with_raw_http_path(req, "/openapi.yaml"),
+    )
+    .await;
+    assert_eq!(r.status(), 200);
+    let Body::Text(doc) = r.body() else {
+        panic!("text body expected")
+    };
+    for route in [
+        "/health:",
+        "/v2/auth/signup:",
+        "/v2/auth/login:",
+        "/v2/auth/logout:",
+        "/v2/api_keys:",
+        "/v2/api_keys/{key_id}:",
+        "/v2/account:",
+        "/v2/orders:",
+        "/v2/orders/{order_id}:",
+        "/v2/orders:by_client_order_id:",
+        "/v2/positions:",
+        "/v2/positions/{symbol}:",
+        "/v2/account/activities/{activity_type}:",
+        "/v2/assets:",
+        "/v2/assets/{symbol}:",
+        "/v2/clock:",
+    ] {
+        assert!(
+            doc.contains(&format!("\n  {route}")),
+            "{route} missing from openapi.yaml"
+        );
+    }
+}

@@ -1,0 +1,569 @@
+//! api handler latency: `api::handle(&deps, req)` called directly (no Lambda runtime), one
+//! request at a time as a Lambda instance serves them, against the Postgres and Redis of
+//! `DATABASE_URL` / `REDIS_URL`, with an API key created through the ledger.
+//!
+//! - `GET /v2/positions` (an account holding two positions, priced from Redis);
+//! - `POST /v2/orders` (market buy, a new `client_order_id` each time) in three forms:
+//!   1. without the queue call: the handler's own steps in the handler's order
+//!      (authenticate, parse, validate, ledger lookup, pre-trade reads, pending copy) with
+//!      only `CommandQueue::send` left out — a reconstruction, since the api crate has no
+//!      seam to leave the send out of `api::handle` itself;
+//!   2. the real `api::handle`, with the SQS endpoint a loopback stub that answers
+//!      `SendMessage` at once (our code + the AWS SDK's signing and HTTP, ~no queue);
+//!   3. the real `api::handle` against moto (`AWS_ENDPOINT_URL`, `COMMANDS_QUEUE_URL`),
+//!      for information only: moto is slow and is not SQS.
+//!   plus `CommandQueue::send` alone against the stub and against moto.
+//!
+//! Bounded: each figure takes at most `BENCH_SECS` (default 5) seconds or 3,000 requests.
+//! Env: DATABASE_URL, REDIS_URL (required); AWS_ENDPOINT_URL + COMMANDS_QUEUE_URL (optional,
+//! moto); BENCH_SECS; BENCH_REPORT (a file to write the markdown to).
+//! Run: `cargo bench -p api --bench handler` (see infra/scripts/bench.sh).
+
+use std::fmt::Write as _;
+use std::time::{Duration, Instant};
+
+use adapters::auth::{digest, new_key_id, random_secret};
+use adapters::cache::{Cache, PendingPut};
+use adapters::config::Config;
+use adapters::ledger::Ledger;
+use adapters::queue::CommandQueue;
+use adapters::{now_ms, ApiError};
+use api::Deps;
+use chrono::Utc;
+use domain::catalog::Catalog;
+use domain::command::Command;
+use domain::execution::ExecutionParams;
+use domain::order::{NewOrder, OrderRequest};
+use domain::quote::Quote;
+use lambda_http::{Body, Request, Response};
+use rust_decimal_macros::dec;
+use serde_json::json;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpListener;
+use uuid::Uuid;
+
+const MAX_REQUESTS: usize = 3_000;
+
+fn env(name: &str) -> String {
+    std::env::var(name).ok().filter(|v| !v.is_empty()).unwrap_or_else(|| {
+        panic!("{name} is not set: run `make bench` (infra/scripts/bench.sh), which starts the services and exports it")
+    })
+}
+
+fn opt_env(name: &str) -> Option<String> {
+    std::env::var(name).ok().filter(|v| !v.is_empty())
+}
+
+/// An API Gateway REST proxy event (payload 1.0, as the devstack and API Gateway send it),
+/// parsed by lambda_http exactly as the runtime does.
+fn request(method: &str, path: &str, key_id: &str, secret: &str, body: Option<&str>) -> Request {
+    let event = json!({
+        "resource": "/{proxy+}",
+        "path": path,
+        "httpMethod": method,
+        "headers": {
+            "Accept": "application/json",
+            "APCA-API-KEY-ID": key_id,
+            "APCA-API-SECRET-KEY": secret,
+            "Content-Type": "application/json",
+            "Host": "127.0.0.1:3000",
+        },
+        "multiValueHeaders": {
+            "Accept": ["application/json"],
+            "APCA-API-KEY-ID": [key_id],
+            "APCA-API-SECRET-KEY": [secret],
+            "Content-Type": ["application/json"],
+            "Host": ["127.0.0.1:3000"],
+        },
+        "queryStringParameters": null,
+        "multiValueQueryStringParameters": null,
+        "pathParameters": { "proxy": path.trim_start_matches('/') },
+        "stageVariables": null,
+        "requestContext": {
+            "resourceId": "proxy0",
+            "resourcePath": "/{proxy+}",
+            "httpMethod": method,
+            "path": format!("/bench{path}"),
+            "accountId": "123456789012",
+            "protocol": "HTTP/1.1",
+            "stage": "bench",
+            "requestTimeEpoch": 1732356932000i64,
+            "requestId": Uuid::new_v4().to_string(),
+            "identity": { "sourceIp": "127.0.0.1", "userAgent": "bench" },
+            "domainName": "127.0.0.1:3000",
+            "apiId": "bench"
+        },
+        "body": body,
+        "isBase64Encoded": false
+    });
+    lambda_http::request::from_str(&event.to_string()).expect("a REST proxy event")
+}
+
+fn order_body(client_order_id: &str) -> String {
+    format!(
+        r#"{{"symbol":"BTCUSDT","qty":"0.001","side":"buy","type":"market","time_in_force":"gtc","client_order_id":"{client_order_id}"}}"#
+    )
+}
+
+async fn put_quotes(cache: &Cache) {
+    for (symbol, bid, ask) in [
+        ("BTCUSDT", dec!(60000), dec!(60000.01)),
+        ("ETHUSDT", dec!(3000), dec!(3000.01)),
+    ] {
+        let q = Quote {
+            symbol: symbol.into(),
+            bid,
+            ask,
+            last: Some(bid),
+            ts: now_ms(),
+        };
+        cache.put_quote(&q, 60_000).await.expect("quote stored");
+    }
+}
+
+/// A loopback stand-in for SQS: answers every request with a `SendMessage` result at once
+/// (HTTP/1.1 keep-alive, AWS JSON 1.0). The SDK does not check the MD5.
+async fn sqs_stub() -> String {
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap().to_string();
+    tokio::spawn(async move {
+        while let Ok((mut s, _)) = listener.accept().await {
+            let _ = s.set_nodelay(true);
+            tokio::spawn(async move {
+                let mut buf: Vec<u8> = Vec::with_capacity(16384);
+                let mut chunk = vec![0u8; 16384];
+                loop {
+                    // One request: headers, then Content-Length bytes of body.
+                    let head_end = loop {
+                        if let Some(p) = buf.windows(4).position(|w| w == b"\r\n\r\n") {
+                            break p + 4;
+                        }
+                        match s.read(&mut chunk).await {
+                            Ok(n) if n > 0 => buf.extend_from_slice(&chunk[..n]),
+                            _ => return,
+                        }
+                    };
+                    let head = String::from_utf8_lossy(&buf[..head_end]).to_ascii_lowercase();
+                    let len: usize = head
+                        .lines()
+                        .find_map(|l| l.strip_prefix("content-length:"))
+                        .and_then(|v| v.trim().parse().ok())
+                        .unwrap_or(0);
+                    while buf.len() < head_end + len {
+                        match s.read(&mut chunk).await {
+                            Ok(n) if n > 0 => buf.extend_from_slice(&chunk[..n]),
+                            _ => return,
+                        }
+                    }
+                    buf.drain(..head_end + len);
+                    let body = format!(
+                        r#"{{"MD5OfMessageBody":"00000000000000000000000000000000","MessageId":"{}","SequenceNumber":"1"}}"#,
+                        Uuid::new_v4()
+                    );
+                    let resp = format!(
+                        "HTTP/1.1 200 OK\r\nContent-Type: application/x-amz-json-1.0\r\nx-amzn-RequestId: {}\r\nContent-Length: {}\r\n\r\n{body}",
+                        Uuid::new_v4(),
+                        body.len()
+                    );
+                    if s.write_all(resp.as_bytes()).await.is_err() {
+                        return;
+                    }
+                }
+            });
+        }
+    });
+    addr
+}
+
+/// A queue whose SDK client is built now, with `endpoint` as `AWS_ENDPOINT_URL` (the SDK
+/// reads it when its config loads, on first use).
+async fn queue_at(endpoint: &str, queue_url: &str) -> CommandQueue {
+    std::env::set_var("AWS_ENDPOINT_URL", endpoint);
+    let q = CommandQueue::new(queue_url);
+    q.client().await;
+    q
+}
+
+fn deps(config: &Config, queue: CommandQueue) -> Deps {
+    Deps {
+        config: config.clone(),
+        ledger: Ledger::connect_lazy(&config.database_url, config.database_max_connections)
+            .expect("database url"),
+        cache: Cache::new(&config.redis_url, &config.key_prefix).expect("redis url"),
+        queue,
+        catalog: Catalog::builtin(),
+    }
+}
+
+/// `POST /v2/orders` as `api::orders::place` does it, minus `CommandQueue::send`
+/// (api::orders::pre_trade_checks is private: its reads are made here in its order).
+async fn place_without_send(deps: &Deps, req: &Request) -> Result<Response<Body>, ApiError> {
+    let p = api::auth::authenticate(deps, req).await?;
+    let request: OrderRequest = api::http::json_body(req)?;
+    let (valid, inst) = request.validate(deps.catalog)?;
+    let order = NewOrder::new(p.account_id, valid, inst.asset_id, Utc::now());
+    if let Some(existing) = deps.ledger.order(order.account_id, order.id).await? {
+        return Ok(api::http::json(200, &existing.to_alpaca_json()));
+    }
+    // pre_trade_checks: fresh quote, then the account's cash for a buy.
+    let _quote = deps.cache.quote(&order.symbol).await?;
+    let _account = deps.ledger.account(order.account_id).await?;
+    match deps.cache.put_pending_order(&order).await? {
+        PendingPut::Created | PendingPut::Exists(_) => {}
+    }
+    let _command = Command::place(order.clone());
+    // (CommandQueue::send would be here.)
+    let stored = deps
+        .cache
+        .pending_order(order.account_id, order.id)
+        .await?
+        .unwrap_or(order);
+    Ok(api::http::json(200, &stored.pending().to_alpaca_json()))
+}
+
+fn pct(sorted: &[u64], p: f64) -> u64 {
+    if sorted.is_empty() {
+        return 0;
+    }
+    sorted[((sorted.len() as f64 - 1.0) * p).round() as usize]
+}
+
+struct Figure {
+    name: String,
+    lat: Vec<u64>,
+    status: String,
+}
+
+impl Figure {
+    fn row(&self) -> String {
+        let mean = self.lat.iter().sum::<u64>() as f64 / self.lat.len().max(1) as f64;
+        format!(
+            "| {} | {} | {:.0} | **{}** | **{}** | {} | {} |",
+            self.name,
+            self.lat.len(),
+            mean,
+            pct(&self.lat, 0.5),
+            pct(&self.lat, 0.99),
+            pct(&self.lat, 0.999),
+            self.status
+        )
+    }
+}
+
+/// Times `f` sequentially: warm-up requests first, then up to `secs` or MAX_REQUESTS.
+async fn measure<F, Fut>(name: &str, secs: f64, mut f: F) -> Figure
+where
+    F: FnMut(usize) -> Fut,
+    Fut: std::future::Future<Output = (Duration, u16)>,
+{
+    for i in 0..20 {
+        f(1_000_000 + i).await;
+    }
+    let mut lat = Vec::new();
+    let mut statuses = std::collections::BTreeMap::<u16, usize>::new();
+    let deadline = Instant::now() + Duration::from_secs_f64(secs);
+    let mut i = 0;
+    while Instant::now() < deadline && i < MAX_REQUESTS {
+        let (d, status) = f(i).await;
+        lat.push(d.as_micros() as u64);
+        *statuses.entry(status).or_default() += 1;
+        i += 1;
+    }
+    lat.sort_unstable();
+    let status = statuses
+        .iter()
+        .map(|(s, n)| format!("{n}× {s}"))
+        .collect::<Vec<_>>()
+        .join(", ");
+    let fig = Figure {
+        name: name.to_string(),
+        lat,
+        status,
+    };
+    eprintln!("{}", fig.row());
+    fig
+}
+
+async fn run() -> String {
+    let secs: f64 = std::env::var("BENCH_SECS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(5.0);
+    let mut config = Config::from_env().expect("config");
+    config.database_url = env("DATABASE_URL");
+    config.redis_url = env("REDIS_URL");
+    config.key_prefix = format!("bench{}:", Uuid::new_v4().simple());
+    // The SDK needs credentials and a region to sign, even for loopback endpoints.
+    for (k, v) in [
+        ("AWS_ACCESS_KEY_ID", "test"),
+        ("AWS_SECRET_ACCESS_KEY", "test"),
+        ("AWS_REGION", "us-east-1"),
+    ] {
+        if opt_env(k).is_none() {
+            std::env::set_var(k, v);
+        }
+    }
+    let moto = match (opt_env("AWS_ENDPOINT_URL"), opt_env("COMMANDS_QUEUE_URL")) {
+        (Some(e), Some(q)) => Some((e, q)),
+        _ => None,
+    };
+
+    // An account with two positions and an API key, made through the ledger.
+    let ledger = Ledger::connect_lazy(&config.database_url, 2).expect("database url");
+    ledger.migrate().await.expect("migrations apply");
+    let email = format!("bench-{}@example.com", Uuid::new_v4().simple());
+    let (user_id, account_id) = ledger
+        .create_user(&email, "bench-not-a-hash", dec!(1000000000))
+        .await
+        .expect("user");
+    let key_id = new_key_id();
+    let secret = random_secret();
+    ledger
+        .insert_api_key(&key_id, user_id, account_id, &digest(&secret))
+        .await
+        .expect("api key");
+    let quote_cache = Cache::new(&config.redis_url, &config.key_prefix).expect("redis url");
+    put_quotes(&quote_cache).await;
+    for (symbol, qty) in [("BTCUSDT", "0.01"), ("ETHUSDT", "0.5")] {
+        let req: OrderRequest = serde_json::from_str(&format!(
+            r#"{{"symbol":"{symbol}","qty":"{qty}","side":"buy","type":"market","time_in_force":"gtc","client_order_id":"seed-{symbol}"}}"#
+        ))
+        .unwrap();
+        let (v, inst) = req.validate(Catalog::builtin()).unwrap();
+        let order = NewOrder::new(account_id, v, inst.asset_id, Utc::now());
+        let quote = quote_cache.quote(symbol).await.unwrap();
+        let out = ledger
+            .place_order(
+                order.id,
+                &order,
+                &inst,
+                quote.as_ref(),
+                now_ms(),
+                &ExecutionParams::default(),
+            )
+            .await
+            .expect("seed fill");
+        assert!(out.fill.is_some(), "seed order did not fill");
+    }
+    let refresher = tokio::spawn(async move {
+        loop {
+            tokio::time::sleep(Duration::from_millis(200)).await;
+            put_quotes(&quote_cache).await;
+        }
+    });
+
+    let stub = sqs_stub().await;
+    let stub_endpoint = format!("http://{stub}");
+    let stub_queue_url = format!("http://{stub}/123456789012/bench.fifo");
+    let run_tag = Uuid::new_v4().simple().to_string();
+    let mut figures = Vec::new();
+
+    // GET /v2/positions
+    {
+        let d = deps(&config, queue_at(&stub_endpoint, &stub_queue_url).await);
+        let (k, s) = (key_id.clone(), secret.clone());
+        figures.push(
+            measure("`GET /v2/positions` (2 positions)", secs, |_| {
+                let req = request("GET", "/v2/positions", &k, &s, None);
+                let d = &d;
+                async move {
+                    let t = Instant::now();
+                    let r = api::handle(d, req).await;
+                    (t.elapsed(), r.status().as_u16())
+                }
+            })
+            .await,
+        );
+    }
+    // POST /v2/orders without the queue call (reconstruction).
+    {
+        let d = deps(&config, queue_at(&stub_endpoint, &stub_queue_url).await);
+        let (k, s, tag) = (key_id.clone(), secret.clone(), format!("{run_tag}-noq"));
+        figures.push(
+            measure(
+                "`POST /v2/orders` without the queue call (handler steps minus `send`)",
+                secs,
+                |i| {
+                    let req = request(
+                        "POST",
+                        "/v2/orders",
+                        &k,
+                        &s,
+                        Some(&order_body(&format!("{tag}-{i}"))),
+                    );
+                    let d = &d;
+                    async move {
+                        let t = Instant::now();
+                        let r = match place_without_send(d, &req).await {
+                            Ok(r) => r,
+                            Err(e) => api::http::error_response(&e),
+                        };
+                        (t.elapsed(), r.status().as_u16())
+                    }
+                },
+            )
+            .await,
+        );
+    }
+    // POST /v2/orders, real handler, stub SQS.
+    {
+        let d = deps(&config, queue_at(&stub_endpoint, &stub_queue_url).await);
+        let (k, s, tag) = (key_id.clone(), secret.clone(), format!("{run_tag}-stub"));
+        figures.push(
+            measure(
+                "`POST /v2/orders` via `api::handle`, SQS = loopback stub",
+                secs,
+                |i| {
+                    let req = request(
+                        "POST",
+                        "/v2/orders",
+                        &k,
+                        &s,
+                        Some(&order_body(&format!("{tag}-{i}"))),
+                    );
+                    let d = &d;
+                    async move {
+                        let t = Instant::now();
+                        let r = api::handle(d, req).await;
+                        (t.elapsed(), r.status().as_u16())
+                    }
+                },
+            )
+            .await,
+        );
+        let cmd = |i: usize| {
+            let req: OrderRequest =
+                serde_json::from_str(&order_body(&format!("{run_tag}-send-{i}"))).unwrap();
+            let (v, inst) = req.validate(Catalog::builtin()).unwrap();
+            Command::place(NewOrder::new(account_id, v, inst.asset_id, Utc::now()))
+        };
+        let q = &d.queue;
+        figures.push(
+            measure(
+                "`CommandQueue::send` alone, SQS = loopback stub",
+                secs,
+                |i| {
+                    let c = cmd(i);
+                    async move {
+                        let t = Instant::now();
+                        let ok = q.send(&c).await.is_ok();
+                        (t.elapsed(), if ok { 200 } else { 503 })
+                    }
+                },
+            )
+            .await,
+        );
+    }
+    // POST /v2/orders, real handler, moto.
+    let mut moto_note = String::new();
+    match &moto {
+        Some((endpoint, commands_url)) => {
+            // A queue of the benchmark's own beside the commands queue, so that no devstack
+            // polling that queue executes the benchmark's orders; deleted afterwards.
+            let probe_q = queue_at(endpoint, commands_url).await;
+            let name = format!("bench-{}.fifo", &run_tag[..12]);
+            let created = probe_q
+                .client()
+                .await
+                .create_queue()
+                .queue_name(&name)
+                .attributes(aws_sdk_sqs::types::QueueAttributeName::FifoQueue, "true")
+                .send()
+                .await;
+            match created.ok().and_then(|o| o.queue_url) {
+                None => {
+                    moto_note =
+                        format!("moto figures skipped: moto at {endpoint} did not create a queue.")
+                }
+                Some(queue_url) => {
+                    let d = deps(&config, queue_at(endpoint, &queue_url).await);
+                    let (k, s, tag) = (key_id.clone(), secret.clone(), format!("{run_tag}-moto"));
+                    let moto_secs = (secs / 2.0).max(1.0);
+                    figures.push(
+                        measure(
+                            "`POST /v2/orders` via `api::handle`, SQS = moto (information only)",
+                            moto_secs,
+                            |i| {
+                                let req = request(
+                                    "POST",
+                                    "/v2/orders",
+                                    &k,
+                                    &s,
+                                    Some(&order_body(&format!("{tag}-{i}"))),
+                                );
+                                let d = &d;
+                                async move {
+                                    let t = Instant::now();
+                                    let r = api::handle(d, req).await;
+                                    (t.elapsed(), r.status().as_u16())
+                                }
+                            },
+                        )
+                        .await,
+                    );
+                    let _ = d
+                        .queue
+                        .client()
+                        .await
+                        .delete_queue()
+                        .queue_url(&queue_url)
+                        .send()
+                        .await;
+                }
+            }
+        }
+        None => {
+            moto_note =
+                "moto figures skipped: AWS_ENDPOINT_URL and COMMANDS_QUEUE_URL are not both set."
+                    .into()
+        }
+    }
+    refresher.abort();
+
+    let mut md = String::new();
+    writeln!(
+        md,
+        "#### api: `api::handle` called directly, one request at a time"
+    )
+    .unwrap();
+    writeln!(md).unwrap();
+    writeln!(
+        md,
+        "Requests are API Gateway REST proxy events parsed by `lambda_http` (outside the timed region), \
+         authenticated by `APCA-API-KEY-ID`/`APCA-API-SECRET-KEY` of a key made through the ledger; \
+         each POST has a new `client_order_id` (the non-idempotent path). Warm pools (20 warm-up requests). \
+         Latencies in µs."
+    )
+    .unwrap();
+    writeln!(md).unwrap();
+    writeln!(md, "| request | n | mean | p50 | p99 | p99.9 | statuses |").unwrap();
+    writeln!(md, "|---|---:|---:|---:|---:|---:|---|").unwrap();
+    for f in &figures {
+        writeln!(md, "{}", f.row()).unwrap();
+    }
+    writeln!(md).unwrap();
+    if !moto_note.is_empty() {
+        writeln!(md, "{moto_note}").unwrap();
+        writeln!(md).unwrap();
+    }
+    // Clean up the pending copies this run left in Redis (no executor consumed them).
+    let cache = Cache::new(&config.redis_url, &config.key_prefix).expect("redis url");
+    if let Ok(pending) = cache.pending_orders(account_id).await {
+        for o in pending {
+            let _ = cache.clear_pending_order(account_id, o.id).await;
+        }
+    }
+    md
+}
+
+fn main() {
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .expect("runtime");
+    let md = rt.block_on(run());
+    match std::env::var("BENCH_REPORT") {
+        Ok(path) if !path.is_empty() => std::fs::write(&path, &md).expect("write BENCH_REPORT"),
+        _ => println!("{md}"),
+    }
+}
