@@ -12,7 +12,8 @@
 //!      `SendMessage` at once (our code + the AWS SDK's signing and HTTP, ~no queue);
 //!   3. the real `api::handle` against moto (`AWS_ENDPOINT_URL`, `COMMANDS_QUEUE_URL`),
 //!      for information only: moto is slow and is not SQS.
-//!   plus `CommandQueue::send` alone against the stub and against moto.
+//!
+//! Plus `CommandQueue::send` alone against the stub and against moto.
 //!
 //! Bounded: each figure takes at most `BENCH_SECS` (default 5) seconds or 3,000 requests.
 //! Env: DATABASE_URL, REDIS_URL (required); AWS_ENDPOINT_URL + COMMANDS_QUEUE_URL (optional,

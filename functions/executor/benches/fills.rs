@@ -36,7 +36,6 @@ use domain::execution::ExecutionParams;
 use domain::order::{NewOrder, OrderRequest};
 use domain::quote::Quote;
 use executor::{handle_batch, Deps};
-use rust_decimal::Decimal;
 use rust_decimal_macros::dec;
 use sqlx::Connection;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -53,7 +52,10 @@ fn env(name: &str) -> String {
 }
 
 fn env_or<T: std::str::FromStr>(name: &str, default: T) -> T {
-    std::env::var(name).ok().and_then(|v| v.parse().ok()).unwrap_or(default)
+    std::env::var(name)
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(default)
 }
 
 struct Setup {
@@ -105,14 +107,26 @@ fn batch(accounts: &[Uuid], tag: &str, seq: u64) -> Vec<SqsMessage> {
             let account = accounts[(seq as usize * BATCH + i) % accounts.len()];
             let (symbol, qty) = SYMBOLS[i % SYMBOLS.len()];
             let coid = format!("{tag}-{seq}-{i}");
-            record(format!("{tag}-{seq}-{i}"), &command(account, symbol, qty, &coid))
+            record(
+                format!("{tag}-{seq}-{i}"),
+                &command(account, symbol, qty, &coid),
+            )
         })
         .collect()
 }
 
 async fn put_quotes(cache: &Cache) {
-    for (symbol, bid, ask) in [("BTCUSDT", dec!(60000), dec!(60000.01)), ("ETHUSDT", dec!(3000), dec!(3000.01))] {
-        let q = Quote { symbol: symbol.into(), bid, ask, last: Some(bid), ts: now_ms() };
+    for (symbol, bid, ask) in [
+        ("BTCUSDT", dec!(60000), dec!(60000.01)),
+        ("ETHUSDT", dec!(3000), dec!(3000.01)),
+    ] {
+        let q = Quote {
+            symbol: symbol.into(),
+            bid,
+            ask,
+            last: Some(bid),
+            ts: now_ms(),
+        };
         cache.put_quote(&q, 60_000).await.expect("quote stored");
     }
 }
@@ -155,23 +169,41 @@ fn postgres_cpu(postmaster: u32) -> f64 {
 }
 
 fn self_cpu() -> f64 {
-    proc_stat(std::process::id()).map(|(_, own, _)| own as f64 / ticks_per_sec()).unwrap_or(0.0)
+    proc_stat(std::process::id())
+        .map(|(_, own, _)| own as f64 / ticks_per_sec())
+        .unwrap_or(0.0)
 }
 
 /// Busy CPU seconds of the whole machine (all processes, all cores).
 fn machine_busy() -> f64 {
     let s = std::fs::read_to_string("/proc/stat").unwrap_or_default();
     let line = s.lines().next().unwrap_or("");
-    let v: Vec<u64> = line.split_whitespace().skip(1).filter_map(|x| x.parse().ok()).collect();
+    let v: Vec<u64> = line
+        .split_whitespace()
+        .skip(1)
+        .filter_map(|x| x.parse().ok())
+        .collect();
     // user nice system idle iowait irq softirq steal
-    let busy: u64 = v.iter().enumerate().filter(|(i, _)| *i < 8 && *i != 3 && *i != 4).map(|(_, x)| *x).sum();
+    let busy: u64 = v
+        .iter()
+        .enumerate()
+        .filter(|(i, _)| *i < 8 && *i != 3 && *i != 4)
+        .map(|(_, x)| *x)
+        .sum();
     busy as f64 / ticks_per_sec()
 }
 
 fn host_port(url: &str) -> String {
     let after_scheme = url.split_once("://").map(|x| x.1).unwrap_or(url);
-    let after_auth = after_scheme.rsplit_once('@').map(|x| x.1).unwrap_or(after_scheme);
-    after_auth.split(['/', '?']).next().unwrap_or("").to_string()
+    let after_auth = after_scheme
+        .rsplit_once('@')
+        .map(|x| x.1)
+        .unwrap_or(after_scheme);
+    after_auth
+        .split(['/', '?'])
+        .next()
+        .unwrap_or("")
+        .to_string()
 }
 
 fn with_host_port(url: &str, hp: &str) -> String {
@@ -180,7 +212,9 @@ fn with_host_port(url: &str, hp: &str) -> String {
 
 /// used_cpu_sys + used_cpu_user of redis-server, by a raw RESP `INFO cpu`.
 async fn redis_cpu(redis_url: &str) -> f64 {
-    let Ok(mut s) = TcpStream::connect(host_port(redis_url)).await else { return f64::NAN };
+    let Ok(mut s) = TcpStream::connect(host_port(redis_url)).await else {
+        return f64::NAN;
+    };
     if s.write_all(b"INFO cpu\r\n").await.is_err() {
         return f64::NAN;
     }
@@ -197,7 +231,10 @@ async fn redis_cpu(redis_url: &str) -> f64 {
         }
     }
     let get = |k: &str| {
-        text.lines().find_map(|l| l.strip_prefix(k)).and_then(|v| v.trim().parse::<f64>().ok()).unwrap_or(f64::NAN)
+        text.lines()
+            .find_map(|l| l.strip_prefix(k))
+            .and_then(|v| v.trim().parse::<f64>().ok())
+            .unwrap_or(f64::NAN)
     };
     get("used_cpu_sys:") + get("used_cpu_user:")
 }
@@ -210,7 +247,12 @@ struct Cpu {
 }
 
 async fn cpu_now(postmaster: u32, redis_url: &str) -> Cpu {
-    Cpu { bench: self_cpu(), postgres: postgres_cpu(postmaster), redis: redis_cpu(redis_url).await, machine: machine_busy() }
+    Cpu {
+        bench: self_cpu(),
+        postgres: postgres_cpu(postmaster),
+        redis: redis_cpu(redis_url).await,
+        machine: machine_busy(),
+    }
 }
 
 // ---- throughput cells ------------------------------------------------------------------
@@ -255,19 +297,36 @@ async fn create_accounts(ledger: &Ledger, n: usize) -> Vec<Uuid> {
     let mut v = Vec::with_capacity(n);
     for _ in 0..n {
         let email = format!("bench-{}@example.com", Uuid::new_v4().simple());
-        let (_, account) = ledger.create_user(&email, "bench-not-a-hash", dec!(1000000000000)).await.expect("account");
+        let (_, account) = ledger
+            .create_user(&email, "bench-not-a-hash", dec!(1000000000000))
+            .await
+            .expect("account");
         v.push(account);
     }
     v
 }
 
-async fn run_cell(setup: &Setup, admin: &Ledger, postmaster: u32, shape: Shape, concurrency: usize, run_tag: &str) -> Cell {
+async fn run_cell(
+    setup: &Setup,
+    admin: &Ledger,
+    postmaster: u32,
+    shape: Shape,
+    concurrency: usize,
+    run_tag: &str,
+) -> Cell {
     let per_worker = match shape {
         Shape::TenGroups => 2 * BATCH,
         Shape::OneGroup => 1,
     };
     let accounts = create_accounts(admin, per_worker * concurrency).await;
-    let tag = format!("{run_tag}-{}-c{concurrency}", if shape == Shape::OneGroup { "g1" } else { "g10" });
+    let tag = format!(
+        "{run_tag}-{}-c{concurrency}",
+        if shape == Shape::OneGroup {
+            "g1"
+        } else {
+            "g10"
+        }
+    );
     let barrier = Arc::new(tokio::sync::Barrier::new(concurrency + 1));
     let stop = Arc::new(AtomicU64::new(0));
     let mut tasks = Vec::new();
@@ -325,8 +384,17 @@ async fn run_cell(setup: &Setup, admin: &Ledger, postmaster: u32, shape: Shape, 
     .await
     .expect("count orders");
     let fills = rows.iter().filter(|r| r.0 == "filled").map(|r| r.1).sum();
-    let other = rows.iter().filter(|r| r.0 != "filled").map(|r| format!("{} {}", r.1, r.0)).collect::<Vec<_>>().join(", ");
-    let other = if failed > 0 { format!("{other} {failed} reported failures") } else { other };
+    let other = rows
+        .iter()
+        .filter(|r| r.0 != "filled")
+        .map(|r| format!("{} {}", r.1, r.0))
+        .collect::<Vec<_>>()
+        .join(", ");
+    let other = if failed > 0 {
+        format!("{other} {failed} reported failures")
+    } else {
+        other
+    };
     Cell {
         shape,
         concurrency,
@@ -363,15 +431,35 @@ async fn stages(deps: &Deps, account: Uuid, secs: f64, tag: &str) -> Stages {
     let mut i = 0u64;
     while Instant::now() < deadline {
         let cmd = command(account, "BTCUSDT", "0.001", &format!("{tag}-{i}"));
-        let Command::PlaceOrder { command_id, order } = &cmd else { unreachable!() };
+        let Command::PlaceOrder { command_id, order } = &cmd else {
+            unreachable!()
+        };
         let t0 = Instant::now();
         let quote = deps.cache.quote("BTCUSDT").await.expect("quote");
         let t1 = Instant::now();
-        let out = deps.ledger.place_order(*command_id, order, &inst_btc, quote.as_ref(), now_ms(), &deps.params).await.expect("place");
+        let out = deps
+            .ledger
+            .place_order(
+                *command_id,
+                order,
+                &inst_btc,
+                quote.as_ref(),
+                now_ms(),
+                &deps.params,
+            )
+            .await
+            .expect("place");
         let t2 = Instant::now();
-        deps.cache.clear_pending_order(order.account_id, order.id).await.expect("clear");
+        deps.cache
+            .clear_pending_order(order.account_id, order.id)
+            .await
+            .expect("clear");
         let t3 = Instant::now();
-        assert!(out.fill.is_some(), "stage loop: order did not fill: {:?}", out.order.map(|o| o.reject_reason));
+        assert!(
+            out.fill.is_some(),
+            "stage loop: order did not fill: {:?}",
+            out.order.map(|o| o.reject_reason)
+        );
         s.quote.push((t1 - t0).as_micros() as u64);
         s.ledger.push((t2 - t1).as_micros() as u64);
         s.clear.push((t3 - t2).as_micros() as u64);
@@ -400,7 +488,9 @@ async fn counting_proxy(target: String) -> CountingProxy {
     let (cc, sc) = (client_chunks.clone(), server_chunks.clone());
     tokio::spawn(async move {
         while let Ok((inbound, _)) = listener.accept().await {
-            let Ok(outbound) = TcpStream::connect(&target).await else { continue };
+            let Ok(outbound) = TcpStream::connect(&target).await else {
+                continue;
+            };
             let _ = inbound.set_nodelay(true);
             let _ = outbound.set_nodelay(true);
             let (mut ir, mut iw) = inbound.into_split();
@@ -426,18 +516,32 @@ async fn counting_proxy(target: String) -> CountingProxy {
             });
         }
     });
-    CountingProxy { addr, client_chunks, server_chunks }
+    CountingProxy {
+        addr,
+        client_chunks,
+        server_chunks,
+    }
 }
 
 /// Round trips per fill of `handle_batch` for one-message batches applied one at a time.
 async fn round_trips(setup: &Setup, account: Uuid, n: u64) -> (f64, f64, f64, f64) {
     let pg = counting_proxy(host_port(&setup.db)).await;
     let rd = counting_proxy(host_port(&setup.redis)).await;
-    let deps = setup.deps(&with_host_port(&setup.db, &pg.addr), &with_host_port(&setup.redis, &rd.addr));
+    let deps = setup.deps(
+        &with_host_port(&setup.db, &pg.addr),
+        &with_host_port(&setup.redis, &rd.addr),
+    );
     // Warm: connect, prepare statements.
     for i in 0..3 {
-        let cmd = command(account, "BTCUSDT", "0.001", &format!("rt-warm-{}-{i}", Uuid::new_v4().simple()));
-        handle_batch(&deps, &[record(format!("w{i}"), &cmd)]).await.unwrap();
+        let cmd = command(
+            account,
+            "BTCUSDT",
+            "0.001",
+            &format!("rt-warm-{}-{i}", Uuid::new_v4().simple()),
+        );
+        handle_batch(&deps, &[record(format!("w{i}"), &cmd)])
+            .await
+            .unwrap();
     }
     let (pc0, ps0, rc0, rs0) = (
         pg.client_chunks.load(Ordering::SeqCst),
@@ -448,16 +552,25 @@ async fn round_trips(setup: &Setup, account: Uuid, n: u64) -> (f64, f64, f64, f6
     let tag = Uuid::new_v4().simple().to_string();
     for i in 0..n {
         let cmd = command(account, "BTCUSDT", "0.001", &format!("rt-{tag}-{i}"));
-        let r = handle_batch(&deps, &[record(format!("m{i}"), &cmd)]).await.unwrap();
+        let r = handle_batch(&deps, &[record(format!("m{i}"), &cmd)])
+            .await
+            .unwrap();
         assert!(r.batch_item_failures.is_empty());
     }
     tokio::time::sleep(Duration::from_millis(50)).await;
     let per = |a: &AtomicU64, b: u64| (a.load(Ordering::SeqCst) - b) as f64 / n as f64;
-    (per(&pg.client_chunks, pc0), per(&pg.server_chunks, ps0), per(&rd.client_chunks, rc0), per(&rd.server_chunks, rs0))
+    (
+        per(&pg.client_chunks, pc0),
+        per(&pg.server_chunks, ps0),
+        per(&rd.client_chunks, rc0),
+        per(&rd.server_chunks, rs0),
+    )
 }
 
 async fn rtt_probes(setup: &Setup, deps: &Deps) -> (Vec<u64>, Vec<u64>, Vec<u64>) {
-    let mut conn = sqlx::PgConnection::connect(&setup.db).await.expect("connect");
+    let mut conn = sqlx::PgConnection::connect(&setup.db)
+        .await
+        .expect("connect");
     let pool = deps.ledger.pool();
     let (mut direct, mut pooled, mut redis) = (Vec::new(), Vec::new(), Vec::new());
     for _ in 0..50 {
@@ -490,7 +603,8 @@ async fn round_trip_ceiling(db: &str, concurrency: usize, secs: f64) -> f64 {
     let barrier = Arc::new(tokio::sync::Barrier::new(concurrency + 1));
     let mut tasks = Vec::new();
     for _ in 0..concurrency {
-        let (stop, count, barrier, db) = (stop.clone(), count.clone(), barrier.clone(), db.to_string());
+        let (stop, count, barrier, db) =
+            (stop.clone(), count.clone(), barrier.clone(), db.to_string());
         tasks.push(tokio::spawn(async move {
             let mut conn = sqlx::PgConnection::connect(&db).await.expect("connect");
             sqlx::query("SELECT 1").execute(&mut conn).await.unwrap();
@@ -541,7 +655,10 @@ async fn run() -> String {
     let admin = Ledger::connect_lazy(&setup.db, 4).expect("database url");
     admin.migrate().await.expect("migrations apply");
     let postmaster: u32 = {
-        let backend: i32 = sqlx::query_scalar("SELECT pg_backend_pid()").fetch_one(admin.pool()).await.unwrap();
+        let backend: i32 = sqlx::query_scalar("SELECT pg_backend_pid()")
+            .fetch_one(admin.pool())
+            .await
+            .unwrap();
         proc_stat(backend as u32).map(|s| s.0).unwrap_or(0)
     };
     let quotes = setup.deps(&setup.db, &setup.redis);
@@ -557,7 +674,11 @@ async fn run() -> String {
     let run_tag = format!("bench{}", &Uuid::new_v4().simple().to_string()[..8]);
 
     let mut md = String::new();
-    writeln!(md, "#### Executor: `executor::handle_batch` with SQS batches of {BATCH} market orders").unwrap();
+    writeln!(
+        md,
+        "#### Executor: `executor::handle_batch` with SQS batches of {BATCH} market orders"
+    )
+    .unwrap();
     writeln!(md).unwrap();
     writeln!(
         md,
@@ -585,13 +706,20 @@ async fn run() -> String {
                 fps,
                 cell.batch_p50_ms,
                 cell.batch_p99_ms,
-                if cell.other.is_empty() { "0".to_string() } else { cell.other.clone() },
+                if cell.other.is_empty() {
+                    "0".to_string()
+                } else {
+                    cell.other.clone()
+                },
                 cell.cpu.bench * k,
                 cell.cpu.postgres * k,
                 cell.cpu.redis * k,
                 100.0 * cell.cpu.machine / cell.wall / num_cores() as f64,
             );
-            eprintln!("{line}   ({} messages in {:.2} s)", cell.messages, cell.wall);
+            eprintln!(
+                "{line}   ({} messages in {:.2} s)",
+                cell.messages, cell.wall
+            );
             writeln!(md, "{line}").unwrap();
         }
     }
@@ -602,7 +730,13 @@ async fn run() -> String {
     // Where the time goes.
     let probe = setup.deps(&setup.db, &setup.redis);
     let account = create_accounts(&admin, 1).await[0];
-    let s = stages(&probe, account, (setup.secs / 2.0).max(1.0), &format!("{run_tag}-stages")).await;
+    let s = stages(
+        &probe,
+        account,
+        (setup.secs / 2.0).max(1.0),
+        &format!("{run_tag}-stages"),
+    )
+    .await;
     let (direct, pooled, redis) = rtt_probes(&setup, &probe).await;
     let (pg_c, pg_s, rd_c, rd_s) = round_trips(&setup, account, 200).await;
     let top = *levels.iter().max().unwrap_or(&16);
@@ -619,20 +753,48 @@ async fn run() -> String {
     writeln!(md, "|---|---:|---:|---:|").unwrap();
     for (name, v) in [
         ("Redis `GET` quote", &s.quote),
-        ("`Ledger::place_order` (the Postgres transaction)", &s.ledger),
+        (
+            "`Ledger::place_order` (the Postgres transaction)",
+            &s.ledger,
+        ),
         ("Redis `HDEL` pending copy", &s.clear),
         ("total per command", &s.total),
     ] {
-        writeln!(md, "| {name} | {:.0} | {} | {} |", mean(v), us(v, 0.5), us(v, 0.99)).unwrap();
+        writeln!(
+            md,
+            "| {name} | {:.0} | {} | {} |",
+            mean(v),
+            us(v, 0.5),
+            us(v, 0.99)
+        )
+        .unwrap();
     }
     writeln!(md).unwrap();
     writeln!(md, "Single round trips (2,000 each, sequential):").unwrap();
     writeln!(md).unwrap();
     writeln!(md, "| round trip | p50 µs | p99 µs |").unwrap();
     writeln!(md, "|---|---:|---:|").unwrap();
-    writeln!(md, "| Postgres `SELECT 1` on a dedicated connection | {} | {} |", us(&direct, 0.5), us(&direct, 0.99)).unwrap();
-    writeln!(md, "| Postgres `SELECT 1` through the sqlx pool (acquire + ping + query) | {} | {} |", us(&pooled, 0.5), us(&pooled, 0.99)).unwrap();
-    writeln!(md, "| Redis `PING` | {} | {} |", us(&redis, 0.5), us(&redis, 0.99)).unwrap();
+    writeln!(
+        md,
+        "| Postgres `SELECT 1` on a dedicated connection | {} | {} |",
+        us(&direct, 0.5),
+        us(&direct, 0.99)
+    )
+    .unwrap();
+    writeln!(
+        md,
+        "| Postgres `SELECT 1` through the sqlx pool (acquire + ping + query) | {} | {} |",
+        us(&pooled, 0.5),
+        us(&pooled, 0.99)
+    )
+    .unwrap();
+    writeln!(
+        md,
+        "| Redis `PING` | {} | {} |",
+        us(&redis, 0.5),
+        us(&redis, 0.99)
+    )
+    .unwrap();
     writeln!(md).unwrap();
     writeln!(
         md,
@@ -654,12 +816,17 @@ async fn run() -> String {
 }
 
 fn num_cores() -> usize {
-    std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1)
+    std::thread::available_parallelism()
+        .map(|n| n.get())
+        .unwrap_or(1)
 }
 
 fn main() {
     // `cargo bench` passes `--bench`; a filter argument is not supported.
-    let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build().expect("runtime");
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .expect("runtime");
     let md = rt.block_on(run());
     match std::env::var("BENCH_REPORT") {
         Ok(path) if !path.is_empty() => std::fs::write(&path, &md).expect("write BENCH_REPORT"),

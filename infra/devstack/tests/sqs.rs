@@ -16,7 +16,9 @@ const SQS_ECHO: &str = env!("CARGO_BIN_EXE_devstack-sqs-echo");
 fn endpoint() -> Option<String> {
     match std::env::var("AWS_ENDPOINT_URL") {
         Ok(u) if !u.is_empty() => Some(u),
-        _ => panic!("AWS_ENDPOINT_URL is not set: run the tests with `make test`, which starts moto"),
+        _ => {
+            panic!("AWS_ENDPOINT_URL is not set: run the tests with `make test`, which starts moto")
+        }
     }
 }
 

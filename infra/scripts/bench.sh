@@ -1,0 +1,150 @@
+#!/usr/bin/env bash
+# `make bench`: measure, and write the figures into BENCHMARKS.md.
+#
+#   1. starts the hermetic test services if any is down (services.sh) and loads their env;
+#   2. migrates the test database;
+#   3. runs the executor bench (functions/executor/benches/fills.rs) and the api bench
+#      (functions/api/benches/handler.rs): loopback only, each bounded (BENCH_SECS per cell);
+#   4. builds the release binaries (workspace release profile) and records their sizes;
+#   5. rewrites the generated part of BENCHMARKS.md, between the markers
+#      <!-- bench:begin --> and <!-- bench:end -->; everything outside them (the
+#      hand-written analysis) is kept as it is.
+#
+# Environment:
+#   BENCH_SECS=5            seconds per timed cell
+#   BENCH_CONCURRENCY=1,4,16  batches in flight (simulated executor instances)
+#   BENCH_SKIP_SIZES=1      skip the release build and the binary sizes (keeps the old ones)
+#   BENCH_NO_SERVICES=1     use DATABASE_URL / REDIS_URL / AWS_ENDPOINT_URL as exported,
+#                           start nothing
+#   CARGO_PROFILE_BENCH_LTO, CARGO_PROFILE_BENCH_CODEGEN_UNITS: the benches are built with
+#       the `bench` profile (= release) but, unless overridden, without LTO and with 16
+#       codegen units, so that they build in minutes on 2 cores. The code under test is
+#       I/O-bound; BENCHMARKS.md says which settings were used.
+set -euo pipefail
+ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)"
+cd "$ROOT"
+SERVICES="infra/scripts/services.sh"
+TARGET_DIR="${CARGO_TARGET_DIR:-$ROOT/target}"
+OUT="$ROOT/BENCHMARKS.md"
+WORK="$(mktemp -d)"
+trap 'rm -rf "$WORK"' EXIT
+
+log() { printf '[bench] %s\n' "$*" >&2; }
+
+export CARGO_PROFILE_BENCH_LTO="${CARGO_PROFILE_BENCH_LTO:-false}"
+export CARGO_PROFILE_BENCH_CODEGEN_UNITS="${CARGO_PROFILE_BENCH_CODEGEN_UNITS:-16}"
+export BENCH_SECS="${BENCH_SECS:-5}"
+export BENCH_CONCURRENCY="${BENCH_CONCURRENCY:-1,4,16}"
+# The benches' own logs would only cost time: handlers log through tracing, no subscriber here.
+unset RUST_LOG
+
+# ---- services -------------------------------------------------------------------------
+if [ -z "${BENCH_NO_SERVICES:-}" ]; then
+    bash "$SERVICES" install
+    # `start test` restarts moto (fresh queues for tests): only start when something is down,
+    # so a bench never pulls moto from under a test run that is using it.
+    if bash "$SERVICES" status test 2>/dev/null | grep -qw down; then
+        bash "$SERVICES" start test
+    fi
+    eval "$(bash "$SERVICES" env test)"
+fi
+: "${DATABASE_URL:?DATABASE_URL is not set}"
+: "${REDIS_URL:?REDIS_URL is not set}"
+
+log "migrating ${DATABASE_URL#*@}"
+cargo run -q -p adapters --bin migrate
+
+# ---- benches --------------------------------------------------------------------------
+log "building the benches (bench profile, lto=$CARGO_PROFILE_BENCH_LTO, codegen-units=$CARGO_PROFILE_BENCH_CODEGEN_UNITS)"
+cargo bench --no-run -p executor --bench fills -p api --bench handler
+
+log "executor bench (about $(( BENCH_SECS * 8 + 20 )) s)"
+BENCH_REPORT="$WORK/executor.md" timeout 600 cargo bench -q -p executor --bench fills
+log "api bench (about $(( BENCH_SECS * 5 + 10 )) s)"
+BENCH_REPORT="$WORK/api.md" timeout 300 cargo bench -q -p api --bench handler
+
+# ---- binary sizes ---------------------------------------------------------------------
+sizes="$WORK/sizes.md"
+if [ -z "${BENCH_SKIP_SIZES:-}" ]; then
+    log "release build of api, executor, ingest, devstack, feed (workspace release profile: LTO, 1 codegen unit; slow)"
+    # The bench overrides above are for the `bench` profile only; `--release` uses [profile.release].
+    cargo build --release -p api -p executor -p ingest -p devstack -p feed
+    {
+        echo "#### Release binary sizes"
+        echo
+        echo "\`cargo build --release -p api -p executor -p ingest -p devstack -p feed\` with the workspace release profile (lto = true, codegen-units = 1, panic = abort, strip = true), $(rustc -vV | sed -n 's/^host: //p'). Lambdas are deployed as these binaries (\`bootstrap\`), zipped."
+        echo
+        echo "| binary | role | bytes | MiB | zipped (gzip -6) MiB |"
+        echo "|---|---|---:|---:|---:|"
+        for b in api executor ingest devstack feed; do
+            f="$TARGET_DIR/release/$b"
+            case "$b" in
+                api | executor) role="Lambda" ;;
+                ingest) role="Fargate task" ;;
+                *) role="local only (information)" ;;
+            esac
+            if [ -f "$f" ]; then
+                bytes=$(stat -c %s "$f")
+                zipped=$(gzip -6 -c "$f" | wc -c)
+                printf '| `%s` | %s | %s | %.2f | %.2f |\n' "$b" "$role" "$bytes" "$(echo "$bytes / 1048576" | bc -l)" "$(echo "$zipped / 1048576" | bc -l)"
+            else
+                printf '| `%s` | %s | (not built) | | |\n' "$b" "$role"
+            fi
+        done
+        echo
+    } >"$sizes"
+elif [ -f "$OUT" ]; then
+    # Keep the previous sizes section.
+    awk '/^#### Release binary sizes/{p=1} p && /^<!-- bench:end -->/{exit} p && /^#### / && !/^#### Release binary sizes/{exit} p' "$OUT" >"$sizes"
+fi
+
+# ---- machine --------------------------------------------------------------------------
+cpu_model=$(sed -n 's/^model name[[:space:]]*: //p' /proc/cpuinfo | head -1)
+mem_gib=$(awk '/^MemTotal/ {printf "%.1f", $2 / 1048576}' /proc/meminfo)
+pg_info=$(psql "$DATABASE_URL" -Atc "SELECT split_part(version(), ' on ', 1) || ', fsync=' || current_setting('fsync') || ', synchronous_commit=' || current_setting('synchronous_commit') || ', shared_buffers=' || current_setting('shared_buffers')" 2>/dev/null || echo "unknown")
+redis_info=$(redis-cli -u "$REDIS_URL" INFO server 2>/dev/null | sed -n 's/^redis_version:/Redis /p' | tr -d '\r' || true)
+
+gen="$WORK/generated.md"
+{
+    echo "<!-- bench:begin -->"
+    echo "<!-- Generated by infra/scripts/bench.sh (make bench); edits between these markers are overwritten. -->"
+    echo
+    echo "## Figures"
+    echo
+    echo "- Date: $(date -u '+%Y-%m-%d %H:%M UTC'), commit \`$(git rev-parse --short HEAD 2>/dev/null || echo '?')\`$(git diff --quiet HEAD 2>/dev/null || echo ' (with uncommitted changes)')"
+    echo "- Machine: $(nproc) CPUs ($cpu_model), ${mem_gib} GiB RAM, $(uname -sr); shared with other work, so figures vary by a few per cent between runs"
+    echo "- Services (loopback, hermetic test env): $pg_info; ${redis_info:-Redis ?}"
+    echo "- Toolchain: $(rustc --version)"
+    echo "- Command: \`make bench\` = \`infra/scripts/bench.sh\`, with BENCH_SECS=$BENCH_SECS BENCH_CONCURRENCY=$BENCH_CONCURRENCY; benches built by \`cargo bench\` with CARGO_PROFILE_BENCH_LTO=$CARGO_PROFILE_BENCH_LTO CARGO_PROFILE_BENCH_CODEGEN_UNITS=$CARGO_PROFILE_BENCH_CODEGEN_UNITS (the release profile otherwise: opt-level 3, panic = abort)"
+    echo
+    cat "$WORK/executor.md"
+    echo
+    cat "$WORK/api.md"
+    echo
+    [ -s "$sizes" ] && cat "$sizes"
+    echo "<!-- bench:end -->"
+} >"$gen"
+
+if [ -f "$OUT" ] && grep -q '^<!-- bench:begin -->' "$OUT" && grep -q '^<!-- bench:end -->' "$OUT"; then
+    awk -v gen="$gen" '
+        /^<!-- bench:begin -->/ { while ((getline line < gen) > 0) print line; skip = 1; next }
+        /^<!-- bench:end -->/ { skip = 0; next }
+        !skip { print }
+    ' "$OUT" >"$WORK/new.md"
+    cp "$WORK/new.md" "$OUT"
+else
+    [ -f "$OUT" ] && cp "$OUT" "$OUT.bak" && log "BENCHMARKS.md had no markers: kept the old file as BENCHMARKS.md.bak"
+    {
+        echo "# Benchmarks"
+        echo
+        echo "Produced by \`make bench\` (infra/scripts/bench.sh). The section between the markers is"
+        echo "generated; the analysis after it is written by hand and kept across runs."
+        echo
+        cat "$gen"
+        echo
+        echo "## Analysis"
+        echo
+        echo "(hand-written; kept across runs)"
+    } >"$OUT"
+fi
+log "wrote $OUT"
