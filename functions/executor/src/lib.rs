@@ -2,12 +2,13 @@
 //! from the SQS FIFO queue and applies each in one Postgres transaction, idempotent on its
 //! command id.
 //!
-//! FIFO-safe partial batch failure: message groups (accounts) are processed concurrently,
-//! each group strictly in order; at the first failure in a group, that message and every
-//! later message of the group are reported in `batchItemFailures`, so nothing runs ahead of
-//! a command that must be retried.
+//! A whole batch applies in one transaction with a fixed number of multi-row statements
+//! (see `adapters::ledger::execute`). FIFO-safe partial batch failure: each message group
+//! (account) applies in order; a message that cannot apply is reported in
+//! `batchItemFailures` with every later message of its group, so nothing runs ahead of a
+//! command that must be retried.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 
 use adapters::cache::Cache;
 use adapters::config::Config;
@@ -54,13 +55,14 @@ pub struct BatchError;
 
 /// Applies one command in its own transaction. A redelivered command changes nothing.
 pub async fn apply(deps: &Deps, command: &Command) -> Result<ExecOutcome, CommandError> {
-    let mut outcomes = apply_group(deps, std::slice::from_ref(command)).await?;
+    let mut outcomes = apply_all(deps, std::slice::from_ref(command)).await?;
     Ok(outcomes.remove(0))
 }
 
-/// Applies one account's commands, in order, in one transaction: the quotes they need are
-/// read in one round trip first, and the pending copies cleared in one round trip after.
-pub async fn apply_group(
+/// Applies commands in order in one transaction: the quotes they need are read in one round
+/// trip first, the ledger takes them in a fixed number of statements, and the pending copies
+/// are cleared in one round trip after the commit.
+pub async fn apply_all(
     deps: &Deps,
     commands: &[Command],
 ) -> Result<Vec<ExecOutcome>, CommandError> {
@@ -104,10 +106,8 @@ pub async fn apply_group(
                 .push(order.id);
         }
     }
-    for (account, ids) in by_account {
-        if let Err(e) = deps.cache.clear_pending_orders(account, &ids).await {
-            tracing::warn!(%account, error = %e, "could not clear pending copies");
-        }
+    if let Err(e) = deps.cache.clear_pending_many(&by_account).await {
+        tracing::warn!(error = %e, "could not clear pending copies");
     }
     Ok(outcomes)
 }
@@ -117,48 +117,10 @@ fn parse(record: &SqsMessage) -> Result<Command, CommandError> {
     serde_json::from_str(body).map_err(|e| CommandError::Malformed(e.to_string()))
 }
 
-/// One message group: every command up to the first malformed message is applied in one
-/// transaction. Returns the ids to report: from the malformed message on, or the whole group
-/// when the transaction failed (then none of it took effect).
-async fn run_group(deps: &Deps, records: Vec<&SqsMessage>) -> Vec<String> {
-    let mut commands = Vec::with_capacity(records.len());
-    let mut first_bad = records.len();
-    for (i, record) in records.iter().enumerate() {
-        match parse(record) {
-            Ok(c) => commands.push(c),
-            Err(e) => {
-                let id = record.message_id.as_deref().unwrap_or_default();
-                tracing::warn!(message_id = %id, error = %e, later = records.len() - i - 1, "malformed command; it and the rest of its group will be retried");
-                first_bad = i;
-                break;
-            }
-        }
-    }
-    let ids = |from: usize| {
-        records[from..]
-            .iter()
-            .filter_map(|r| r.message_id.clone())
-            .collect::<Vec<_>>()
-    };
-    if commands.is_empty() {
-        return ids(first_bad);
-    }
-    match apply_group(deps, &commands).await {
-        Ok(outcomes) => {
-            for (cmd, o) in commands.iter().zip(&outcomes) {
-                let status = o.order.as_ref().map(|o| o.status.as_str()).unwrap_or("-");
-                tracing::info!(command_id = %cmd.command_id(), status, duplicate = o.duplicate, "applied");
-            }
-            ids(first_bad)
-        }
-        Err(e) => {
-            tracing::warn!(error = %e, messages = records.len(), "group failed; none of it applied, all of it will be retried");
-            ids(0)
-        }
-    }
-}
-
-/// Handles one SQS batch: groups concurrently, each in order, FIFO-safe failure reporting.
+/// Handles one SQS batch in one transaction. Within each message group (account) commands
+/// apply in order; a malformed message is reported with every later message of its group,
+/// and those are left out, while the other groups go ahead. If the transaction fails, none
+/// of the batch took effect and every message is reported.
 pub async fn handle_batch(
     deps: &Deps,
     records: &[SqsMessage],
@@ -169,36 +131,49 @@ pub async fn handle_batch(
     {
         return Err(BatchError);
     }
-    let mut order: Vec<String> = Vec::new();
-    let mut groups: HashMap<String, Vec<&SqsMessage>> = HashMap::new();
-    for r in records {
-        let group = r
-            .attributes
+    let group_of = |r: &SqsMessage| {
+        r.attributes
             .get("MessageGroupId")
             .cloned()
-            .unwrap_or_default();
-        if !groups.contains_key(&group) {
-            order.push(group.clone());
-        }
-        groups.entry(group).or_default().push(r);
-    }
-    let runs = order
-        .into_iter()
-        .filter_map(|g| groups.remove(&g))
-        .map(|recs| run_group(deps, recs));
-    let failures: Vec<String> = futures_util::future::join_all(runs)
-        .await
-        .into_iter()
-        .flatten()
-        .collect();
-    let mut response = SqsBatchResponse::default();
-    // Report in the batch's own order.
+            .unwrap_or_default()
+    };
+    let mut stopped: HashSet<String> = HashSet::new();
+    let mut failed: HashSet<&str> = HashSet::new();
+    let mut commands = Vec::with_capacity(records.len());
     for r in records {
-        if let Some(id) = r
-            .message_id
-            .as_deref()
-            .filter(|id| failures.iter().any(|f| f == id))
-        {
+        let group = group_of(r);
+        let id = r.message_id.as_deref().unwrap_or_default();
+        if stopped.contains(&group) {
+            failed.insert(id);
+            continue;
+        }
+        match parse(r) {
+            Ok(c) => commands.push(c),
+            Err(e) => {
+                tracing::warn!(message_id = %id, %group, error = %e, "malformed command; it and the rest of its group will be retried");
+                stopped.insert(group);
+                failed.insert(id);
+            }
+        }
+    }
+    if !commands.is_empty() {
+        match apply_all(deps, &commands).await {
+            Ok(outcomes) => {
+                for (cmd, o) in commands.iter().zip(&outcomes) {
+                    let status = o.order.as_ref().map(|o| o.status.as_str()).unwrap_or("-");
+                    tracing::info!(command_id = %cmd.command_id(), status, duplicate = o.duplicate, "applied");
+                }
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, messages = records.len(), "batch failed; none of it applied, all of it will be retried");
+                failed.extend(records.iter().filter_map(|r| r.message_id.as_deref()));
+            }
+        }
+    }
+    let mut response = SqsBatchResponse::default();
+    // Reported in the batch's own order.
+    for r in records {
+        if let Some(id) = r.message_id.as_deref().filter(|id| failed.contains(id)) {
             response.add_failure(id);
         }
     }

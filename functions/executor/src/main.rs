@@ -1,3 +1,4 @@
+#![recursion_limit = "256"]
 //! Wires the `executor` Lambda: configuration and clients once, then the runtime loop.
 
 use adapters::config::Config;

@@ -267,3 +267,58 @@ async fn the_sample_event_holds_commands_of_the_current_format() {
     let resp = handle_batch(&deps, &event.records).await.unwrap();
     assert!(resp.batch_item_failures.is_empty());
 }
+
+#[tokio::test]
+async fn commands_in_one_batch_see_each_other_in_order() {
+    let deps = deps().await;
+    let (_, account) = account_with_cash(&deps.ledger, dec!(100000)).await;
+    put_quote(&deps.cache, "BTCUSDT", dec!(60000), dec!(60000)).await;
+    let buy = market(account, "buy", "0.02", "in-batch-buy");
+    let sell = market(account, "sell", "0.02", "in-batch-sell");
+    let limit_json = r#"{"symbol":"BTCUSDT","qty":"0.01","side":"buy","type":"limit","limit_price":"50000","time_in_force":"gtc","client_order_id":"in-batch-limit"}"#;
+    let req: OrderRequest = serde_json::from_str(limit_json).unwrap();
+    let (v, inst) = req.validate(Catalog::builtin()).unwrap();
+    let limit = NewOrder::new(account, v, inst.asset_id, Utc::now());
+    let rest = Command::place(limit.clone());
+    let cancel = Command::cancel(account, limit.id);
+    let body = |c: &Command| serde_json::to_string(c).unwrap();
+    let batch = vec![
+        record("1", account, body(&buy)),
+        record("2", account, body(&buy)), // the same command twice: one fill
+        record("3", account, body(&sell)), // sees the position the buy opened
+        record("4", account, body(&rest)),
+        record("5", account, body(&cancel)), // cancels the order placed just before
+    ];
+    assert!(failures(&handle_batch(&deps, &batch).await.unwrap()).is_empty());
+    assert!(
+        deps.ledger
+            .position(account, "BTCUSDT")
+            .await
+            .unwrap()
+            .is_none(),
+        "bought then sold: flat"
+    );
+    let sold = deps
+        .ledger
+        .order_by_client_order_id(account, "in-batch-sell")
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(sold.status, OrderStatus::Filled);
+    let limit_after = deps
+        .ledger
+        .order_by_client_order_id(account, "in-batch-limit")
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(limit_after.status, OrderStatus::Canceled);
+    assert_eq!(
+        deps.ledger.open_buy_notional(account).await.unwrap(),
+        dec!(0)
+    );
+    // 0.02 × 60000 = 1200 each way, 1.2 fee each way.
+    assert_eq!(
+        deps.ledger.account(account).await.unwrap().unwrap().cash,
+        dec!(100000) - dec!(2.4)
+    );
+}

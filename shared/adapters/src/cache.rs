@@ -253,6 +253,28 @@ impl Cache {
         self.clear_pending_orders(account_id, &[order_id]).await
     }
 
+    /// Drops the pending copies of orders of several accounts in one round trip.
+    pub async fn clear_pending_many(
+        &self,
+        by_account: &HashMap<Uuid, Vec<Uuid>>,
+    ) -> Result<(), DependencyError> {
+        if by_account.is_empty() {
+            return Ok(());
+        }
+        let mut c = self.conn().await?;
+        let mut pipe = redis::pipe();
+        for (account, ids) in by_account {
+            let fields: Vec<String> = ids.iter().map(Uuid::to_string).collect();
+            pipe.cmd("HDEL")
+                .arg(self.pending_key(*account))
+                .arg(fields)
+                .ignore();
+        }
+        pipe.query_async::<()>(&mut c)
+            .await
+            .map_err(DependencyError::redis)
+    }
+
     /// Drops the pending copies of several orders of one account in one round trip.
     pub async fn clear_pending_orders(
         &self,
