@@ -43,7 +43,9 @@ if [ -z "${BENCH_NO_SERVICES:-}" ]; then
     bash "$SERVICES" install
     # `start test` restarts moto (fresh queues for tests): only start when something is down,
     # so a bench never pulls moto from under a test run that is using it.
-    if bash "$SERVICES" status test 2>/dev/null | grep -qw down; then
+    # (`status` exits non-zero when something is down: read its output, not its status.)
+    status="$(bash "$SERVICES" status test 2>/dev/null || true)"
+    if grep -qw down <<<"$status"; then
         bash "$SERVICES" start test
     fi
     eval "$(bash "$SERVICES" env test)"

@@ -40,15 +40,15 @@ pub async fn submit(deps: &Deps, order: NewOrder) -> Result<Order, ApiError> {
         };
     }
     pre_trade_checks(deps, &order).await?;
-    let created = match deps.cache.put_pending_order(&order).await? {
-        PendingPut::Created => true,
-        PendingPut::Exists(pending) if pending.same_parameters(&order) => false,
+    // A retry gets the order the first request recorded (its id and submission time).
+    let (order, created) = match deps.cache.put_pending_order(&order).await? {
+        PendingPut::Created => (order, true),
+        PendingPut::Exists(pending) if pending.same_parameters(&order) => (pending, false),
         PendingPut::Exists(_) => return Err(conflict(&order)),
     };
     // Sent again on a retry too: SQS deduplicates within 5 minutes and the executor on the
     // command id forever, so a retry after a lost answer can never be lost or doubled.
-    let command = Command::place(order.clone());
-    if let Err(e) = deps.queue.send(&command).await {
+    if let Err(e) = deps.queue.send(&Command::place(order.clone())).await {
         if created {
             // Best effort: a failed clean-up only leaves a pending copy that expires.
             let _ = deps
@@ -58,12 +58,7 @@ pub async fn submit(deps: &Deps, order: NewOrder) -> Result<Order, ApiError> {
         }
         return Err(e.into());
     }
-    let stored = deps
-        .cache
-        .pending_order(order.account_id, order.id)
-        .await?
-        .unwrap_or(order);
-    Ok(stored.pending())
+    Ok(order.pending())
 }
 
 fn conflict(order: &NewOrder) -> ApiError {
