@@ -322,3 +322,48 @@ async fn commands_in_one_batch_see_each_other_in_order() {
         dec!(100000) - dec!(2.4)
     );
 }
+
+#[tokio::test]
+async fn a_failed_transaction_applies_nothing_and_reports_every_message() {
+    let deps = deps().await;
+    let (_, a) = account_with_cash(&deps.ledger, dec!(100000)).await;
+    let (_, b) = account_with_cash(&deps.ledger, dec!(100000)).await;
+    put_quote(&deps.cache, "BTCUSDT", dec!(60000), dec!(60000)).await;
+    // An order the database refuses (client_order_id over the 48-character CHECK): the api
+    // never sends one, so it stands for any statement failing inside the batch transaction.
+    let Command::PlaceOrder { order: mut bad, .. } = market(b, "buy", "0.01", "ok-to-build") else {
+        unreachable!()
+    };
+    bad.client_order_id = "x".repeat(60);
+    let body = |c: Command| serde_json::to_string(&c).unwrap();
+    let batch = vec![
+        record("a1", a, body(market(a, "buy", "0.01", "a-good"))),
+        record("b1", b, body(Command::place(bad))),
+    ];
+    let resp = handle_batch(&deps, &batch).await.unwrap();
+    assert_eq!(failures(&resp), vec!["a1".to_string(), "b1".to_string()]);
+    // Nothing of the batch took effect, not even the other account's good order.
+    assert!(deps
+        .ledger
+        .order_by_client_order_id(a, "a-good")
+        .await
+        .unwrap()
+        .is_none());
+    assert_eq!(
+        deps.ledger.account(a).await.unwrap().unwrap().cash,
+        dec!(100000)
+    );
+    // Redelivered without the bad message, the good one applies.
+    let retry = vec![record("a1", a, body(market(a, "buy", "0.01", "a-good")))];
+    assert!(failures(&handle_batch(&deps, &retry).await.unwrap()).is_empty());
+    assert_eq!(
+        deps.ledger
+            .position(a, "BTCUSDT")
+            .await
+            .unwrap()
+            .unwrap()
+            .position
+            .qty,
+        dec!(0.01)
+    );
+}
