@@ -152,10 +152,6 @@ impl Ledger {
     }
 }
 
-fn account_of(c: &Command) -> Uuid {
-    c.account_id()
-}
-
 async fn apply_in_tx(
     tx: &mut Transaction<'_, Postgres>,
     commands: &[CommandInput<'_>],
@@ -166,7 +162,7 @@ async fn apply_in_tx(
 
     // 1. Record the command ids; what was recorded before is a redelivery.
     let ids: Vec<Uuid> = commands.iter().map(|c| c.command.command_id()).collect();
-    let accounts: Vec<Uuid> = commands.iter().map(|c| account_of(c.command)).collect();
+    let accounts: Vec<Uuid> = commands.iter().map(|c| c.command.account_id()).collect();
     let kinds: Vec<&str> = commands
         .iter()
         .map(|c| match c.command {
@@ -198,7 +194,7 @@ async fn apply_in_tx(
         .iter()
         .zip(&fresh)
         .filter(|(_, f)| **f)
-        .map(|(c, _)| account_of(c.command))
+        .map(|(c, _)| c.command.account_id())
         .collect();
     live.sort();
     live.dedup();
@@ -282,7 +278,7 @@ async fn apply_in_tx(
     let mut canceled_in_db: Vec<(Uuid, Uuid, usize)> = Vec::new();
     let mut look_up: Vec<(usize, Uuid, Uuid)> = Vec::new();
     for (i, input) in commands.iter().enumerate() {
-        let account = account_of(input.command);
+        let account = input.command.account_id();
         let Some(book) = books.get_mut(&account).filter(|_| fresh[i]) else {
             if !fresh[i] {
                 // A redelivery: report the order as it stands.
