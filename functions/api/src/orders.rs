@@ -33,16 +33,24 @@ pub async fn place(deps: &Deps, req: &Request) -> Result<Response<Body>, ApiErro
 pub async fn submit(deps: &Deps, order: NewOrder) -> Result<Order, ApiError> {
     // Already applied by the executor?
     if let Some(existing) = deps.ledger.order(order.account_id, order.id).await? {
-        return if order.matches_stored(&existing) {
-            Ok(existing)
-        } else {
-            Err(conflict(&order))
-        };
+        return stored_or_conflict(&order, existing);
     }
     pre_trade_checks(deps, &order).await?;
     // A retry gets the order the first request recorded (its id and submission time).
     let (order, created) = match deps.cache.put_pending_order(&order).await? {
-        PendingPut::Created => (order, true),
+        PendingPut::Created => {
+            // The executor may have committed this order and cleared its pending copy
+            // between the ledger read above and this put; it commits before it clears,
+            // so a second read settles it.
+            if let Some(existing) = deps.ledger.order(order.account_id, order.id).await? {
+                let _ = deps
+                    .cache
+                    .clear_pending_order(order.account_id, order.id)
+                    .await;
+                return stored_or_conflict(&order, existing);
+            }
+            (order, true)
+        }
         PendingPut::Exists(pending) if pending.same_parameters(&order) => (pending, false),
         PendingPut::Exists(_) => return Err(conflict(&order)),
     };
@@ -59,6 +67,14 @@ pub async fn submit(deps: &Deps, order: NewOrder) -> Result<Order, ApiError> {
         return Err(e.into());
     }
     Ok(order.pending())
+}
+
+fn stored_or_conflict(order: &NewOrder, existing: Order) -> Result<Order, ApiError> {
+    if order.matches_stored(&existing) {
+        Ok(existing)
+    } else {
+        Err(conflict(order))
+    }
 }
 
 fn conflict(order: &NewOrder) -> ApiError {
