@@ -4,6 +4,7 @@
 //! so a redelivered command changes nothing. The message group is the account id, so one
 //! account's commands apply in order.
 
+use rust_decimal::Decimal;
 use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
@@ -12,19 +13,35 @@ use crate::order::NewOrder;
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(tag = "type", rename_all = "snake_case")]
 pub enum Command {
-    PlaceOrder {
-        command_id: Uuid,
-        order: NewOrder,
-    },
+    /// A new order, or with `order.replaces` the replacement of an open one.
+    PlaceOrder { command_id: Uuid, order: NewOrder },
     CancelOrder {
+        command_id: Uuid,
+        account_id: Uuid,
+        order_id: Uuid,
+    },
+    /// The ingest task saw the price meet a resting order's condition; the executor checks
+    /// again on the current price before it fills.
+    TriggerOrder {
+        command_id: Uuid,
+        account_id: Uuid,
+        order_id: Uuid,
+        symbol: String,
+        /// The high-water mark the ingest task tracked (trailing stops).
+        #[serde(default, with = "crate::decimal::opt_text")]
+        hwm: Option<Decimal>,
+    },
+    /// A `day` order reached its expiry time.
+    ExpireOrder {
         command_id: Uuid,
         account_id: Uuid,
         order_id: Uuid,
     },
 }
 
-/// Namespace for the ids of cancel commands (UUID v5 of the order id).
+/// Namespaces for derived command ids (UUID v5 of the order id).
 const CANCEL_NAMESPACE: Uuid = Uuid::from_u128(0x3c0f_51d2_64aa_4b8e_9f10_7d2e_55c1_0a9b);
+const EXPIRE_NAMESPACE: Uuid = Uuid::from_u128(0x9a41_0c6e_2b7d_4f35_8e02_c4d1_6a7b_3f58);
 
 impl Command {
     pub fn place(order: NewOrder) -> Command {
@@ -43,18 +60,62 @@ impl Command {
         }
     }
 
+    /// A trigger gets a fresh id each time: a trigger that found its condition unmet on
+    /// the current price must be able to come again; one for an order that is no longer
+    /// open changes nothing.
+    pub fn trigger(account_id: Uuid, order_id: Uuid, symbol: &str, hwm: Option<Decimal>) -> Command {
+        Command::TriggerOrder {
+            command_id: Uuid::new_v4(),
+            account_id,
+            order_id,
+            symbol: symbol.to_string(),
+            hwm,
+        }
+    }
+
+    pub fn expire(account_id: Uuid, order_id: Uuid) -> Command {
+        Command::ExpireOrder {
+            command_id: Uuid::new_v5(&EXPIRE_NAMESPACE, order_id.as_bytes()),
+            account_id,
+            order_id,
+        }
+    }
+
     pub fn command_id(&self) -> Uuid {
         match self {
-            Command::PlaceOrder { command_id, .. } | Command::CancelOrder { command_id, .. } => {
-                *command_id
-            }
+            Command::PlaceOrder { command_id, .. }
+            | Command::CancelOrder { command_id, .. }
+            | Command::TriggerOrder { command_id, .. }
+            | Command::ExpireOrder { command_id, .. } => *command_id,
         }
     }
 
     pub fn account_id(&self) -> Uuid {
         match self {
             Command::PlaceOrder { order, .. } => order.account_id,
-            Command::CancelOrder { account_id, .. } => *account_id,
+            Command::CancelOrder { account_id, .. }
+            | Command::TriggerOrder { account_id, .. }
+            | Command::ExpireOrder { account_id, .. } => *account_id,
+        }
+    }
+
+    /// The order the command is about.
+    pub fn order_id(&self) -> Uuid {
+        match self {
+            Command::PlaceOrder { order, .. } => order.id,
+            Command::CancelOrder { order_id, .. }
+            | Command::TriggerOrder { order_id, .. }
+            | Command::ExpireOrder { order_id, .. } => *order_id,
+        }
+    }
+
+    /// Short name, as recorded in `processed_commands.kind`.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            Command::PlaceOrder { .. } => "place_order",
+            Command::CancelOrder { .. } => "cancel_order",
+            Command::TriggerOrder { .. } => "trigger_order",
+            Command::ExpireOrder { .. } => "expire_order",
         }
     }
 
@@ -70,6 +131,8 @@ impl Command {
         match self {
             Command::PlaceOrder { order, .. } => format!("place-{}", order.id),
             Command::CancelOrder { command_id, .. } => format!("cancel-{command_id}"),
+            Command::TriggerOrder { command_id, .. } => format!("trigger-{command_id}"),
+            Command::ExpireOrder { command_id, .. } => format!("expire-{command_id}"),
         }
     }
 }

@@ -6,9 +6,11 @@ pub mod amount;
 pub mod catalog;
 pub mod command;
 pub mod decimal;
+pub mod engine;
 pub mod error;
 pub mod execution;
 pub mod order;
 pub mod quote;
+pub mod trigger;
 
 pub use error::RuleViolation;
