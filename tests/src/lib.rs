@@ -134,6 +134,8 @@ pub struct StackOptions {
     pub max_price_age_ms: Option<u64>,
     /// More environment for the devstack and the functions it runs.
     pub function_env: Vec<(String, String)>,
+    /// More environment for the ingest task.
+    pub ingest_env: Vec<(String, String)>,
 }
 
 struct Proc {
@@ -238,7 +240,22 @@ impl Stack {
             .env("BINANCE_WS_URL", format!("ws://127.0.0.1:{feed_port}"))
             .env("SYMBOLS", SYMBOLS)
             .env("REDIS_URL", &redis_url)
-            .env("KEY_PREFIX", &prefix);
+            .env("KEY_PREFIX", &prefix)
+            // The trigger engine: it reads resting orders from the ledger to rebuild its
+            // index and sends trigger commands to this stack's queue.
+            .env("DATABASE_URL", &database_url)
+            .env("COMMANDS_QUEUE_URL", &queue_url);
+        for var in [
+            "AWS_ENDPOINT_URL",
+            "AWS_REGION",
+            "AWS_ACCESS_KEY_ID",
+            "AWS_SECRET_ACCESS_KEY",
+        ] {
+            ingest.env(var, service_env(var));
+        }
+        for (k, v) in &options.ingest_env {
+            ingest.env(k, v);
+        }
         stack.spawn("ingest", ingest);
 
         let rest_port = stack
@@ -466,6 +483,55 @@ impl Stack {
         self.request(Method::DELETE, path, auth, None).await
     }
 
+    pub async fn patch(&self, path: &str, auth: &Auth, body: &Value) -> Resp {
+        self.request(Method::PATCH, path, auth, Some(body.to_string()))
+            .await
+    }
+
+    /// Polls the order until its status is `status`, and returns it.
+    pub async fn wait_status(&self, auth: &Auth, id: &str, status: &str) -> Value {
+        self.wait_for_order(auth, id, status, |o| o["status"] == status)
+            .await
+    }
+
+    /// Deletes this stack's Redis keys matching `pattern` (after the prefix), as a flush or a
+    /// failover would lose them.
+    pub async fn delete_keys(&self, pattern: &str) {
+        let client = redis::Client::open(service_env("REDIS_URL")).expect("REDIS_URL parses");
+        let mut conn = client
+            .get_multiplexed_async_connection()
+            .await
+            .unwrap_or_else(|e| self.fail(&format!("connecting to Redis: {e}")));
+        let keys: Vec<String> = redis::cmd("KEYS")
+            .arg(format!("{}{pattern}", self.prefix))
+            .query_async(&mut conn)
+            .await
+            .unwrap_or_else(|e| self.fail(&format!("KEYS: {e}")));
+        if !keys.is_empty() {
+            let () = redis::cmd("DEL")
+                .arg(&keys)
+                .query_async(&mut conn)
+                .await
+                .unwrap_or_else(|e| self.fail(&format!("DEL: {e}")));
+        }
+    }
+
+    /// POSTs to the feed's control API (`/__control/...`), failing the test on an error.
+    pub async fn feed_control(&self, path: &str) -> Value {
+        let r = self
+            .http
+            .post(format!("{}{path}", self.feed_url))
+            .send()
+            .await
+            .unwrap_or_else(|e| self.fail(&format!("POST {path} to the feed: {e}")));
+        let status = r.status();
+        let text = r.text().await.unwrap_or_default();
+        if !status.is_success() {
+            self.fail(&format!("POST {path} to the feed: {status} {text}"));
+        }
+        serde_json::from_str(&text).unwrap_or(Value::Null)
+    }
+
     pub async fn post(&self, path: &str, auth: &Auth, body: &Value) -> Resp {
         self.request(Method::POST, path, auth, Some(body.to_string()))
             .await
@@ -537,7 +603,7 @@ impl Stack {
         self.wait_for_order(auth, id, "terminal (filled, rejected or canceled)", |o| {
             matches!(
                 o["status"].as_str(),
-                Some("filled" | "rejected" | "canceled")
+                Some("filled" | "rejected" | "canceled" | "expired" | "replaced")
             )
         })
         .await

@@ -337,7 +337,6 @@ async fn run() -> String {
             .place_order(
                 order.id,
                 &order,
-                &inst,
                 quote.as_ref(),
                 now_ms(),
                 &ExecutionParams::default(),

@@ -140,3 +140,12 @@ pub fn query_ascending(req: &Request) -> Result<bool, ApiError> {
 pub fn invalid_query(name: &str, value: &str, expected: &str) -> ApiError {
     invalid_param(name, value, expected)
 }
+
+/// A `true`/`false` query parameter (absent = false).
+pub fn query_bool(req: &Request, name: &str) -> Result<bool, ApiError> {
+    match query(req, name).as_deref() {
+        None | Some("false") => Ok(false),
+        Some("true") => Ok(true),
+        Some(v) => Err(invalid_param(name, v, "true or false")),
+    }
+}

@@ -4,6 +4,7 @@
 
 pub mod assets;
 pub mod auth;
+pub mod close;
 pub mod health;
 pub mod http;
 pub mod orders;
@@ -110,6 +111,15 @@ async fn dispatch(
         }
         (Method::GET, ["v2", "orders", id]) => orders::get(deps, &req, id).await,
         (Method::DELETE, ["v2", "orders", id]) => orders::cancel(deps, &req, id).await,
+        (Method::PATCH, ["v2", "orders", id]) => orders::replace(deps, &req, id).await,
+        (Method::DELETE, ["v2", "orders"]) => orders::cancel_all(deps, &req).await,
+        (Method::DELETE, ["v2", "positions"]) => close::close_all(deps, &req).await,
+        (Method::DELETE, ["v2", "positions", symbol]) => {
+            close::close(deps, &req, symbol).await
+        }
+        (Method::DELETE, ["v2", "positions", base, quote]) => {
+            close::close(deps, &req, &format!("{base}{quote}")).await
+        }
         (Method::GET, ["v2", "assets"]) => assets::list(deps, &req).await,
         (Method::GET, ["v2", "assets", symbol]) => assets::get(deps, &req, symbol).await,
         (Method::GET, ["v2", "assets", base, quote]) => {

@@ -8,14 +8,18 @@ use chrono::Utc;
 use domain::amount::{Price, Quantity};
 use domain::command::Command;
 use domain::execution::reserve_for_buy;
-use domain::order::{order_id_for, NewOrder, Order, OrderRequest, OrderType, Side};
+use domain::decimal::DecimalText;
+use domain::order::{
+    order_id_for, NewOrder, Order, OrderRequest, OrderStatus, OrderType, Side, Trail,
+};
 use domain::RuleViolation;
 use lambda_http::{Body, Request, Response};
 use uuid::Uuid;
 
 use crate::auth::authenticate;
 use crate::http::{
-    invalid_query, json, json_body, no_content, query, query_ascending, query_int, query_time,
+    invalid_query, json, json_body, no_content, query, query_ascending, query_bool, query_int,
+    query_time,
 };
 use crate::Deps;
 
@@ -31,11 +35,23 @@ pub async fn place(deps: &Deps, req: &Request) -> Result<Response<Body>, ApiErro
 
 /// Idempotent submission of a validated order; the answer is the order as it stands.
 pub async fn submit(deps: &Deps, order: NewOrder) -> Result<Order, ApiError> {
+    submit_checked(deps, order, true).await
+}
+
+/// [`submit`], with or without the pre-trade checks (skipped when commands queued just
+/// before, such as cancels, will change what is available by the time this one applies).
+pub async fn submit_checked(
+    deps: &Deps,
+    order: NewOrder,
+    check_first: bool,
+) -> Result<Order, ApiError> {
     // Already applied by the executor?
     if let Some(existing) = deps.ledger.order(order.account_id, order.id).await? {
         return stored_or_conflict(&order, existing);
     }
-    pre_trade_checks(deps, &order).await?;
+    if check_first {
+        pre_trade_checks(deps, &order).await?;
+    }
     // A retry gets the order the first request recorded (its id and submission time).
     let (order, created) = match deps.cache.put_pending_order(&order).await? {
         PendingPut::Created => {
@@ -88,7 +104,8 @@ fn conflict(order: &NewOrder) -> ApiError {
 }
 
 /// Cheap checks on cached data so obvious mistakes answer at once; the executor's checks,
-/// on the ledger itself, are the authoritative ones.
+/// on the ledger itself, are the authoritative ones. Reservations follow the executor's own
+/// rules (`domain::engine::Book`), so both agree on what is available.
 async fn pre_trade_checks(deps: &Deps, order: &NewOrder) -> Result<(), ApiError> {
     let Some(inst) = deps.catalog.get(&order.symbol) else {
         return Ok(());
@@ -98,14 +115,15 @@ async fn pre_trade_checks(deps: &Deps, order: &NewOrder) -> Result<(), ApiError>
         .quote(&order.symbol)
         .await?
         .filter(|q| q.is_fresh(now_ms(), deps.config.max_price_age_ms));
-    let reference = match (order.order_type, order.limit_price.map(Price::get), &quote) {
-        (OrderType::Limit, Some(limit), _) => Some(limit),
-        (_, _, Some(q)) => Some(if order.side == Side::Buy {
-            q.ask
-        } else {
-            q.bid
-        }),
-        _ => None,
+    let touch = quote.as_ref().map(|q| match order.side {
+        Side::Buy => q.ask,
+        Side::Sell => q.bid,
+    });
+    // The price the order would pay at worst, as far as we can tell before it runs.
+    let reference = match order.order_type {
+        OrderType::Limit | OrderType::StopLimit => order.limit_price.map(Price::get),
+        OrderType::Stop => order.stop_price.map(Price::get),
+        OrderType::Market | OrderType::TrailingStop => touch,
     };
     let (Some(price), Some(qty)) = (reference, order.qty.map(Quantity::get)) else {
         return Ok(());
@@ -114,29 +132,27 @@ async fn pre_trade_checks(deps: &Deps, order: &NewOrder) -> Result<(), ApiError>
         inst.check_notional(qty, price, true)
             .map_err(RuleViolation::from)?;
     }
+    let Some(book) = deps.ledger.book(order.account_id).await? else {
+        return Ok(());
+    };
     match order.side {
         Side::Buy => {
             let need = reserve_for_buy(qty, price, &deps.config.execution_params());
-            if let Some(account) = deps.ledger.account(order.account_id).await? {
-                if need > account.cash {
-                    return Err(ApiError::rule(RuleViolation::new(
-                        "insufficient_buying_power",
-                        format!("buying {qty} {} at about {price} needs {} USDT including the fee; cash is {} USDT", order.symbol, need.normalize(), account.cash.normalize()),
-                    )));
-                }
+            let have = book.buying_power(None, &deps.config.execution_params());
+            if need > have {
+                return Err(ApiError::rule(RuleViolation::new(
+                    "insufficient_buying_power",
+                    format!("buying {qty} {} at about {price} needs {} USDT including the fee; buying power is {} USDT", order.symbol, need.normalize(), have.normalize()),
+                )));
             }
         }
         Side::Sell => {
-            let held = deps
-                .ledger
-                .position(order.account_id, &order.symbol)
-                .await?
-                .map(|p| p.position.qty)
-                .unwrap_or_default();
-            if qty > held {
+            // An OCO's two halves sell the same quantity once.
+            let held = book.qty_available(&order.symbol, None);
+            if qty > held && order.replaces.is_none() {
                 return Err(ApiError::rule(RuleViolation::new(
                     "insufficient_qty",
-                    format!("selling {qty} {} needs that quantity; the position is {} (spot accounts cannot short)", order.symbol, held.normalize()),
+                    format!("selling {qty} {} needs that quantity available; available is {} (spot accounts cannot short)", order.symbol, held.max(rust_decimal::Decimal::ZERO).normalize()),
                 )));
             }
         }
@@ -211,6 +227,7 @@ pub async fn list(deps: &Deps, req: &Request) -> Result<Response<Body>, ApiError
         until: query_time(req, "until")?,
         ascending: query_ascending(req)?,
         symbols,
+        nested: query_bool(req, "nested")?,
     };
     let mut orders = deps.ledger.orders(p.account_id, &q).await?;
     if status != StatusFilter::Closed {
@@ -254,4 +271,113 @@ pub async fn cancel(deps: &Deps, req: &Request, id: &str) -> Result<Response<Bod
         .send(&Command::cancel(p.account_id, order_id))
         .await?;
     Ok(no_content())
+}
+
+/// `PATCH /v2/orders/{id}` (Alpaca's replace): a new order with the changed `qty`,
+/// `limit_price`, `stop_price`, `trail` or `time_in_force` takes the place of the open order,
+/// which becomes `replaced`. Answers with the new order (`pending_new`, `replaces` set). If the
+/// old order fills before the executor takes the replacement, the replacement is rejected
+/// with `order_not_open`: one of the two wins, never both.
+pub async fn replace(deps: &Deps, req: &Request, id: &str) -> Result<Response<Body>, ApiError> {
+    let p = authenticate(deps, req).await?;
+    let order_id = parse_order_id(id)?;
+    let patch: ReplaceRequest = json_body(req)?;
+    let old = deps
+        .ledger
+        .order(p.account_id, order_id)
+        .await?
+        .ok_or_else(|| {
+            ApiError::not_found(format!(
+                "order {id} not found (an order not yet accepted cannot be replaced)"
+            ))
+        })?;
+    if !old.status.is_open() {
+        return Err(ApiError::rule(RuleViolation::new(
+            "order_not_open",
+            format!("order {id} is {} and cannot be replaced", old.status),
+        )));
+    }
+    if old.order_type == OrderType::Market {
+        return Err(ApiError::rule(RuleViolation::new(
+            "order_not_replaceable",
+            "market orders cannot be replaced",
+        )));
+    }
+    let text = |d: Option<rust_decimal::Decimal>| d.map(|d| DecimalText(d.to_string()));
+    let (trail_price, trail_percent) = match (patch.trail.clone(), old.trail) {
+        (Some(t), Some(Trail::Price(_))) => (Some(t), None),
+        (Some(t), Some(Trail::Percent(_))) => (None, Some(t)),
+        (Some(_), None) => {
+            return Err(ApiError::rule(RuleViolation::new(
+                "invalid_field",
+                "trail is only valid for trailing_stop orders",
+            )))
+        }
+        (None, _) => (text(old.trail_price()), text(old.trail_percent())),
+    };
+    let request = OrderRequest {
+        symbol: Some(old.symbol.clone()),
+        qty: patch.qty.or_else(|| text(old.qty)),
+        side: Some(old.side.as_str().into()),
+        order_type: Some(old.order_type.as_str().into()),
+        time_in_force: Some(
+            patch
+                .time_in_force
+                .unwrap_or_else(|| old.time_in_force.as_str().into()),
+        ),
+        limit_price: patch.limit_price.or_else(|| text(old.limit_price)),
+        stop_price: patch.stop_price.or_else(|| text(old.stop_price)),
+        trail_price,
+        trail_percent,
+        client_order_id: patch.client_order_id,
+        ..OrderRequest::default()
+    };
+    let (valid, inst) = request.validate(deps.catalog)?;
+    let mut order = NewOrder::new(p.account_id, valid, inst.asset_id, Utc::now());
+    order.order_class = old.order_class;
+    order.replaces = Some(old.id);
+    Ok(json(200, &submit(deps, order).await?.to_alpaca_json()))
+}
+
+/// The body of `PATCH /v2/orders/{id}`.
+#[derive(Debug, Default, serde::Deserialize)]
+struct ReplaceRequest {
+    qty: Option<DecimalText>,
+    time_in_force: Option<String>,
+    limit_price: Option<DecimalText>,
+    stop_price: Option<DecimalText>,
+    trail: Option<DecimalText>,
+    client_order_id: Option<String>,
+}
+
+/// `DELETE /v2/orders`: cancels every open order; 207 with one `{id, status, body}` per order,
+/// as Alpaca answers.
+pub async fn cancel_all(deps: &Deps, req: &Request) -> Result<Response<Body>, ApiError> {
+    let p = authenticate(deps, req).await?;
+    let results = cancel_open_orders(deps, p.account_id).await?;
+    Ok(json(207, &serde_json::Value::Array(results)))
+}
+
+/// Queues a cancel for every open order of the account (legs follow their parents), in the
+/// account's FIFO group, so whatever the account sends next is applied after them.
+pub async fn cancel_open_orders(
+    deps: &Deps,
+    account_id: Uuid,
+) -> Result<Vec<serde_json::Value>, ApiError> {
+    let mut open = deps.ledger.open_orders(account_id).await?;
+    let known: std::collections::HashSet<Uuid> = open.iter().map(|o| o.id).collect();
+    for pending in deps.cache.pending_orders(account_id).await? {
+        if !known.contains(&pending.id) {
+            open.push(pending.pending());
+        }
+    }
+    open.sort_by_key(|o| (o.submitted_at, o.id));
+    let mut results = Vec::with_capacity(open.len());
+    for o in open.iter().filter(|o| o.parent_id.is_none()) {
+        deps.queue.send(&Command::cancel(account_id, o.id)).await?;
+        let mut body = o.clone();
+        body.status = OrderStatus::PendingCancel;
+        results.push(serde_json::json!({"id": o.id, "status": 200, "body": body.to_alpaca_json()}));
+    }
+    Ok(results)
 }

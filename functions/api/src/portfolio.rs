@@ -7,6 +7,7 @@ use std::collections::HashMap;
 use adapters::ledger::{FillQuery, PositionRecord};
 use adapters::{now_ms, ApiError};
 use domain::accounting::PositionSide;
+use domain::engine::Book;
 use domain::decimal::to_text;
 use domain::quote::Quote;
 use lambda_http::{Body, Request, Response};
@@ -47,7 +48,16 @@ async fn fresh_quotes(
         .collect())
 }
 
-fn position_json(p: &PositionRecord, quote: Option<&Quote>, held_for_sells: Decimal) -> Value {
+/// The account as the executor sees it, for what open orders hold back.
+async fn account_book(deps: &Deps, account_id: uuid::Uuid) -> Result<Book, ApiError> {
+    deps.ledger
+        .book(account_id)
+        .await?
+        .ok_or_else(|| ApiError::not_found("account not found"))
+}
+
+/// `qty_available` is the quantity not held for open sell orders (an OCO pair holds once).
+fn position_json(p: &PositionRecord, quote: Option<&Quote>, qty_available: Decimal) -> Value {
     let pos = &p.position;
     let cost_basis = pos.cost_basis().unwrap_or_default();
     let side = match pos.side() {
@@ -76,7 +86,7 @@ fn position_json(p: &PositionRecord, quote: Option<&Quote>, held_for_sells: Deci
         "asset_marginable": false,
         "avg_entry_price": s(pos.avg_entry_price),
         "qty": s(pos.qty),
-        "qty_available": s((pos.qty - held_for_sells).max(Decimal::ZERO).min(pos.qty.max(Decimal::ZERO))),
+        "qty_available": s(qty_available.max(Decimal::ZERO).min(pos.qty.max(Decimal::ZERO))),
         "side": side,
         "market_value": market_value,
         "cost_basis": s(cost_basis),
@@ -98,19 +108,14 @@ pub async fn positions(deps: &Deps, req: &Request) -> Result<Response<Body>, Api
     let p = authenticate(deps, req).await?;
     let positions = deps.ledger.positions(p.account_id).await?;
     let quotes = fresh_quotes(deps, &positions).await?;
-    let held: HashMap<String, Decimal> = deps
-        .ledger
-        .held_for_sells(p.account_id)
-        .await?
-        .into_iter()
-        .collect();
+    let book = account_book(deps, p.account_id).await?;
     let list: Vec<Value> = positions
         .iter()
         .map(|pos| {
             position_json(
                 pos,
                 quotes.get(&pos.symbol),
-                held.get(&pos.symbol).copied().unwrap_or_default(),
+                book.qty_available(&pos.symbol, None),
             )
         })
         .collect();
@@ -133,15 +138,10 @@ pub async fn position(
         return Err(ApiError::not_found(format!("no open position in {symbol}")));
     };
     let quotes = fresh_quotes(deps, std::slice::from_ref(&pos)).await?;
-    let held: Decimal = deps
-        .ledger
-        .held_for_sells(p.account_id)
+    let available = account_book(deps, p.account_id)
         .await?
-        .into_iter()
-        .find(|(s, _)| *s == symbol)
-        .map(|(_, q)| q)
-        .unwrap_or_default();
-    Ok(json(200, &position_json(&pos, quotes.get(&symbol), held)))
+        .qty_available(&symbol, None);
+    Ok(json(200, &position_json(&pos, quotes.get(&symbol), available)))
 }
 
 /// `GET /v2/account`: Alpaca's account object in USDT, valued on fresh cached prices.
@@ -154,12 +154,9 @@ pub async fn account(deps: &Deps, req: &Request) -> Result<Response<Body>, ApiEr
         .ok_or_else(|| ApiError::not_found("account not found"))?;
     let positions = deps.ledger.positions(p.account_id).await?;
     let quotes = fresh_quotes(deps, &positions).await?;
-    let open_buys = deps.ledger.open_buy_notional(p.account_id).await?;
-    let reserved = domain::execution::reserve_for_buy(
-        open_buys,
-        Decimal::ONE,
-        &deps.config.execution_params(),
-    );
+    let book = account_book(deps, p.account_id).await?;
+    let reserved =
+        account.cash - book.buying_power(None, &deps.config.execution_params());
 
     let (mut long_mv, mut short_mv, mut unrealized) = (Decimal::ZERO, Decimal::ZERO, Decimal::ZERO);
     let mut stale = Vec::new();

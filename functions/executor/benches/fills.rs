@@ -426,7 +426,6 @@ struct Stages {
 /// One command at a time, the calls `executor::apply` makes, each timed.
 async fn stages(deps: &Deps, account: Uuid, secs: f64, tag: &str) -> Stages {
     let mut s = Stages::default();
-    let inst_btc = deps.catalog.get("BTCUSDT").unwrap().clone();
     let deadline = Instant::now() + Duration::from_secs_f64(secs);
     let mut i = 0u64;
     while Instant::now() < deadline {
@@ -442,7 +441,6 @@ async fn stages(deps: &Deps, account: Uuid, secs: f64, tag: &str) -> Stages {
             .place_order(
                 *command_id,
                 order,
-                &inst_btc,
                 quote.as_ref(),
                 now_ms(),
                 &deps.params,

@@ -312,10 +312,8 @@ async fn commands_in_one_batch_see_each_other_in_order() {
         .unwrap()
         .unwrap();
     assert_eq!(limit_after.status, OrderStatus::Canceled);
-    assert_eq!(
-        deps.ledger.open_buy_notional(account).await.unwrap(),
-        dec!(0)
-    );
+    let book = deps.ledger.book(account).await.unwrap().unwrap();
+    assert_eq!(book.buying_power(None, &deps.params), book.cash, "nothing held");
     // 0.02 × 60000 = 1200 each way, 1.2 fee each way.
     assert_eq!(
         deps.ledger.account(account).await.unwrap().unwrap().cash,

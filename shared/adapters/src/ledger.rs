@@ -6,7 +6,8 @@ use std::time::Duration;
 
 use chrono::{DateTime, Utc};
 use domain::accounting::Position;
-use domain::order::{Order, OrderStatus, OrderType, Side, TimeInForce};
+use domain::engine::Book;
+use domain::order::{LegRole, Order, OrderClass, OrderStatus, OrderType, Side, TimeInForce, Trail};
 use rust_decimal::Decimal;
 use sqlx::postgres::{PgPool, PgPoolOptions, PgRow};
 use sqlx::Row;
@@ -16,7 +17,7 @@ use crate::error::DependencyError;
 
 mod execute;
 
-pub use execute::CommandInput;
+pub use execute::BatchResult;
 
 pub static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("../../infra/migrations");
 
@@ -92,6 +93,8 @@ pub struct OrderQuery {
     pub until: Option<DateTime<Utc>>,
     pub ascending: bool,
     pub symbols: Option<Vec<String>>,
+    /// Alpaca's `nested`: legs inside their parent instead of listed on their own.
+    pub nested: bool,
 }
 
 #[derive(Debug, Clone)]
@@ -122,10 +125,11 @@ pub enum SignupError {
 }
 
 const OPEN_STATUSES: &str =
-    "('new','partially_filled','accepted','pending_new','pending_cancel','pending_replace')";
+    "('new','partially_filled','accepted','pending_new','pending_cancel','pending_replace','held')";
 const ORDER_COLUMNS: &str = "id, client_order_id, account_id, created_at, updated_at, submitted_at, filled_at, \
      canceled_at, failed_at, asset_id, symbol, notional, qty, filled_qty, filled_avg_price, order_type, side, \
-     time_in_force, limit_price, status, reject_reason";
+     time_in_force, limit_price, status, reject_reason, order_class, stop_price, trail_price, trail_percent, hwm, \
+     parent_id, leg_role, triggered_at, expires_at, expired_at, replaced_at, replaced_by, replaces";
 
 fn pg(e: sqlx::Error) -> DependencyError {
     DependencyError::postgres(e)
@@ -140,6 +144,7 @@ fn order_from_row(r: &PgRow) -> Result<Order, sqlx::Error> {
     let side = text("side")?;
     let tif = text("time_in_force")?;
     let status = text("status")?;
+    let class = text("order_class")?;
     Ok(Order {
         id: r.try_get("id")?,
         client_order_id: r.try_get("client_order_id")?,
@@ -163,6 +168,31 @@ fn order_from_row(r: &PgRow) -> Result<Order, sqlx::Error> {
         limit_price: r.try_get("limit_price")?,
         status: OrderStatus::parse(&status).ok_or_else(|| bad("status", status.clone()))?,
         reject_reason: r.try_get("reject_reason")?,
+        order_class: OrderClass::parse(&class).ok_or_else(|| bad("order_class", class.clone()))?,
+        stop_price: r.try_get("stop_price")?,
+        trail: match (
+            r.try_get::<Option<Decimal>, _>("trail_price")?,
+            r.try_get::<Option<Decimal>, _>("trail_percent")?,
+        ) {
+            (Some(p), _) => Some(Trail::Price(p)),
+            (None, Some(p)) => Some(Trail::Percent(p)),
+            _ => None,
+        },
+        hwm: r.try_get("hwm")?,
+        parent_id: r.try_get("parent_id")?,
+        leg_role: match r.try_get::<Option<String>, _>("leg_role")?.as_deref() {
+            Some("take_profit") => Some(LegRole::TakeProfit),
+            Some("stop_loss") => Some(LegRole::StopLoss),
+            Some(other) => return Err(bad("leg_role", other.to_string())),
+            None => None,
+        },
+        triggered_at: r.try_get("triggered_at")?,
+        expires_at: r.try_get("expires_at")?,
+        expired_at: r.try_get("expired_at")?,
+        replaced_at: r.try_get("replaced_at")?,
+        replaced_by: r.try_get("replaced_by")?,
+        replaces: r.try_get("replaces")?,
+        legs: Vec::new(),
     })
 }
 
@@ -392,7 +422,8 @@ impl Ledger {
             .fetch_optional(&self.pool)
             .await
             .map_err(pg)?;
-        row.as_ref().map(order_from_row).transpose().map_err(pg)
+        let order = row.as_ref().map(order_from_row).transpose().map_err(pg)?;
+        Ok(self.with_legs(order.into_iter().collect()).await?.pop())
     }
 
     pub async fn order_by_client_order_id(
@@ -409,7 +440,8 @@ impl Ledger {
             .fetch_optional(&self.pool)
             .await
             .map_err(pg)?;
-        row.as_ref().map(order_from_row).transpose().map_err(pg)
+        let order = row.as_ref().map(order_from_row).transpose().map_err(pg)?;
+        Ok(self.with_legs(order.into_iter().collect()).await?.pop())
     }
 
     pub async fn orders(
@@ -423,10 +455,12 @@ impl Ledger {
             StatusFilter::All => String::new(),
         };
         let dir = if q.ascending { "ASC" } else { "DESC" };
+        // Nested: legs appear inside their parent only; flat: every order on its own.
+        let nested_clause = if q.nested { "AND parent_id IS NULL" } else { "" };
         let sql = format!(
             "SELECT {ORDER_COLUMNS} FROM orders WHERE account_id = $1 {status_clause} \
              AND ($2::timestamptz IS NULL OR submitted_at > $2) AND ($3::timestamptz IS NULL OR submitted_at < $3) \
-             AND ($4::text[] IS NULL OR symbol = ANY($4)) \
+             AND ($4::text[] IS NULL OR symbol = ANY($4)) {nested_clause} \
              ORDER BY submitted_at {dir}, id {dir} LIMIT $5"
         );
         let rows = sqlx::query(&sql)
@@ -438,10 +472,16 @@ impl Ledger {
             .fetch_all(&self.pool)
             .await
             .map_err(pg)?;
-        rows.iter()
+        let orders = rows
+            .iter()
             .map(order_from_row)
-            .collect::<Result<_, _>>()
-            .map_err(pg)
+            .collect::<Result<Vec<_>, _>>()
+            .map_err(pg)?;
+        if q.nested {
+            self.with_legs(orders).await
+        } else {
+            Ok(orders)
+        }
     }
 
     /// Open positions (quantity not zero), by symbol.
@@ -478,35 +518,86 @@ impl Ledger {
         row.as_ref().map(position_from_row).transpose().map_err(pg)
     }
 
-    /// Notional of open buy orders at their limits (cash they hold back, before fees).
-    pub async fn open_buy_notional(&self, account_id: Uuid) -> Result<Decimal, DependencyError> {
-        sqlx::query_scalar(&format!(
-            "SELECT coalesce(sum((qty - filled_qty) * limit_price), 0) FROM orders WHERE account_id = $1 AND side = 'buy' \
-             AND limit_price IS NOT NULL AND qty IS NOT NULL AND status IN {OPEN_STATUSES}"
-        ))
-        .bind(account_id)
-        .fetch_one(&self.pool)
-        .await
-        .map_err(pg)
-    }
-
-    /// Quantity held by open sell orders, per symbol (for `qty_available`).
-    pub async fn held_for_sells(
-        &self,
-        account_id: Uuid,
-    ) -> Result<Vec<(String, Decimal)>, DependencyError> {
+    /// Open orders of an account (legs held for their parent included), flat.
+    pub async fn open_orders(&self, account_id: Uuid) -> Result<Vec<Order>, DependencyError> {
         let rows = sqlx::query(&format!(
-            "SELECT symbol, sum(qty - filled_qty) AS held FROM orders WHERE account_id = $1 AND side = 'sell' \
-             AND qty IS NOT NULL AND status IN {OPEN_STATUSES} GROUP BY symbol"
+            "SELECT {ORDER_COLUMNS} FROM orders WHERE account_id = $1 AND status IN {OPEN_STATUSES}"
         ))
         .bind(account_id)
         .fetch_all(&self.pool)
         .await
         .map_err(pg)?;
         rows.iter()
-            .map(|r| Ok((r.try_get("symbol")?, r.try_get("held")?)))
-            .collect::<Result<_, sqlx::Error>>()
+            .map(order_from_row)
+            .collect::<Result<_, _>>()
             .map_err(pg)
+    }
+
+    /// Every live resting order of every account (what the trigger index is rebuilt from).
+    pub async fn live_orders(&self) -> Result<Vec<Order>, DependencyError> {
+        let rows = sqlx::query(&format!(
+            "SELECT {ORDER_COLUMNS} FROM orders WHERE status IN ('new', 'partially_filled') AND order_type <> 'market'"
+        ))
+        .fetch_all(&self.pool)
+        .await
+        .map_err(pg)?;
+        rows.iter()
+            .map(order_from_row)
+            .collect::<Result<_, _>>()
+            .map_err(pg)
+    }
+
+    /// The legs of the given parent orders, in leg order.
+    pub async fn legs_of(&self, parents: &[Uuid]) -> Result<Vec<Order>, DependencyError> {
+        if parents.is_empty() {
+            return Ok(Vec::new());
+        }
+        let rows = sqlx::query(&format!(
+            "SELECT {ORDER_COLUMNS} FROM orders WHERE parent_id = ANY($1) ORDER BY parent_id, leg_role"
+        ))
+        .bind(parents)
+        .fetch_all(&self.pool)
+        .await
+        .map_err(pg)?;
+        rows.iter()
+            .map(order_from_row)
+            .collect::<Result<_, _>>()
+            .map_err(pg)
+    }
+
+    /// Nests the legs of every parent among `orders` (as Alpaca shows them).
+    pub async fn with_legs(&self, mut orders: Vec<Order>) -> Result<Vec<Order>, DependencyError> {
+        let parents: Vec<Uuid> = orders
+            .iter()
+            .filter(|o| o.order_class != OrderClass::Simple && o.parent_id.is_none())
+            .map(|o| o.id)
+            .collect();
+        let legs = self.legs_of(&parents).await?;
+        for o in &mut orders {
+            o.legs = legs
+                .iter()
+                .filter(|l| l.parent_id == Some(o.id))
+                .cloned()
+                .collect();
+        }
+        Ok(orders)
+    }
+
+    /// The account as the order state machine sees it: cash, positions and open orders.
+    /// Reservations (buying power, quantity available) come from the same rules the
+    /// executor applies.
+    pub async fn book(&self, account_id: Uuid) -> Result<Option<Book>, DependencyError> {
+        let Some(account) = self.account(account_id).await? else {
+            return Ok(None);
+        };
+        let mut book = Book::new(account_id, account.cash);
+        for p in self.positions(account_id).await? {
+            book.positions.insert(p.symbol, (p.asset_id, p.position));
+        }
+        for o in self.open_orders(account_id).await? {
+            book.load(o);
+        }
+        Ok(Some(book))
     }
 
     pub async fn fills(

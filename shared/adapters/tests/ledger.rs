@@ -55,7 +55,6 @@ async fn place_order_fills_once_and_books_cash_position_and_fill() {
     let (_, account) = account_with_cash(&ledger, dec!(100000)).await;
     put_quote(&cache, "BTCUSDT", dec!(60000.00), dec!(60000.50)).await;
     let quote = cache.quote("BTCUSDT").await.unwrap().unwrap();
-    let inst = Catalog::builtin().get("BTCUSDT").unwrap();
     let params = domain::execution::ExecutionParams::default();
     let o = order(
         account,
@@ -63,13 +62,13 @@ async fn place_order_fills_once_and_books_cash_position_and_fill() {
     );
 
     let first = ledger
-        .place_order(o.id, &o, inst, Some(&quote), quote.ts, &params)
+        .place_order(o.id, &o, Some(&quote), quote.ts, &params)
         .await
         .unwrap();
     assert!(!first.duplicate);
     assert_eq!(first.order.as_ref().unwrap().status, OrderStatus::Filled);
     let again = ledger
-        .place_order(o.id, &o, inst, Some(&quote), quote.ts, &params)
+        .place_order(o.id, &o, Some(&quote), quote.ts, &params)
         .await
         .unwrap();
     assert!(again.duplicate, "a redelivered command changes nothing");
@@ -111,6 +110,7 @@ async fn place_order_fills_once_and_books_cash_position_and_fill() {
         until: None,
         ascending: false,
         symbols: None,
+        nested: false,
     };
     assert_eq!(ledger.orders(account, &q).await.unwrap().len(), 1);
     let q = OrderQuery {
@@ -124,7 +124,6 @@ async fn place_order_fills_once_and_books_cash_position_and_fill() {
 async fn resting_limit_is_canceled_once() {
     let ledger = testkit::ledger().await;
     let (_, account) = account_with_cash(&ledger, dec!(100000)).await;
-    let inst = Catalog::builtin().get("BTCUSDT").unwrap();
     let quote = domain::quote::Quote {
         symbol: "BTCUSDT".into(),
         bid: dec!(60000),
@@ -138,11 +137,13 @@ async fn resting_limit_is_canceled_once() {
     );
     let params = domain::execution::ExecutionParams::default();
     let placed = ledger
-        .place_order(o.id, &o, inst, Some(&quote), quote.ts, &params)
+        .place_order(o.id, &o, Some(&quote), quote.ts, &params)
         .await
         .unwrap();
     assert_eq!(placed.order.unwrap().status, OrderStatus::New);
-    assert_eq!(ledger.open_buy_notional(account).await.unwrap(), dec!(500));
+    // Held back: 0.01 × 50000 and the 0.1 % fee on it.
+    let book = ledger.book(account).await.unwrap().unwrap();
+    assert_eq!(book.buying_power(None, &params), book.cash - dec!(500.5));
     let Command::CancelOrder { command_id, .. } = Command::cancel(account, o.id) else {
         unreachable!()
     };
@@ -158,7 +159,8 @@ async fn resting_limit_is_canceled_once() {
             .unwrap()
             .duplicate
     );
-    assert_eq!(ledger.open_buy_notional(account).await.unwrap(), dec!(0));
+    let book = ledger.book(account).await.unwrap().unwrap();
+    assert_eq!(book.buying_power(None, &params), book.cash);
 }
 
 #[tokio::test]

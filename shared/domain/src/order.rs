@@ -812,11 +812,14 @@ impl NewOrder {
         let mine = self.pending();
         let qty_matches = mine.qty == stored.qty || (self.qty.is_none() && self.notional.is_some());
         let legs_match = mine.legs.len() == stored.legs.len()
-            && mine.legs.iter().zip(&stored.legs).all(|(a, b)| {
-                a.order_type == b.order_type
-                    && a.limit_price == b.limit_price
-                    && a.stop_price == b.stop_price
-                    && a.trail == b.trail
+            && mine.legs.iter().all(|a| {
+                stored.legs.iter().any(|b| {
+                    a.leg_role == b.leg_role
+                        && a.order_type == b.order_type
+                        && a.limit_price == b.limit_price
+                        && a.stop_price == b.stop_price
+                        && a.trail == b.trail
+                })
             });
         mine.symbol == stored.symbol
             && mine.side == stored.side

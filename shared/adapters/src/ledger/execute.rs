@@ -4,12 +4,12 @@
 //! 1. record every command id (`processed_commands`, one INSERT … ON CONFLICT DO NOTHING):
 //!    ids already there are redeliveries and change nothing;
 //! 2. lock the accounts concerned, in id order (so concurrent executors cannot deadlock);
-//! 3. read, in a statement that starts after the locks are held, their positions and open
+//! 3. read, in statements that start after the locks are held, their positions and open
 //!    orders (a statement's snapshot is fixed when it starts, so reads in the locking
 //!    statement could miss what the transaction it waited for wrote);
-//! 4. decide every command in order, in memory, with the domain rules: each sees the
-//!    effects of the ones before it;
-//! 5. write each table once: orders, fills, positions, account totals, canceled orders.
+//! 4. run every command in order through the account's order state machine
+//!    ([`domain::engine::Book`]), in memory: each sees the effects of the ones before it;
+//! 5. write each table once: new orders, changed orders, fills, positions, account totals.
 //!
 //! The cost per batch is about ten round trips and ten statements, instead of several per
 //! command: the database does row work, not statement work.
@@ -17,11 +17,11 @@
 use std::collections::{HashMap, HashSet};
 
 use chrono::{DateTime, Utc};
-use domain::accounting::{self, Position};
-use domain::catalog::Instrument;
+use domain::catalog::Catalog;
 use domain::command::Command;
-use domain::execution::{decide, AccountState, Decision, ExecutionParams};
-use domain::order::{NewOrder, Order, OrderStatus, Side};
+use domain::engine::{Book, Execution, Market};
+use domain::execution::ExecutionParams;
+use domain::order::{NewOrder, Order};
 use domain::quote::Quote;
 use rust_decimal::Decimal;
 use sqlx::{Postgres, Row, Transaction};
@@ -30,63 +30,12 @@ use uuid::Uuid;
 use super::{order_from_row, pg, ExecOutcome, FillRecord, Ledger, OPEN_STATUSES, ORDER_COLUMNS};
 use crate::error::DependencyError;
 
-/// A command with what the executor looked up for it beforehand.
-pub struct CommandInput<'a> {
-    pub command: &'a Command,
-    /// The order's instrument (place commands); `None` rejects the order as unknown.
-    pub instrument: Option<&'a Instrument>,
-    /// The latest cached quote of the order's symbol, if any.
-    pub quote: Option<&'a Quote>,
-}
-
-/// An open order as far as reservations and cancels are concerned.
-struct OpenOrder {
-    id: Uuid,
-    symbol: String,
-    side: Side,
-    remaining: Decimal,
-    limit_price: Option<Decimal>,
-    /// Index in `new_orders` when the order was placed in this batch.
-    placed_here: Option<usize>,
-}
-
-/// What one account looks like while the batch is decided.
-#[derive(Default)]
-struct Book {
-    cash: Decimal,
-    cash_delta: Decimal,
-    realized_delta: Decimal,
-    fees_delta: Decimal,
-    positions: HashMap<String, (Uuid, Position)>,
-    touched: HashSet<String>,
-    open: Vec<OpenOrder>,
-}
-
-impl Book {
-    fn state(&self, symbol: &str, params: &ExecutionParams) -> AccountState {
-        let buy_notional: Decimal = self
-            .open
-            .iter()
-            .filter(|o| o.side == Side::Buy)
-            .map(|o| o.remaining * o.limit_price.unwrap_or_default())
-            .sum();
-        let reserved_qty = self
-            .open
-            .iter()
-            .filter(|o| o.side == Side::Sell && o.symbol == symbol)
-            .map(|o| o.remaining)
-            .sum();
-        AccountState {
-            cash: self.cash + self.cash_delta,
-            reserved_cash: buy_notional + accounting::fee(buy_notional, params.fee_bps),
-            position_qty: self
-                .positions
-                .get(symbol)
-                .map(|(_, p)| p.qty)
-                .unwrap_or_default(),
-            reserved_qty,
-        }
-    }
+/// What a batch did: one outcome per command, and every order it created or changed (for
+/// the trigger index and for order updates to clients).
+#[derive(Debug, Default)]
+pub struct BatchResult {
+    pub outcomes: Vec<ExecOutcome>,
+    pub changed: Vec<Order>,
 }
 
 impl Ledger {
@@ -95,7 +44,6 @@ impl Ledger {
         &self,
         command_id: Uuid,
         order: &NewOrder,
-        inst: &Instrument,
         quote: Option<&Quote>,
         now_ms: i64,
         params: &ExecutionParams,
@@ -104,13 +52,14 @@ impl Ledger {
             command_id,
             order: order.clone(),
         };
-        let input = CommandInput {
-            command: &cmd,
-            instrument: Some(inst),
-            quote,
-        };
-        let mut out = self.apply_commands(&[input], now_ms, params).await?;
-        Ok(out.remove(0))
+        let quotes: HashMap<String, Quote> = quote
+            .map(|q| (order.symbol.clone(), q.clone()))
+            .into_iter()
+            .collect();
+        let mut out = self
+            .apply_commands(&[cmd], &quotes, Catalog::builtin(), now_ms, params)
+            .await?;
+        Ok(out.outcomes.remove(0))
     }
 
     /// Applies one cancel command in its own transaction: an open order becomes `canceled`;
@@ -126,50 +75,55 @@ impl Ledger {
             account_id,
             order_id,
         };
-        let input = CommandInput {
-            command: &cmd,
-            instrument: None,
-            quote: None,
-        };
         let mut out = self
-            .apply_commands(&[input], crate::now_ms(), &ExecutionParams::default())
+            .apply_commands(
+                &[cmd],
+                &HashMap::new(),
+                Catalog::builtin(),
+                crate::now_ms(),
+                &ExecutionParams::default(),
+            )
             .await?;
-        Ok(out.remove(0))
+        Ok(out.outcomes.remove(0))
     }
 
     /// Applies `commands` in order in one transaction: all take effect or none does. Each is
-    /// idempotent on its command id. The outcomes are in the order of the commands.
+    /// idempotent on its command id. `quotes` are the latest cached quotes of the symbols
+    /// the commands concern. The outcomes are in the order of the commands.
     pub async fn apply_commands(
         &self,
-        commands: &[CommandInput<'_>],
+        commands: &[Command],
+        quotes: &HashMap<String, Quote>,
+        catalog: &Catalog,
         now_ms: i64,
         params: &ExecutionParams,
-    ) -> Result<Vec<ExecOutcome>, DependencyError> {
+    ) -> Result<BatchResult, DependencyError> {
         let mut tx = self.pool().begin().await.map_err(pg)?;
-        let outcomes = apply_in_tx(&mut tx, commands, now_ms, params).await?;
+        let now = DateTime::<Utc>::from_timestamp_millis(now_ms).unwrap_or_else(Utc::now);
+        let market = Market {
+            catalog,
+            quotes,
+            now,
+            now_ms,
+            params,
+        };
+        let result = apply_in_tx(&mut tx, commands, &market).await?;
         tx.commit().await.map_err(pg)?;
-        Ok(outcomes)
+        Ok(result)
     }
 }
 
 async fn apply_in_tx(
     tx: &mut Transaction<'_, Postgres>,
-    commands: &[CommandInput<'_>],
-    now_ms: i64,
-    params: &ExecutionParams,
-) -> Result<Vec<ExecOutcome>, DependencyError> {
-    let now = DateTime::<Utc>::from_timestamp_millis(now_ms).unwrap_or_else(Utc::now);
+    commands: &[Command],
+    m: &Market<'_>,
+) -> Result<BatchResult, DependencyError> {
+    let now = m.now;
 
     // 1. Record the command ids; what was recorded before is a redelivery.
-    let ids: Vec<Uuid> = commands.iter().map(|c| c.command.command_id()).collect();
-    let accounts: Vec<Uuid> = commands.iter().map(|c| c.command.account_id()).collect();
-    let kinds: Vec<&str> = commands
-        .iter()
-        .map(|c| match c.command {
-            Command::PlaceOrder { .. } => "place_order",
-            Command::CancelOrder { .. } => "cancel_order",
-        })
-        .collect();
+    let ids: Vec<Uuid> = commands.iter().map(Command::command_id).collect();
+    let accounts: Vec<Uuid> = commands.iter().map(Command::account_id).collect();
+    let kinds: Vec<&str> = commands.iter().map(Command::kind).collect();
     let recorded: HashSet<Uuid> = sqlx::query_scalar(
         "INSERT INTO processed_commands (command_id, account_id, kind)
          SELECT * FROM UNNEST($1::uuid[], $2::uuid[], $3::text[]) ON CONFLICT DO NOTHING RETURNING command_id",
@@ -194,7 +148,7 @@ async fn apply_in_tx(
         .iter()
         .zip(&fresh)
         .filter(|(_, f)| **f)
-        .map(|(c, _)| c.command.account_id())
+        .map(|(c, _)| c.account_id())
         .collect();
     live.sort();
     live.dedup();
@@ -208,13 +162,7 @@ async fn apply_in_tx(
                 .map_err(pg)?;
         for r in rows {
             let id: Uuid = r.try_get("id").map_err(pg)?;
-            books.insert(
-                id,
-                Book {
-                    cash: r.try_get("cash").map_err(pg)?,
-                    ..Book::default()
-                },
-            );
+            books.insert(id, Book::new(id, r.try_get("cash").map_err(pg)?));
         }
     }
 
@@ -230,7 +178,7 @@ async fn apply_in_tx(
         .map_err(pg)?;
         for r in rows {
             let account: Uuid = r.try_get("account_id").map_err(pg)?;
-            let position = Position {
+            let position = domain::accounting::Position {
                 qty: r.try_get("qty").map_err(pg)?,
                 avg_entry_price: r.try_get("avg_entry_price").map_err(pg)?,
                 realized_pnl: r.try_get("realized_pnl").map_err(pg)?,
@@ -243,315 +191,182 @@ async fn apply_in_tx(
             }
         }
         let rows = sqlx::query(&format!(
-            "SELECT id, account_id, symbol, side, qty - filled_qty AS remaining, limit_price FROM orders
-             WHERE account_id = ANY($1) AND status IN {OPEN_STATUSES} AND qty IS NOT NULL"
+            "SELECT {ORDER_COLUMNS} FROM orders WHERE account_id = ANY($1) AND status IN {OPEN_STATUSES}"
         ))
         .bind(&locked)
         .fetch_all(&mut **tx)
         .await
         .map_err(pg)?;
-        for r in rows {
-            let account: Uuid = r.try_get("account_id").map_err(pg)?;
-            let side: String = r.try_get("side").map_err(pg)?;
-            if let Some(book) = books.get_mut(&account) {
-                book.open.push(OpenOrder {
-                    id: r.try_get("id").map_err(pg)?,
-                    symbol: r.try_get("symbol").map_err(pg)?,
-                    side: if side == "sell" {
-                        Side::Sell
-                    } else {
-                        Side::Buy
-                    },
-                    remaining: r.try_get("remaining").map_err(pg)?,
-                    limit_price: r.try_get("limit_price").map_err(pg)?,
-                    placed_here: None,
-                });
+        for r in &rows {
+            let order = order_from_row(r).map_err(pg)?;
+            if let Some(book) = books.get_mut(&order.account_id) {
+                book.load(order);
             }
         }
     }
 
     // 4. Decide in order.
     let mut outcomes: Vec<ExecOutcome> = Vec::with_capacity(commands.len());
-    let mut new_orders: Vec<Order> = Vec::new();
-    let mut outcome_of_new: Vec<usize> = Vec::new();
-    let mut fills: Vec<(Uuid, FillRecord)> = Vec::new();
-    let mut canceled_in_db: Vec<(Uuid, Uuid, usize)> = Vec::new();
+    // Commands whose order must be read back after the writes: (outcome index, account, order).
     let mut look_up: Vec<(usize, Uuid, Uuid)> = Vec::new();
-    for (i, input) in commands.iter().enumerate() {
-        let account = input.command.account_id();
+    // Each outcome's order comes from its book once every command has run.
+    let mut from_book: Vec<(usize, Uuid, Uuid)> = Vec::new();
+    for (i, command) in commands.iter().enumerate() {
+        let account = command.account_id();
+        let order_id = command.order_id();
         let Some(book) = books.get_mut(&account).filter(|_| fresh[i]) else {
-            if !fresh[i] {
-                // A redelivery: report the order as it stands.
-                if let Some(order_id) = target_order(input.command) {
-                    look_up.push((i, account, order_id));
-                }
-                outcomes.push(ExecOutcome {
-                    order: None,
-                    fill: None,
-                    duplicate: true,
-                });
+            if fresh[i] {
+                // A command for an account that does not exist cannot apply; it stays
+                // recorded so that a redelivery does not try again.
+                tracing::error!(%account, command_id = %command.command_id(), "command for unknown account dropped");
             } else {
-                // A command for an account that does not exist cannot apply; it stays recorded
-                // so that a redelivery does not try again.
-                tracing::error!(%account, command_id = %input.command.command_id(), "command for unknown account dropped");
-                outcomes.push(ExecOutcome {
-                    order: None,
-                    fill: None,
-                    duplicate: false,
-                });
+                // A redelivery: report the order as it stands.
+                look_up.push((i, account, order_id));
             }
+            outcomes.push(ExecOutcome {
+                order: None,
+                fill: None,
+                duplicate: !fresh[i],
+            });
             continue;
         };
-        match input.command {
+        let executions_before = book.executions.len();
+        match command {
             Command::PlaceOrder { order, .. } => {
-                let (stored, fill) = place(
-                    book,
-                    order,
-                    input.instrument,
-                    input.quote,
-                    now,
-                    now_ms,
-                    params,
-                )?;
-                if stored.status == OrderStatus::New {
-                    book.open.push(OpenOrder {
-                        id: stored.id,
-                        symbol: stored.symbol.clone(),
-                        side: stored.side,
-                        remaining: stored.qty.unwrap_or_default(),
-                        limit_price: stored.limit_price,
-                        placed_here: Some(new_orders.len()),
-                    });
-                }
-                if let Some(f) = &fill {
-                    fills.push((account, f.clone()));
-                }
-                outcome_of_new.push(outcomes.len());
-                outcomes.push(ExecOutcome {
-                    order: Some(stored.clone()),
-                    fill,
-                    duplicate: false,
-                });
-                new_orders.push(stored);
+                book.place(order, m);
             }
-            Command::CancelOrder { order_id, .. } => {
-                match book.open.iter().position(|o| o.id == *order_id) {
-                    Some(pos) => {
-                        let open = book.open.remove(pos);
-                        match open.placed_here {
-                            Some(k) => {
-                                let o = &mut new_orders[k];
-                                o.status = OrderStatus::Canceled;
-                                o.canceled_at = Some(now);
-                                o.updated_at = now;
-                                outcomes.push(ExecOutcome {
-                                    order: Some(o.clone()),
-                                    fill: None,
-                                    duplicate: false,
-                                });
-                            }
-                            None => {
-                                canceled_in_db.push((account, *order_id, outcomes.len()));
-                                outcomes.push(ExecOutcome {
-                                    order: None,
-                                    fill: None,
-                                    duplicate: false,
-                                });
-                            }
-                        }
-                    }
-                    None => {
-                        // Not open (filled, canceled, or never placed): nothing to do.
-                        look_up.push((i, account, *order_id));
-                        outcomes.push(ExecOutcome {
-                            order: None,
-                            fill: None,
-                            duplicate: false,
-                        });
-                    }
-                }
+            Command::CancelOrder { .. } => {
+                book.cancel(order_id, m);
+            }
+            Command::TriggerOrder { hwm, .. } => {
+                book.trigger(order_id, *hwm, m);
+            }
+            Command::ExpireOrder { .. } => {
+                book.expire(order_id, m);
             }
         }
+        let fill = book
+            .executions
+            .get(executions_before)
+            .map(|e| fill_record(e, &book.orders));
+        if book.orders.contains_key(&order_id) {
+            from_book.push((i, account, order_id));
+        } else {
+            // Not open and not created here (filled, canceled, or never placed).
+            look_up.push((i, account, order_id));
+        }
+        outcomes.push(ExecOutcome {
+            order: None,
+            fill,
+            duplicate: false,
+        });
     }
-    // A cancel after a placement in the same batch changes the outcome of the placement too.
-    for (k, &i) in outcome_of_new.iter().enumerate() {
-        if let Some(o) = outcomes[i].order.as_mut() {
-            *o = new_orders[k].clone();
-        }
+    for (i, account, id) in from_book {
+        outcomes[i].order = books.get(&account).and_then(|b| b.with_legs(id));
     }
 
     // 5. Write each table once.
-    insert_orders(tx, &new_orders).await?;
+    let mut inserted: Vec<&Order> = Vec::new();
+    let mut updated: Vec<&Order> = Vec::new();
+    let mut fills: Vec<(Uuid, FillRecord)> = Vec::new();
+    for (account, book) in &books {
+        inserted.extend(book.inserted.iter().filter_map(|id| book.orders.get(id)));
+        updated.extend(book.updated.iter().filter_map(|id| book.orders.get(id)));
+        fills.extend(
+            book.executions
+                .iter()
+                .map(|e| (*account, fill_record(e, &book.orders))),
+        );
+    }
+    // Parents before legs (legs reference their parent).
+    inserted.sort_by_key(|o| o.parent_id.is_some());
+    insert_orders(tx, &inserted).await?;
+    update_orders(tx, &updated).await?;
     insert_fills(tx, &fills).await?;
     upsert_positions(tx, &books, now).await?;
     update_accounts(tx, &books, now).await?;
-    if !canceled_in_db.is_empty() {
-        let ids: Vec<Uuid> = canceled_in_db.iter().map(|(_, id, _)| *id).collect();
-        let accts: Vec<Uuid> = canceled_in_db.iter().map(|(a, _, _)| *a).collect();
-        let rows = sqlx::query(&format!(
-            "UPDATE orders o SET status = 'canceled', canceled_at = $3, updated_at = $3
-             FROM UNNEST($1::uuid[], $2::uuid[]) AS c(id, account_id)
-             WHERE o.id = c.id AND o.account_id = c.account_id RETURNING {}",
-            ORDER_COLUMNS
-                .split(", ")
-                .map(|c| format!("o.{}", c.trim()))
-                .collect::<Vec<_>>()
-                .join(", ")
-        ))
-        .bind(&ids)
-        .bind(&accts)
-        .bind(now)
-        .fetch_all(&mut **tx)
-        .await
-        .map_err(pg)?;
-        let by_id: HashMap<Uuid, Order> = rows
-            .iter()
-            .map(order_from_row)
-            .collect::<Result<Vec<_>, _>>()
-            .map_err(pg)?
-            .into_iter()
-            .map(|o| (o.id, o))
-            .collect();
-        for (_, id, i) in canceled_in_db {
-            outcomes[i].order = by_id.get(&id).cloned();
-        }
-    }
     if !look_up.is_empty() {
         let ids: Vec<Uuid> = look_up.iter().map(|(_, _, id)| *id).collect();
         let rows = sqlx::query(&format!(
-            "SELECT {ORDER_COLUMNS} FROM orders WHERE id = ANY($1)"
+            "SELECT {ORDER_COLUMNS} FROM orders WHERE id = ANY($1) OR parent_id = ANY($1)"
         ))
         .bind(&ids)
         .fetch_all(&mut **tx)
         .await
         .map_err(pg)?;
-        let by_id: HashMap<Uuid, Order> = rows
+        let all: Vec<Order> = rows
             .iter()
             .map(order_from_row)
             .collect::<Result<Vec<_>, _>>()
-            .map_err(pg)?
-            .into_iter()
-            .map(|o| (o.id, o))
-            .collect();
+            .map_err(pg)?;
         for (i, account, id) in look_up {
-            outcomes[i].order = by_id.get(&id).filter(|o| o.account_id == account).cloned();
+            outcomes[i].order = all
+                .iter()
+                .find(|o| o.id == id && o.account_id == account)
+                .map(|o| Order {
+                    legs: all
+                        .iter()
+                        .filter(|l| l.parent_id == Some(id))
+                        .cloned()
+                        .collect(),
+                    ..o.clone()
+                });
         }
     }
-    Ok(outcomes)
+    let changed = inserted.into_iter().chain(updated).cloned().collect();
+    Ok(BatchResult { outcomes, changed })
 }
 
-fn target_order(c: &Command) -> Option<Uuid> {
-    match c {
-        Command::PlaceOrder { order, .. } => Some(order.id),
-        Command::CancelOrder { order_id, .. } => Some(*order_id),
-    }
-}
-
-/// Decides a placement against the account's book and applies a fill to the book.
-fn place(
-    book: &mut Book,
-    order: &NewOrder,
-    inst: Option<&Instrument>,
-    quote: Option<&Quote>,
-    now: DateTime<Utc>,
-    now_ms: i64,
-    params: &ExecutionParams,
-) -> Result<(Order, Option<FillRecord>), DependencyError> {
-    let decision = match inst {
-        Some(inst) => decide(
-            order,
-            inst,
-            quote,
-            now_ms,
-            &book.state(&order.symbol, params),
-            params,
+fn fill_record(e: &Execution, orders: &HashMap<Uuid, Order>) -> FillRecord {
+    let order = orders.get(&e.order_id);
+    FillRecord {
+        id: Uuid::new_v5(
+            &e.order_id,
+            format!("{}:{}", e.time.timestamp_micros(), e.qty).as_bytes(),
         ),
-        None => Decision::Reject(domain::RuleViolation::new(
-            "unknown_symbol",
-            format!("{} is not a known instrument", order.symbol),
-        )),
-    };
-    let mut stored = order.pending();
-    stored.created_at = now;
-    stored.updated_at = now;
-    let fill = match decision {
-        Decision::Fill { qty, price, fee } => {
-            let entry = book
-                .positions
-                .entry(order.symbol.clone())
-                .or_insert((order.asset_id, Position::default()));
-            let effect = entry
-                .1
-                .apply(&accounting::Fill {
-                    side: order.side,
-                    qty,
-                    price,
-                    fee,
-                })
-                .map_err(|e| DependencyError {
-                    dependency: "ledger",
-                    detail: e.to_string(),
-                })?;
-            book.touched.insert(order.symbol.clone());
-            book.cash_delta += effect.cash_delta;
-            book.realized_delta += effect.realized_pnl;
-            book.fees_delta += fee;
-            stored.status = OrderStatus::Filled;
-            stored.filled_qty = qty;
-            stored.filled_avg_price = Some(price);
-            stored.filled_at = Some(now);
-            // A notional order's quantity is known once it fills.
-            stored.qty.get_or_insert(qty);
-            Some(FillRecord {
-                id: Uuid::new_v4(),
-                order_id: order.id,
-                symbol: order.symbol.clone(),
-                side: order.side,
-                qty,
-                price,
-                fee,
-                realized_pnl: effect.realized_pnl,
-                cum_qty: qty,
-                leaves_qty: Decimal::ZERO,
-                transaction_time: now,
-            })
-        }
-        Decision::Rest { qty } => {
-            stored.status = OrderStatus::New;
-            stored.qty = Some(qty);
-            None
-        }
-        Decision::Cancel { reason } => {
-            stored.status = OrderStatus::Canceled;
-            stored.canceled_at = Some(now);
-            stored.reject_reason = Some(reason);
-            None
-        }
-        Decision::Reject(v) => {
-            stored.status = OrderStatus::Rejected;
-            stored.failed_at = Some(now);
-            stored.reject_reason = Some(v.to_string());
-            None
-        }
-    };
-    Ok((stored, fill))
+        order_id: e.order_id,
+        symbol: e.symbol.clone(),
+        side: e.side,
+        qty: e.qty,
+        price: e.price,
+        fee: e.fee,
+        realized_pnl: e.realized_pnl,
+        cum_qty: order.map_or(e.qty, |o| o.filled_qty),
+        leaves_qty: order.map_or(Decimal::ZERO, Order::remaining),
+        transaction_time: e.time,
+    }
+}
+
+/// Per-order column values, in the order of the `UNNEST` parameters below.
+fn decimals(orders: &[&Order], f: fn(&Order) -> Option<Decimal>) -> Vec<Option<Decimal>> {
+    orders.iter().map(|o| f(o)).collect()
+}
+
+fn times(orders: &[&Order], f: fn(&Order) -> Option<DateTime<Utc>>) -> Vec<Option<DateTime<Utc>>> {
+    orders.iter().map(|o| f(o)).collect()
+}
+
+fn uuids(orders: &[&Order], f: fn(&Order) -> Option<Uuid>) -> Vec<Option<Uuid>> {
+    orders.iter().map(|o| f(o)).collect()
 }
 
 async fn insert_orders(
     tx: &mut Transaction<'_, Postgres>,
-    orders: &[Order],
+    orders: &[&Order],
 ) -> Result<(), DependencyError> {
     if orders.is_empty() {
         return Ok(());
     }
-    let col = |f: fn(&Order) -> Option<Decimal>| orders.iter().map(f).collect::<Vec<_>>();
-    let time = |f: fn(&Order) -> Option<DateTime<Utc>>| orders.iter().map(f).collect::<Vec<_>>();
     sqlx::query(
         "INSERT INTO orders (id, client_order_id, account_id, created_at, updated_at, submitted_at, filled_at, canceled_at, failed_at,
-           asset_id, symbol, notional, qty, filled_qty, filled_avg_price, order_type, side, time_in_force, limit_price, status, reject_reason)
+           asset_id, symbol, notional, qty, filled_qty, filled_avg_price, order_type, side, time_in_force, limit_price, status, reject_reason,
+           order_class, stop_price, trail_price, trail_percent, hwm, parent_id, leg_role, triggered_at, expires_at, expired_at,
+           replaced_at, replaced_by, replaces)
          SELECT * FROM UNNEST($1::uuid[], $2::text[], $3::uuid[], $4::timestamptz[], $5::timestamptz[], $6::timestamptz[],
            $7::timestamptz[], $8::timestamptz[], $9::timestamptz[], $10::uuid[], $11::text[], $12::numeric[], $13::numeric[],
-           $14::numeric[], $15::numeric[], $16::text[], $17::text[], $18::text[], $19::numeric[], $20::text[], $21::text[])",
+           $14::numeric[], $15::numeric[], $16::text[], $17::text[], $18::text[], $19::numeric[], $20::text[], $21::text[],
+           $22::text[], $23::numeric[], $24::numeric[], $25::numeric[], $26::numeric[], $27::uuid[], $28::text[],
+           $29::timestamptz[], $30::timestamptz[], $31::timestamptz[], $32::timestamptz[], $33::uuid[], $34::uuid[])",
     )
     .bind(orders.iter().map(|o| o.id).collect::<Vec<_>>())
     .bind(orders.iter().map(|o| o.client_order_id.clone()).collect::<Vec<_>>())
@@ -559,21 +374,76 @@ async fn insert_orders(
     .bind(orders.iter().map(|o| o.created_at).collect::<Vec<_>>())
     .bind(orders.iter().map(|o| o.updated_at).collect::<Vec<_>>())
     .bind(orders.iter().map(|o| o.submitted_at).collect::<Vec<_>>())
-    .bind(time(|o| o.filled_at))
-    .bind(time(|o| o.canceled_at))
-    .bind(time(|o| o.failed_at))
+    .bind(times(orders, |o| o.filled_at))
+    .bind(times(orders, |o| o.canceled_at))
+    .bind(times(orders, |o| o.failed_at))
     .bind(orders.iter().map(|o| o.asset_id).collect::<Vec<_>>())
     .bind(orders.iter().map(|o| o.symbol.clone()).collect::<Vec<_>>())
-    .bind(col(|o| o.notional))
-    .bind(col(|o| o.qty))
+    .bind(decimals(orders, |o| o.notional))
+    .bind(decimals(orders, |o| o.qty))
     .bind(orders.iter().map(|o| o.filled_qty).collect::<Vec<_>>())
-    .bind(col(|o| o.filled_avg_price))
+    .bind(decimals(orders, |o| o.filled_avg_price))
     .bind(orders.iter().map(|o| o.order_type.as_str()).collect::<Vec<_>>())
     .bind(orders.iter().map(|o| o.side.as_str()).collect::<Vec<_>>())
     .bind(orders.iter().map(|o| o.time_in_force.as_str()).collect::<Vec<_>>())
-    .bind(col(|o| o.limit_price))
+    .bind(decimals(orders, |o| o.limit_price))
     .bind(orders.iter().map(|o| o.status.as_str()).collect::<Vec<_>>())
     .bind(orders.iter().map(|o| o.reject_reason.clone()).collect::<Vec<_>>())
+    .bind(orders.iter().map(|o| o.order_class.as_str()).collect::<Vec<_>>())
+    .bind(decimals(orders, |o| o.stop_price))
+    .bind(decimals(orders, Order::trail_price))
+    .bind(decimals(orders, Order::trail_percent))
+    .bind(decimals(orders, |o| o.hwm))
+    .bind(uuids(orders, |o| o.parent_id))
+    .bind(orders.iter().map(|o| o.leg_role.map(|r| r.as_str())).collect::<Vec<_>>())
+    .bind(times(orders, |o| o.triggered_at))
+    .bind(times(orders, |o| o.expires_at))
+    .bind(times(orders, |o| o.expired_at))
+    .bind(times(orders, |o| o.replaced_at))
+    .bind(uuids(orders, |o| o.replaced_by))
+    .bind(uuids(orders, |o| o.replaces))
+    .execute(&mut **tx)
+    .await
+    .map_err(pg)?;
+    Ok(())
+}
+
+/// Writes what the state machine may change on an existing order.
+async fn update_orders(
+    tx: &mut Transaction<'_, Postgres>,
+    orders: &[&Order],
+) -> Result<(), DependencyError> {
+    if orders.is_empty() {
+        return Ok(());
+    }
+    sqlx::query(
+        "UPDATE orders o SET status = v.status, qty = v.qty, filled_qty = v.filled_qty, filled_avg_price = v.filled_avg_price,
+           filled_at = v.filled_at, canceled_at = v.canceled_at, failed_at = v.failed_at, expired_at = v.expired_at,
+           replaced_at = v.replaced_at, replaced_by = v.replaced_by, hwm = v.hwm, triggered_at = v.triggered_at,
+           parent_id = v.parent_id, reject_reason = v.reject_reason, updated_at = v.updated_at
+         FROM UNNEST($1::uuid[], $2::text[], $3::numeric[], $4::numeric[], $5::numeric[], $6::timestamptz[], $7::timestamptz[],
+           $8::timestamptz[], $9::timestamptz[], $10::timestamptz[], $11::uuid[], $12::numeric[], $13::timestamptz[],
+           $14::uuid[], $15::text[], $16::timestamptz[])
+           AS v(id, status, qty, filled_qty, filled_avg_price, filled_at, canceled_at, failed_at, expired_at, replaced_at,
+                replaced_by, hwm, triggered_at, parent_id, reject_reason, updated_at)
+         WHERE o.id = v.id",
+    )
+    .bind(orders.iter().map(|o| o.id).collect::<Vec<_>>())
+    .bind(orders.iter().map(|o| o.status.as_str()).collect::<Vec<_>>())
+    .bind(decimals(orders, |o| o.qty))
+    .bind(orders.iter().map(|o| o.filled_qty).collect::<Vec<_>>())
+    .bind(decimals(orders, |o| o.filled_avg_price))
+    .bind(times(orders, |o| o.filled_at))
+    .bind(times(orders, |o| o.canceled_at))
+    .bind(times(orders, |o| o.failed_at))
+    .bind(times(orders, |o| o.expired_at))
+    .bind(times(orders, |o| o.replaced_at))
+    .bind(uuids(orders, |o| o.replaced_by))
+    .bind(decimals(orders, |o| o.hwm))
+    .bind(times(orders, |o| o.triggered_at))
+    .bind(uuids(orders, |o| o.parent_id))
+    .bind(orders.iter().map(|o| o.reject_reason.clone()).collect::<Vec<_>>())
+    .bind(orders.iter().map(|o| o.updated_at).collect::<Vec<_>>())
     .execute(&mut **tx)
     .await
     .map_err(pg)?;
@@ -616,7 +486,7 @@ async fn upsert_positions(
     books: &HashMap<Uuid, Book>,
     now: DateTime<Utc>,
 ) -> Result<(), DependencyError> {
-    let rows: Vec<(Uuid, &String, Uuid, &Position)> = books
+    let rows: Vec<(Uuid, &String, Uuid, &domain::accounting::Position)> = books
         .iter()
         .flat_map(|(account, b)| {
             b.touched.iter().filter_map(move |sym| {
