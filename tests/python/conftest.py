@@ -358,6 +358,9 @@ def stack():
             SYMBOLS=SYMBOLS,
             REDIS_URL=services["REDIS_URL"],
             KEY_PREFIX=prefix,
+            # The trigger engine: rebuilds its index from the ledger, sends to this queue.
+            DATABASE_URL=services["DATABASE_URL"],
+            COMMANDS_QUEUE_URL=queue_url,
         )
         st.spawn("ingest", [str(bin_dir / "ingest")], ingest_env)
 

@@ -73,6 +73,7 @@ impl Setup {
             cache: Cache::new(redis, &self.prefix).expect("redis url"),
             catalog: Catalog::builtin(),
             params: ExecutionParams::default(),
+            watches: adapters::watch::WatchIndex::new(redis, &self.prefix).expect("redis url"),
         }
     }
 }

@@ -12,18 +12,22 @@ use std::collections::{HashMap, HashSet};
 
 use adapters::cache::Cache;
 use adapters::config::Config;
-use adapters::ledger::{CommandInput, ExecOutcome, Ledger};
+use adapters::ledger::{ExecOutcome, Ledger};
+use adapters::watch::WatchIndex;
 use adapters::{now_ms, DependencyError};
 use aws_lambda_events::sqs::{SqsBatchResponse, SqsMessage};
 use domain::catalog::Catalog;
 use domain::command::Command;
 use domain::execution::ExecutionParams;
+use domain::trigger::Watch;
 
 pub struct Deps {
     pub ledger: Ledger,
     pub cache: Cache,
     pub catalog: &'static Catalog,
     pub params: ExecutionParams,
+    /// The trigger index in Redis (a derived copy of the resting orders).
+    pub watches: WatchIndex,
 }
 
 impl Deps {
@@ -33,6 +37,7 @@ impl Deps {
             cache: Cache::new(&config.redis_url, &config.key_prefix)?,
             catalog: Catalog::builtin(),
             params: config.execution_params(),
+            watches: WatchIndex::new(&config.redis_url, &config.key_prefix)?,
         })
     }
 }
@@ -60,8 +65,9 @@ pub async fn apply(deps: &Deps, command: &Command) -> Result<ExecOutcome, Comman
 }
 
 /// Applies commands in order in one transaction: the quotes they need are read in one round
-/// trip first, the ledger takes them in a fixed number of statements, and the pending copies
-/// are cleared in one round trip after the commit.
+/// trip first, the ledger takes them in a fixed number of statements, and after the commit
+/// the derived copies in Redis follow in one round trip each: pending copies of placed
+/// orders are cleared and the trigger index learns which orders rest and which stopped.
 pub async fn apply_all(
     deps: &Deps,
     commands: &[Command],
@@ -70,30 +76,16 @@ pub async fn apply_all(
         .iter()
         .filter_map(|c| match c {
             Command::PlaceOrder { order, .. } => Some(order.symbol.clone()),
-            Command::CancelOrder { .. } => None,
+            Command::TriggerOrder { symbol, .. } => Some(symbol.clone()),
+            Command::CancelOrder { .. } | Command::ExpireOrder { .. } => None,
         })
         .collect();
     symbols.sort();
     symbols.dedup();
     let quotes = deps.cache.quotes(&symbols).await?;
-    let inputs: Vec<CommandInput> = commands
-        .iter()
-        .map(|command| match command {
-            Command::PlaceOrder { order, .. } => CommandInput {
-                command,
-                instrument: deps.catalog.get(&order.symbol),
-                quote: quotes.get(&order.symbol),
-            },
-            Command::CancelOrder { .. } => CommandInput {
-                command,
-                instrument: None,
-                quote: None,
-            },
-        })
-        .collect();
-    let outcomes = deps
+    let result = deps
         .ledger
-        .apply_commands(&inputs, now_ms(), &deps.params)
+        .apply_commands(commands, &quotes, deps.catalog, now_ms(), &deps.params)
         .await?;
     // The ledger holds these orders now; their pending copies may go. Failing to remove them
     // is harmless (readers prefer the ledger and the copies expire), so it is not retried.
@@ -109,7 +101,30 @@ pub async fn apply_all(
     if let Err(e) = deps.cache.clear_pending_many(&by_account).await {
         tracing::warn!(error = %e, "could not clear pending copies");
     }
-    Ok(outcomes)
+    update_watches(deps, &result.changed).await;
+    Ok(result.outcomes)
+}
+
+/// Tells the trigger index which changed orders now rest on a price and which no longer do.
+/// A failure leaves the index behind the ledger until the ingest task rebuilds it; a trigger
+/// for an order that is no longer open changes nothing, and one never sent for a new order is
+/// sent after the rebuild.
+async fn update_watches(deps: &Deps, changed: &[domain::order::Order]) {
+    if changed.is_empty() {
+        return;
+    }
+    let mut puts = Vec::new();
+    let mut removes = Vec::new();
+    for o in changed {
+        match Watch::of(o) {
+            Some(w) => puts.push(w),
+            None => removes.push((o.symbol.clone(), o.id)),
+        }
+    }
+    if let Err(e) = deps.watches.apply(&puts, &removes).await {
+        tracing::warn!(error = %e, "could not update the trigger index; it will be rebuilt");
+        let _ = deps.watches.drop_all().await;
+    }
 }
 
 fn parse(record: &SqsMessage) -> Result<Command, CommandError> {

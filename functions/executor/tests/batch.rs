@@ -15,11 +15,14 @@ use rust_decimal_macros::dec;
 use uuid::Uuid;
 
 async fn deps() -> Deps {
+    let redis = testkit::service_env("REDIS_URL");
+    let prefix = format!("t{}:", Uuid::new_v4().simple());
     Deps {
         ledger: testkit::ledger().await,
-        cache: testkit::cache(),
+        cache: adapters::cache::Cache::new(&redis, &prefix).unwrap(),
         catalog: Catalog::builtin(),
         params: domain::execution::ExecutionParams::default(),
+        watches: adapters::watch::WatchIndex::new(&redis, &prefix).unwrap(),
     }
 }
 
@@ -364,4 +367,53 @@ async fn a_failed_transaction_applies_nothing_and_reports_every_message() {
             .qty,
         dec!(0.01)
     );
+}
+
+/// After each commit the trigger index follows the ledger: a resting order is watched, a
+/// triggered fill or a cancel removes it, and a trigger on the current price fills once.
+#[tokio::test]
+async fn the_trigger_index_follows_resting_orders() {
+    let deps = deps().await;
+    let (_, account) = account_with_cash(&deps.ledger, dec!(100000)).await;
+    put_quote(&deps.cache, "BTCUSDT", dec!(60000), dec!(60000.5)).await;
+    deps.watches.rebuild(Vec::new()).await.unwrap();
+    let watched = || async {
+        let (watches, _) = deps.watches.load().await.unwrap().expect("index built");
+        watches.into_iter().map(|w| w.order_id).collect::<Vec<_>>()
+    };
+    let order = |json: &str| {
+        let req: OrderRequest = serde_json::from_str(json).unwrap();
+        let (v, inst) = req.validate(Catalog::builtin()).unwrap();
+        NewOrder::new(account, v, inst.asset_id, chrono::Utc::now())
+    };
+    let stop = order(
+        r#"{"symbol":"BTCUSDT","qty":"0.01","side":"buy","type":"stop","stop_price":"61000","time_in_force":"gtc"}"#,
+    );
+    let limit = order(
+        r#"{"symbol":"BTCUSDT","qty":"0.01","side":"buy","type":"limit","limit_price":"50000","time_in_force":"gtc"}"#,
+    );
+    apply(&deps, &Command::place(stop.clone())).await.unwrap();
+    apply(&deps, &Command::place(limit.clone())).await.unwrap();
+    let mut ids = watched().await;
+    ids.sort();
+    let mut want = vec![stop.id, limit.id];
+    want.sort();
+    assert_eq!(ids, want);
+
+    // A trigger below the stop changes nothing; above it, the stop fills at the ask, once.
+    let trigger = Command::trigger(account, stop.id, "BTCUSDT", None);
+    let out = apply(&deps, &trigger).await.unwrap();
+    assert_eq!(out.order.unwrap().status, OrderStatus::New);
+    put_quote(&deps.cache, "BTCUSDT", dec!(61200), dec!(61200.5)).await;
+    let out = apply(&deps, &Command::trigger(account, stop.id, "BTCUSDT", None))
+        .await
+        .unwrap();
+    assert_eq!(out.fill.as_ref().unwrap().price, dec!(61200.5));
+    let out = apply(&deps, &Command::trigger(account, stop.id, "BTCUSDT", None))
+        .await
+        .unwrap();
+    assert!(out.fill.is_none(), "a filled order does not fill again");
+    assert_eq!(out.order.unwrap().status, OrderStatus::Filled);
+    apply(&deps, &Command::cancel(account, limit.id)).await.unwrap();
+    assert!(watched().await.is_empty(), "neither order rests any more");
 }
