@@ -3,17 +3,23 @@
 #
 #   1. starts the hermetic test services if any is down (services.sh) and loads their env;
 #   2. migrates the test database;
-#   3. runs the executor bench (functions/executor/benches/fills.rs) and the api bench
-#      (functions/api/benches/handler.rs): loopback only, each bounded (BENCH_SECS per cell);
+#   3. runs the executor bench (functions/executor/benches/fills.rs), the api bench
+#      (functions/api/benches/handler.rs) and the ingest bench (functions/ingest/benches/
+#      ingest.rs: parse + coalesce, end to end over loopback WebSocket, tick -> Redis
+#      latency): loopback only, each bounded (BENCH_SECS per cell);
 #   4. builds the release binaries (workspace release profile) and records their sizes;
 #   5. rewrites the generated part of BENCHMARKS.md, between the markers
 #      <!-- bench:begin --> and <!-- bench:end -->; everything outside them (the
-#      hand-written analysis) is kept as it is.
+#      hand-written analysis) is kept as it is. A part not run this time (BENCH_ONLY,
+#      BENCH_SKIP_SIZES) keeps its previous generated section.
 #
 # Environment:
 #   BENCH_SECS=5            seconds per timed cell
 #   BENCH_CONCURRENCY=1,4,16  batches in flight (simulated executor instances)
 #   BENCH_SKIP_SIZES=1      skip the release build and the binary sizes (keeps the old ones)
+#   BENCH_ONLY=ingest       run only these parts, comma separated, of executor, api, ingest,
+#                           sizes (default: all); the others keep their previous sections
+#   BENCH_E2E_MESSAGES=1000000  messages per burst in the ingest end-to-end bench
 #   BENCH_NO_SERVICES=1     use DATABASE_URL / REDIS_URL / AWS_ENDPOINT_URL as exported,
 #                           start nothing
 #   CARGO_PROFILE_BENCH_LTO, CARGO_PROFILE_BENCH_CODEGEN_UNITS: the benches are built with
@@ -35,6 +41,21 @@ export CARGO_PROFILE_BENCH_LTO="${CARGO_PROFILE_BENCH_LTO:-false}"
 export CARGO_PROFILE_BENCH_CODEGEN_UNITS="${CARGO_PROFILE_BENCH_CODEGEN_UNITS:-16}"
 export BENCH_SECS="${BENCH_SECS:-5}"
 export BENCH_CONCURRENCY="${BENCH_CONCURRENCY:-1,4,16}"
+BENCH_ONLY="${BENCH_ONLY:-}"
+# want PART: whether this run includes PART (executor, api, ingest, sizes).
+want() { [ -z "$BENCH_ONLY" ] || [[ ",$BENCH_ONLY," == *",$1,"* ]]; }
+# keep_section START END: the previous generated text from the first line matching START up
+# to (not including) the next line matching END or the end marker.
+keep_section() {
+    [ -f "$OUT" ] || return 0
+    awk -v start="$1" -v end="$2" '
+        !p && $0 ~ start { p = 1 }
+        p && (/^<!-- bench:end -->/ || ($0 ~ end && $0 !~ start)) { exit }
+        # Blank lines only between kept lines, never trailing (the caller adds its own).
+        p && $0 == "" { blanks++; next }
+        p { for (; blanks > 0; blanks--) print ""; print }
+    ' "$OUT"
+}
 # The benches' own logs would only cost time: handlers log through tracing, no subscriber here.
 unset RUST_LOG
 
@@ -50,24 +71,45 @@ if [ -z "${BENCH_NO_SERVICES:-}" ]; then
     fi
     eval "$(bash "$SERVICES" env test)"
 fi
-: "${DATABASE_URL:?DATABASE_URL is not set}"
 : "${REDIS_URL:?REDIS_URL is not set}"
-
-log "migrating ${DATABASE_URL#*@}"
-cargo run -q -p adapters --bin migrate
+if want executor || want api; then
+    : "${DATABASE_URL:?DATABASE_URL is not set}"
+    log "migrating ${DATABASE_URL#*@}"
+    cargo run -q -p adapters --bin migrate
+fi
 
 # ---- benches --------------------------------------------------------------------------
-log "building the benches (bench profile, lto=$CARGO_PROFILE_BENCH_LTO, codegen-units=$CARGO_PROFILE_BENCH_CODEGEN_UNITS)"
-cargo bench --no-run -p executor --bench fills -p api --bench handler
+bench_args=()
+want executor && bench_args+=(-p executor --bench fills)
+want api && bench_args+=(-p api --bench handler)
+want ingest && bench_args+=(-p ingest --bench ingest)
+if [ ${#bench_args[@]} -gt 0 ]; then
+    log "building the benches (bench profile, lto=$CARGO_PROFILE_BENCH_LTO, codegen-units=$CARGO_PROFILE_BENCH_CODEGEN_UNITS)"
+    cargo bench --no-run "${bench_args[@]}"
+fi
 
-log "executor bench (about $(( BENCH_SECS * 8 + 20 )) s)"
-BENCH_REPORT="$WORK/executor.md" timeout 600 cargo bench -q -p executor --bench fills
-log "api bench (about $(( BENCH_SECS * 5 + 10 )) s)"
-BENCH_REPORT="$WORK/api.md" timeout 300 cargo bench -q -p api --bench handler
+if want executor; then
+    log "executor bench (about $(( BENCH_SECS * 8 + 20 )) s)"
+    BENCH_REPORT="$WORK/executor.md" timeout 600 cargo bench -q -p executor --bench fills
+else
+    keep_section '^#### Executor:' '^#### (api:|Ingest:|Release binary sizes)' >"$WORK/executor.md"
+fi
+if want api; then
+    log "api bench (about $(( BENCH_SECS * 5 + 10 )) s)"
+    BENCH_REPORT="$WORK/api.md" timeout 300 cargo bench -q -p api --bench handler
+else
+    keep_section '^#### api:' '^#### (Ingest:|Release binary sizes)' >"$WORK/api.md"
+fi
+if want ingest; then
+    log "ingest bench (about $(( BENCH_SECS * 7 + 15 )) s)"
+    BENCH_REPORT="$WORK/ingest.md" timeout 300 cargo bench -q -p ingest --bench ingest
+else
+    keep_section '^#### Ingest:' '^#### Release binary sizes' >"$WORK/ingest.md"
+fi
 
 # ---- binary sizes ---------------------------------------------------------------------
 sizes="$WORK/sizes.md"
-if [ -z "${BENCH_SKIP_SIZES:-}" ]; then
+if [ -z "${BENCH_SKIP_SIZES:-}" ] && want sizes; then
     log "release build of api, executor, ingest, devstack, feed (workspace release profile: LTO, 1 codegen unit; slow)"
     # The bench overrides above are for the `bench` profile only; `--release` uses [profile.release].
     cargo build --release -p api -p executor -p ingest -p devstack -p feed
@@ -95,15 +137,16 @@ if [ -z "${BENCH_SKIP_SIZES:-}" ]; then
         done
         echo
     } >"$sizes"
-elif [ -f "$OUT" ]; then
+else
     # Keep the previous sizes section.
-    awk '/^#### Release binary sizes/{p=1} p && /^<!-- bench:end -->/{exit} p && /^#### / && !/^#### Release binary sizes/{exit} p' "$OUT" >"$sizes"
+    keep_section '^#### Release binary sizes' '^#### ' >"$sizes"
+    if [ -s "$sizes" ]; then echo >>"$sizes"; fi
 fi
 
 # ---- machine --------------------------------------------------------------------------
 cpu_model=$(sed -n 's/^model name[[:space:]]*: //p' /proc/cpuinfo | head -1)
 mem_gib=$(awk '/^MemTotal/ {printf "%.1f", $2 / 1048576}' /proc/meminfo)
-pg_info=$(psql "$DATABASE_URL" -Atc "SELECT split_part(version(), ' on ', 1) || ', fsync=' || current_setting('fsync') || ', synchronous_commit=' || current_setting('synchronous_commit') || ', shared_buffers=' || current_setting('shared_buffers')" 2>/dev/null || echo "unknown")
+pg_info=$(psql "${DATABASE_URL:-}" -Atc "SELECT split_part(version(), ' on ', 1) || ', fsync=' || current_setting('fsync') || ', synchronous_commit=' || current_setting('synchronous_commit') || ', shared_buffers=' || current_setting('shared_buffers')" 2>/dev/null || echo "unknown")
 redis_info=$(redis-cli -u "$REDIS_URL" INFO server 2>/dev/null | sed -n 's/^redis_version:/Redis /p' | tr -d '\r' || true)
 
 gen="$WORK/generated.md"
@@ -118,10 +161,15 @@ gen="$WORK/generated.md"
     echo "- Services (loopback, hermetic test env): $pg_info; ${redis_info:-Redis ?}"
     echo "- Toolchain: $(rustc --version)"
     echo "- Command: \`make bench\` = \`infra/scripts/bench.sh\`, with BENCH_SECS=$BENCH_SECS BENCH_CONCURRENCY=$BENCH_CONCURRENCY; benches built by \`cargo bench\` with CARGO_PROFILE_BENCH_LTO=$CARGO_PROFILE_BENCH_LTO CARGO_PROFILE_BENCH_CODEGEN_UNITS=$CARGO_PROFILE_BENCH_CODEGEN_UNITS (the release profile otherwise: opt-level 3, panic = abort)"
+    if [ -n "$BENCH_ONLY" ]; then
+        echo "- This run: BENCH_ONLY=$BENCH_ONLY; the other sections are kept from an earlier run (the date and commit above are this run's)"
+    fi
     echo
     cat "$WORK/executor.md"
     echo
     cat "$WORK/api.md"
+    echo
+    cat "$WORK/ingest.md"
     echo
     [ -s "$sizes" ] && cat "$sizes"
     echo "<!-- bench:end -->"

@@ -50,13 +50,23 @@ async fn stops_limits_and_trailing_stops_fire_once_at_the_right_price() {
     let stop = place(
         &stack,
         &key,
-        order("BTCUSDT", "buy", "0.01", json!({"type": "stop", "stop_price": "61000"})),
+        order(
+            "BTCUSDT",
+            "buy",
+            "0.01",
+            json!({"type": "stop", "stop_price": "61000"}),
+        ),
     )
     .await;
     let limit = place(
         &stack,
         &key,
-        order("BTCUSDT", "buy", "0.01", json!({"type": "limit", "limit_price": "59000"})),
+        order(
+            "BTCUSDT",
+            "buy",
+            "0.01",
+            json!({"type": "limit", "limit_price": "59000"}),
+        ),
     )
     .await;
     stack.wait_status(&key, &stop, "new").await;
@@ -67,7 +77,13 @@ async fn stops_limits_and_trailing_stops_fire_once_at_the_right_price() {
     let o = stack.wait_terminal(&key, &stop).await;
     assert_eq!(field(&o, "status"), "filled", "{o}");
     assert_eq!(field(&o, "filled_avg_price"), "61500", "{o}");
-    assert_eq!(field(&stack.get(&format!("/v2/orders/{limit}"), &key).await.json, "status"), "new");
+    assert_eq!(
+        field(
+            &stack.get(&format!("/v2/orders/{limit}"), &key).await.json,
+            "status"
+        ),
+        "new"
+    );
 
     // The ask gaps below the limit: it fills at the better price.
     stack.set_quote("BTCUSDT", "58400.00", "58500.00").await;
@@ -78,7 +94,12 @@ async fn stops_limits_and_trailing_stops_fire_once_at_the_right_price() {
     let trailing = place(
         &stack,
         &key,
-        order("BTCUSDT", "sell", "0.02", json!({"type": "trailing_stop", "trail_price": "500"})),
+        order(
+            "BTCUSDT",
+            "sell",
+            "0.02",
+            json!({"type": "trailing_stop", "trail_price": "500"}),
+        ),
     )
     .await;
     let o = stack.wait_status(&key, &trailing, "new").await;
@@ -129,8 +150,14 @@ async fn bracket_and_oco_exits_cancel_each_other_exactly_once() {
     assert_eq!(field(&o, "status"), "filled", "{o}");
     let legs = o["legs"].as_array().expect("legs").clone();
     assert_eq!(legs.len(), 2, "{o}");
-    let tp = legs.iter().find(|l| l["type"] == "limit").expect("take-profit leg");
-    let sl = legs.iter().find(|l| l["type"] == "stop_limit").expect("stop-loss leg");
+    let tp = legs
+        .iter()
+        .find(|l| l["type"] == "limit")
+        .expect("take-profit leg");
+    let sl = legs
+        .iter()
+        .find(|l| l["type"] == "stop_limit")
+        .expect("stop-loss leg");
     let (tp, sl) = (field(tp, "id").to_string(), field(sl, "id").to_string());
     stack.wait_status(&key, &tp, "new").await;
     stack.wait_status(&key, &sl, "new").await;
@@ -185,7 +212,12 @@ async fn replace_cancel_all_and_closing_positions() {
     let old = place(
         &stack,
         &key,
-        order("BTCUSDT", "buy", "0.01", json!({"type": "limit", "limit_price": "55000"})),
+        order(
+            "BTCUSDT",
+            "buy",
+            "0.01",
+            json!({"type": "limit", "limit_price": "55000"}),
+        ),
     )
     .await;
     stack.wait_status(&key, &old, "new").await;
@@ -206,7 +238,11 @@ async fn replace_cancel_all_and_closing_positions() {
     assert_eq!(field(&o, "replaced_by"), new, "{o}");
     // The replaced order is closed: replacing it again is refused.
     stack
-        .patch(&format!("/v2/orders/{old}"), &key, &json!({"limit_price": "57000"}))
+        .patch(
+            &format!("/v2/orders/{old}"),
+            &key,
+            &json!({"limit_price": "57000"}),
+        )
         .await
         .expect_error(422, "order_not_open");
 
@@ -214,7 +250,12 @@ async fn replace_cancel_all_and_closing_positions() {
     let other = place(
         &stack,
         &key,
-        order("BTCUSDT", "buy", "0.01", json!({"type": "stop", "stop_price": "70000"})),
+        order(
+            "BTCUSDT",
+            "buy",
+            "0.01",
+            json!({"type": "stop", "stop_price": "70000"}),
+        ),
     )
     .await;
     stack.wait_status(&key, &other, "new").await;
@@ -237,7 +278,12 @@ async fn replace_cancel_all_and_closing_positions() {
     let resting = place(
         &stack,
         &key,
-        order("BTCUSDT", "sell", "0.03", json!({"type": "limit", "limit_price": "90000"})),
+        order(
+            "BTCUSDT",
+            "sell",
+            "0.03",
+            json!({"type": "limit", "limit_price": "90000"}),
+        ),
     )
     .await;
     stack.wait_status(&key, &resting, "new").await;
@@ -264,7 +310,12 @@ async fn a_flushed_trigger_index_is_rebuilt_and_nothing_fires_twice() {
     let limit = place(
         &stack,
         &key,
-        order("BTCUSDT", "buy", "0.01", json!({"type": "limit", "limit_price": "59000"})),
+        order(
+            "BTCUSDT",
+            "buy",
+            "0.01",
+            json!({"type": "limit", "limit_price": "59000"}),
+        ),
     )
     .await;
     stack.wait_status(&key, &limit, "new").await;
@@ -288,7 +339,12 @@ async fn triggers_survive_feed_drops_and_rotations() {
     let stop = place(
         &stack,
         &key,
-        order("BTCUSDT", "buy", "0.01", json!({"type": "stop", "stop_price": "61000"})),
+        order(
+            "BTCUSDT",
+            "buy",
+            "0.01",
+            json!({"type": "stop", "stop_price": "61000"}),
+        ),
     )
     .await;
     stack.wait_status(&key, &stop, "new").await;

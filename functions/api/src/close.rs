@@ -20,9 +20,8 @@ use crate::Deps;
 
 /// The market sell that closes `qty` of a position.
 fn close_order(account_id: Uuid, inst: &Instrument, qty: Decimal) -> Result<NewOrder, ApiError> {
-    let qty = domain::amount::Quantity::new(qty).map_err(|e| {
-        ApiError::rule(RuleViolation::new("invalid_qty", e.to_string()))
-    })?;
+    let qty = domain::amount::Quantity::new(qty)
+        .map_err(|e| ApiError::rule(RuleViolation::new("invalid_qty", e.to_string())))?;
     let valid = ValidOrder {
         symbol: inst.symbol.clone(),
         side: Side::Sell,
@@ -77,7 +76,10 @@ pub async fn close(deps: &Deps, req: &Request, symbol: &str) -> Result<Response<
             if q <= Decimal::ZERO || q > held {
                 return Err(ApiError::rule(RuleViolation::new(
                     "invalid_qty",
-                    format!("qty must be greater than 0 and at most the position, {}", held.normalize()),
+                    format!(
+                        "qty must be greater than 0 and at most the position, {}",
+                        held.normalize()
+                    ),
                 )));
             }
             q
@@ -99,7 +101,10 @@ pub async fn close(deps: &Deps, req: &Request, symbol: &str) -> Result<Response<
     };
     inst.check_qty(qty, true).map_err(RuleViolation::from)?;
     let order = close_order(p.account_id, inst, qty)?;
-    Ok(json(200, &submit_checked(deps, order, true).await?.to_alpaca_json()))
+    Ok(json(
+        200,
+        &submit_checked(deps, order, true).await?.to_alpaca_json(),
+    ))
 }
 
 /// `DELETE /v2/positions?cancel_orders=true|false` → 207 with one `{symbol, status, body}`
@@ -114,7 +119,11 @@ pub async fn close_all(deps: &Deps, req: &Request) -> Result<Response<Body>, Api
     let mut results = Vec::new();
     for pos in deps.ledger.positions(p.account_id).await? {
         let qty = pos.position.qty;
-        let Some(inst) = deps.catalog.get(&pos.symbol).filter(|_| qty > Decimal::ZERO) else {
+        let Some(inst) = deps
+            .catalog
+            .get(&pos.symbol)
+            .filter(|_| qty > Decimal::ZERO)
+        else {
             continue;
         };
         let outcome = match close_order(p.account_id, inst, qty) {

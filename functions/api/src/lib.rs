@@ -114,9 +114,7 @@ async fn dispatch(
         (Method::PATCH, ["v2", "orders", id]) => orders::replace(deps, &req, id).await,
         (Method::DELETE, ["v2", "orders"]) => orders::cancel_all(deps, &req).await,
         (Method::DELETE, ["v2", "positions"]) => close::close_all(deps, &req).await,
-        (Method::DELETE, ["v2", "positions", symbol]) => {
-            close::close(deps, &req, symbol).await
-        }
+        (Method::DELETE, ["v2", "positions", symbol]) => close::close(deps, &req, symbol).await,
         (Method::DELETE, ["v2", "positions", base, quote]) => {
             close::close(deps, &req, &format!("{base}{quote}")).await
         }

@@ -7,8 +7,8 @@ use adapters::{now_ms, ApiError};
 use chrono::Utc;
 use domain::amount::{Price, Quantity};
 use domain::command::Command;
-use domain::execution::reserve_for_buy;
 use domain::decimal::DecimalText;
+use domain::execution::reserve_for_buy;
 use domain::order::{
     order_id_for, NewOrder, Order, OrderRequest, OrderStatus, OrderType, Side, Trail,
 };
@@ -67,7 +67,7 @@ pub async fn submit_checked(
             }
             (order, true)
         }
-        PendingPut::Exists(pending) if pending.same_parameters(&order) => (pending, false),
+        PendingPut::Exists(pending) if pending.same_parameters(&order) => (*pending, false),
         PendingPut::Exists(_) => return Err(conflict(&order)),
     };
     // Sent again on a retry too: SQS deduplicates within 5 minutes and the executor on the

@@ -7,8 +7,8 @@ use std::collections::HashMap;
 use adapters::ledger::{FillQuery, PositionRecord};
 use adapters::{now_ms, ApiError};
 use domain::accounting::PositionSide;
-use domain::engine::Book;
 use domain::decimal::to_text;
+use domain::engine::Book;
 use domain::quote::Quote;
 use lambda_http::{Body, Request, Response};
 use rust_decimal::Decimal;
@@ -141,7 +141,10 @@ pub async fn position(
     let available = account_book(deps, p.account_id)
         .await?
         .qty_available(&symbol, None);
-    Ok(json(200, &position_json(&pos, quotes.get(&symbol), available)))
+    Ok(json(
+        200,
+        &position_json(&pos, quotes.get(&symbol), available),
+    ))
 }
 
 /// `GET /v2/account`: Alpaca's account object in USDT, valued on fresh cached prices.
@@ -155,8 +158,7 @@ pub async fn account(deps: &Deps, req: &Request) -> Result<Response<Body>, ApiEr
     let positions = deps.ledger.positions(p.account_id).await?;
     let quotes = fresh_quotes(deps, &positions).await?;
     let book = account_book(deps, p.account_id).await?;
-    let reserved =
-        account.cash - book.buying_power(None, &deps.config.execution_params());
+    let reserved = account.cash - book.buying_power(None, &deps.config.execution_params());
 
     let (mut long_mv, mut short_mv, mut unrealized) = (Decimal::ZERO, Decimal::ZERO, Decimal::ZERO);
     let mut stale = Vec::new();

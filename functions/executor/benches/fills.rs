@@ -439,13 +439,7 @@ async fn stages(deps: &Deps, account: Uuid, secs: f64, tag: &str) -> Stages {
         let t1 = Instant::now();
         let out = deps
             .ledger
-            .place_order(
-                *command_id,
-                order,
-                quote.as_ref(),
-                now_ms(),
-                &deps.params,
-            )
+            .place_order(*command_id, order, quote.as_ref(), now_ms(), &deps.params)
             .await
             .expect("place");
         let t2 = Instant::now();

@@ -316,7 +316,11 @@ async fn commands_in_one_batch_see_each_other_in_order() {
         .unwrap();
     assert_eq!(limit_after.status, OrderStatus::Canceled);
     let book = deps.ledger.book(account).await.unwrap().unwrap();
-    assert_eq!(book.buying_power(None, &deps.params), book.cash, "nothing held");
+    assert_eq!(
+        book.buying_power(None, &deps.params),
+        book.cash,
+        "nothing held"
+    );
     // 0.02 × 60000 = 1200 each way, 1.2 fee each way.
     assert_eq!(
         deps.ledger.account(account).await.unwrap().unwrap().cash,
@@ -414,6 +418,8 @@ async fn the_trigger_index_follows_resting_orders() {
         .unwrap();
     assert!(out.fill.is_none(), "a filled order does not fill again");
     assert_eq!(out.order.unwrap().status, OrderStatus::Filled);
-    apply(&deps, &Command::cancel(account, limit.id)).await.unwrap();
+    apply(&deps, &Command::cancel(account, limit.id))
+        .await
+        .unwrap();
     assert!(watched().await.is_empty(), "neither order rests any more");
 }

@@ -1,19 +1,50 @@
 //! `ingest`: Binance combined stream → latest quote per symbol → Redis every flush interval.
 //!
-//! - [`parse`]: borrowed, allocation-free parsing of bookTicker and trade messages.
+//! - [`parse`]: borrowed, allocation-free parsing of bookTicker and trade messages (and
+//!   `serverShutdown` events).
 //! - [`book`]: latest bid/ask/last per symbol plus a dirty set (coalescing).
-//! - [`flush`]: pipelined Redis writer with TTL; outages are logged and retried.
-//! - [`stream`]: WebSocket client with ping answers and jittered exponential backoff.
+//! - [`flush`]: pipelined Redis writer with TTL; outages are logged and retried; stale
+//!   markers; the [`flush::FlushHook`] that sees every flush.
+//! - [`stream`]: WebSocket client: pings answered, connections rotated without a gap (max
+//!   age, `serverShutdown`, stall), jittered exponential backoff after a loss.
+//!
+//! # What is in Redis
+//!
+//! - `{KEY_PREFIX}px:{SYMBOL}`: the latest [`domain::quote::Quote`] as JSON, `PX PRICE_TTL_MS`;
+//!   its `ts` is when ingest received the newest update of the symbol.
+//! - `{KEY_PREFIX}stale:{SYMBOL}` = `"1"` (same TTL): ingest knows this price is not being
+//!   kept fresh. Set by the first flush after the market stream is disconnected (no open
+//!   connection), or after the symbol had no update for `STALL_TIMEOUT_MS` (a stalled
+//!   stream stalls every symbol); deleted in the same `MULTI`/`EXEC` as the first fresh
+//!   quote written after that. A consumer treats a price as fresh only when the stale key
+//!   is absent *and* `ts` is recent enough for its purpose. When ingest itself stops, no
+//!   marker is written (a replacement task may already be writing); the TTLs and `ts` tell.
+//!
+//! # Backpressure
+//!
+//! The reader never waits for Redis: it applies each update to the [`Book`] (one entry per
+//! symbol) and the flusher writes whatever changed every `FLUSH_INTERVAL_MS`. A burst or a
+//! slow Redis only makes more updates overwrite each other before a write (counted as
+//! `coalesced`); memory does not grow with the tick rate. A failed write keeps the symbols
+//! dirty and the next flush writes their latest state. Updates that arrive on a connection
+//! already replaced by a newer one are dropped (`superseded`): the newer one carries them.
+//!
+//! # Counters
+//!
+//! [`stream::StreamStats`], [`flush::FlushStats`] and [`Book::coalesced`], logged every
+//! `STATS_INTERVAL_SECS` as `ingest stats`.
 
 pub mod book;
 pub mod flush;
 pub mod parse;
 pub mod stream;
+pub mod triggers;
 
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
 use clap::Parser;
+use tokio::sync::{mpsc, oneshot};
 use tokio::task::JoinHandle;
 
 /// Locks a mutex, ignoring poisoning (no critical section leaves the book half-updated).
@@ -52,6 +83,14 @@ pub struct Config {
     /// How often counters are logged, in seconds (0 = never).
     #[arg(long, env = "STATS_INTERVAL_SECS", default_value_t = 60)]
     pub stats_interval_secs: u64,
+    /// Rotate a market-stream connection this old (Binance closes them at 24 h), opening the
+    /// new one before closing the old.
+    #[arg(long, env = "CONNECTION_MAX_AGE_SECS", default_value_t = 84_600)]
+    pub connection_max_age_secs: u64,
+    /// No update for this long: the stream (or a symbol) is stalled; prices are marked stale
+    /// and another connection is opened.
+    #[arg(long, env = "STALL_TIMEOUT_MS", default_value_t = 5_000)]
+    pub stall_timeout_ms: u64,
 }
 
 impl Config {
@@ -65,6 +104,8 @@ impl Config {
             flush_interval_ms: 100,
             price_ttl_ms: 60_000,
             stats_interval_secs: 60,
+            connection_max_age_secs: 84_600,
+            stall_timeout_ms: 5_000,
         }
     }
 
@@ -74,6 +115,9 @@ impl Config {
         }
         if self.flush_interval_ms == 0 || self.price_ttl_ms == 0 {
             anyhow::bail!("FLUSH_INTERVAL_MS and PRICE_TTL_MS must be > 0");
+        }
+        if self.connection_max_age_secs == 0 || self.stall_timeout_ms == 0 {
+            anyhow::bail!("CONNECTION_MAX_AGE_SECS and STALL_TIMEOUT_MS must be > 0");
         }
         Ok(())
     }
@@ -85,20 +129,27 @@ pub struct Ingest {
     pub stream_stats: Arc<stream::StreamStats>,
     pub flush_stats: Arc<flush::FlushStats>,
     tasks: Vec<JoinHandle<()>>,
-    flusher_parts: (String, String, u64),
+    flush_requests: mpsc::Sender<flush::FlushRequest>,
 }
 
 pub use book::Book;
+pub use flush::FlushHook;
 
 impl Ingest {
-    /// Writes whatever is still dirty once more (used at shutdown).
-    pub async fn final_flush(&self) {
-        let (url, prefix, ttl) = &self.flusher_parts;
-        match flush::Flusher::new(url, prefix, *ttl) {
-            Ok(mut f) => {
-                f.flush_once(&self.book).await;
+    /// Flushes whatever is still dirty now, through the running flusher (so the hook sees
+    /// it too); used at shutdown. Returns whether the write succeeded (false after 5 s).
+    pub async fn final_flush(&self) -> bool {
+        let (reply, done) = oneshot::channel();
+        if self.flush_requests.send(reply).await.is_err() {
+            tracing::warn!("final flush skipped: the flusher is gone");
+            return false;
+        }
+        match tokio::time::timeout(Duration::from_secs(5), done).await {
+            Ok(Ok(ok)) => ok,
+            _ => {
+                tracing::warn!("final flush did not complete");
+                false
             }
-            Err(e) => tracing::warn!(error = %e, "final flush skipped"),
         }
     }
 }
@@ -113,24 +164,51 @@ impl Drop for Ingest {
 
 /// Starts the reader, the flusher and the stats logger as separate tasks.
 pub fn spawn(config: &Config) -> anyhow::Result<Ingest> {
+    spawn_with_hook(config, None)
+}
+
+/// [`spawn`], with a hook called after every successful flush with the quotes just written
+/// (synchronously, in the flush task: see [`FlushHook`]).
+pub fn spawn_with_hook(
+    config: &Config,
+    hook: Option<Box<dyn FlushHook>>,
+) -> anyhow::Result<Ingest> {
     config.validate()?;
     let url = stream::stream_url(&config.binance_ws_url, &config.symbols);
-    let book = Arc::new(Mutex::new(Book::new()));
+    let book = Arc::new(Mutex::new(Book::with_symbols(
+        config.symbols.iter().map(String::as_str),
+        stream::now_ms(),
+    )));
     let stream_stats = Arc::new(stream::StreamStats::default());
-    let flusher = flush::Flusher::new(&config.redis_url, &config.key_prefix, config.price_ttl_ms)?;
+    let stall = Duration::from_millis(config.stall_timeout_ms);
+    let flusher = flush::Flusher::new(&config.redis_url, &config.key_prefix, config.price_ttl_ms)?
+        .with_staleness(stall, stream_stats.clone())
+        .with_hook(hook);
     let flush_stats = flusher.stats.clone();
     tracing::info!(%url, prefix = %config.key_prefix, flush_ms = config.flush_interval_ms,
-        ttl_ms = config.price_ttl_ms, "ingest starting");
+        ttl_ms = config.price_ttl_ms, max_age_secs = config.connection_max_age_secs,
+        stall_ms = config.stall_timeout_ms, "ingest starting");
+    let stream_config = stream::StreamConfig {
+        url,
+        max_age: Duration::from_secs(config.connection_max_age_secs),
+        stall_timeout: stall,
+    };
+    let (flush_requests, requests) = mpsc::channel(4);
     let mut tasks = vec![
-        tokio::spawn(stream::run(url, book.clone(), stream_stats.clone())),
+        tokio::spawn(stream::run(
+            stream_config,
+            book.clone(),
+            stream_stats.clone(),
+        )),
         tokio::spawn(flush::run(
             flusher,
             book.clone(),
             Duration::from_millis(config.flush_interval_ms),
+            requests,
         )),
     ];
     if config.stats_interval_secs > 0 {
-        let (ss, fs) = (stream_stats.clone(), flush_stats.clone());
+        let (ss, fs, book) = (stream_stats.clone(), flush_stats.clone(), book.clone());
         let every = Duration::from_secs(config.stats_interval_secs);
         tasks.push(tokio::spawn(async move {
             use std::sync::atomic::Ordering::Relaxed;
@@ -138,14 +216,30 @@ pub fn spawn(config: &Config) -> anyhow::Result<Ingest> {
             tick.tick().await;
             loop {
                 tick.tick().await;
+                let (symbols, coalesced, stale) = {
+                    let b = lock(&book);
+                    (b.symbols(), b.coalesced(), b.stale_symbols().len())
+                };
                 tracing::info!(
                     connects = ss.connects.load(Relaxed),
+                    open_connections = ss.open_connections.load(Relaxed),
+                    rotations = ss.rotations.load(Relaxed),
+                    reconnects = ss.reconnects.load(Relaxed),
+                    server_shutdowns = ss.server_shutdowns.load(Relaxed),
+                    stalls = ss.stalls.load(Relaxed),
+                    pings = ss.pings.load(Relaxed),
                     messages = ss.messages.load(Relaxed),
                     updates = ss.updates.load(Relaxed),
+                    coalesced,
+                    superseded = ss.superseded.load(Relaxed),
                     ignored = ss.ignored.load(Relaxed),
                     parse_errors = ss.errors.load(Relaxed),
+                    symbols,
+                    stale,
                     flushes = fs.flushes.load(Relaxed),
                     keys_written = fs.keys_written.load(Relaxed),
+                    stale_marked = fs.stale_marked.load(Relaxed),
+                    stale_cleared = fs.stale_cleared.load(Relaxed),
                     flush_failures = fs.failures.load(Relaxed),
                     "ingest stats"
                 );
@@ -157,10 +251,6 @@ pub fn spawn(config: &Config) -> anyhow::Result<Ingest> {
         stream_stats,
         flush_stats,
         tasks,
-        flusher_parts: (
-            config.redis_url.clone(),
-            config.key_prefix.clone(),
-            config.price_ttl_ms,
-        ),
+        flush_requests,
     })
 }

@@ -12,7 +12,9 @@ async fn main() -> anyhow::Result<()> {
     // only means a provider is already installed, which is what we want anyway.
     let _ = rustls::crypto::ring::default_provider().install_default();
     let config = ingest::Config::parse();
-    let ingest = ingest::spawn(&config)?;
+    let hook = ingest::triggers::spawn_from_env()?
+        .map(|(tap, _stats)| Box::new(tap) as Box<dyn ingest::FlushHook>);
+    let ingest = ingest::spawn_with_hook(&config, hook)?;
     shutdown_signal().await;
     tracing::info!("shutting down; final flush");
     ingest.final_flush().await;

@@ -101,6 +101,8 @@ impl<'de: 'a, 'a> Deserialize<'de> for MaybeStr<'a> {
 #[derive(Deserialize, Default)]
 struct Data<'a> {
     #[serde(borrow, default)]
+    e: MaybeStr<'a>,
+    #[serde(borrow, default)]
     s: MaybeStr<'a>,
     #[serde(borrow, default)]
     b: MaybeStr<'a>,
@@ -110,13 +112,38 @@ struct Data<'a> {
     p: MaybeStr<'a>,
 }
 
+#[derive(Deserialize, Default)]
+struct EventBody<'a> {
+    #[serde(borrow, default)]
+    e: MaybeStr<'a>,
+}
+
 #[derive(Deserialize)]
 struct Envelope<'a> {
     #[serde(borrow, default)]
     stream: MaybeStr<'a>,
     #[serde(borrow, default)]
     data: Option<Data<'a>>,
+    /// A raw (unwrapped) event's type: `{"e":"serverShutdown","E":...}`.
+    #[serde(borrow, default)]
+    e: MaybeStr<'a>,
+    /// The WebSocket API's connection events: `{"event":{"e":"serverShutdown",...}}`.
+    #[serde(borrow, default)]
+    event: Option<EventBody<'a>>,
 }
+
+/// What one text frame means to ingest.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Parsed<'a> {
+    /// A quote change.
+    Update(Update<'a>),
+    /// `serverShutdown`: this connection will be closed soon; open another one now.
+    ServerShutdown,
+    /// Anything else (depth, unknown streams, subscription answers).
+    Other,
+}
+
+const SERVER_SHUTDOWN: &str = "serverShutdown";
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Kind {
@@ -155,23 +182,47 @@ fn price(stream: &str, field: &'static str, v: Option<&str>) -> Result<Decimal, 
 }
 
 /// Parses one text frame. `Ok(None)` for messages that do not change a quote (depth,
-/// unknown streams, subscription answers).
+/// unknown streams, subscription answers, connection events): see [`parse_message`].
 pub fn parse(text: &str) -> Result<Option<Update<'_>>, ParseError> {
+    match parse_message(text)? {
+        Parsed::Update(u) => Ok(Some(u)),
+        Parsed::ServerShutdown | Parsed::Other => Ok(None),
+    }
+}
+
+/// Parses one text frame: a quote update, a `serverShutdown` event (raw
+/// `{"e":"serverShutdown","E":...}`, wrapped in a combined-stream envelope, or as the
+/// WebSocket API's `{"event":{...}}`), or something else.
+pub fn parse_message(text: &str) -> Result<Parsed<'_>, ParseError> {
     // Cheap pre-filter: depth updates are most of the traffic and we never need them.
     if let Some(rest) = text.strip_prefix("{\"stream\":\"") {
         if let Some(end) = rest.find('"') {
             if kind_of(&rest[..end]).is_none() {
-                return Ok(None);
+                // Only a short message can be an event; depth updates are long.
+                if text.len() < 256 && text.contains(SERVER_SHUTDOWN) {
+                    return parse_full(text);
+                }
+                return Ok(Parsed::Other);
             }
         }
     }
+    parse_full(text)
+}
+
+fn parse_full(text: &str) -> Result<Parsed<'_>, ParseError> {
     let env: Envelope<'_> =
         serde_json::from_str(text).map_err(|e| ParseError::Json(e.to_string()))?;
+    let shutdown = env.e.0 == Some(SERVER_SHUTDOWN)
+        || env.event.as_ref().and_then(|b| b.e.0) == Some(SERVER_SHUTDOWN)
+        || env.data.as_ref().and_then(|d| d.e.0) == Some(SERVER_SHUTDOWN);
+    if shutdown {
+        return Ok(Parsed::ServerShutdown);
+    }
     let (Some(stream), Some(data)) = (env.stream.0, env.data) else {
-        return Ok(None);
+        return Ok(Parsed::Other);
     };
     let Some(kind) = kind_of(stream) else {
-        return Ok(None);
+        return Ok(Parsed::Other);
     };
     let symbol = match data.s.0 {
         Some(s) if !s.is_empty() => s,
@@ -182,7 +233,7 @@ pub fn parse(text: &str) -> Result<Option<Update<'_>>, ParseError> {
             })
         }
     };
-    Ok(Some(match kind {
+    Ok(Parsed::Update(match kind {
         Kind::Book => Update::Book {
             symbol,
             bid: price(stream, "b", data.b.0)?,
@@ -243,6 +294,25 @@ mod tests {
             parse(r#"{"stream":"btcusdt@kline_1m","data":{"s":"BTCUSDT"}}"#),
             Ok(None)
         );
+    }
+
+    #[test]
+    fn recognizes_server_shutdown_in_every_shape() {
+        for text in [
+            r#"{"e":"serverShutdown","E":1723161255343}"#,
+            r#"{"E":1723161255343,"e":"serverShutdown"}"#,
+            r#"{"event":{"e":"serverShutdown","E":1770123456789}}"#,
+            r#"{"stream":"!serverShutdown","data":{"e":"serverShutdown","E":1}}"#,
+        ] {
+            assert_eq!(parse_message(text), Ok(Parsed::ServerShutdown), "{text}");
+            assert_eq!(parse(text), Ok(None), "{text}");
+        }
+        assert_eq!(
+            parse_message(r#"{"e":"somethingElse","E":1}"#),
+            Ok(Parsed::Other)
+        );
+        assert_eq!(parse_message(DEPTH), Ok(Parsed::Other));
+        assert!(matches!(parse_message(BOOK), Ok(Parsed::Update(_))));
     }
 
     #[test]

@@ -10,6 +10,8 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use serde_json::Value;
 
+mod common;
+
 fn redis_url() -> Option<String> {
     match std::env::var("REDIS_URL") {
         Ok(u) if !u.is_empty() => Some(u),
@@ -49,23 +51,7 @@ async fn wait_for(
     key: &str,
     pred: impl Fn(&Value) -> bool,
 ) -> Value {
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(15);
-    let mut seen: Option<String> = None;
-    loop {
-        let raw: Option<String> = redis::cmd("GET").arg(key).query_async(conn).await.unwrap();
-        if let Some(raw) = &raw {
-            let v: Value = serde_json::from_str(raw).unwrap();
-            if pred(&v) {
-                return v;
-            }
-        }
-        seen = raw.or(seen);
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "{key} never matched; last value {seen:?}"
-        );
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    common::wait_for_within(conn, key, Duration::from_secs(15), pred).await
 }
 
 #[tokio::test]
@@ -91,6 +77,7 @@ async fn scripted_quotes_land_in_redis_exactly() {
         flush_interval_ms: 50,
         price_ttl_ms: 60_000,
         stats_interval_secs: 0,
+        ..ingest::Config::defaults()
     };
     let ingest = ingest::spawn(&config).unwrap();
     let mut conn = redis::Client::open(redis_url.as_str())
@@ -195,8 +182,16 @@ async fn reconnects_after_the_feed_goes_away() {
     .await;
     wait_for(&mut conn, &key, |v| v["bid"] == "2500.01").await;
 
+    let stale = ingest::flush::stale_key(&prefix, "ETHUSDT");
+    assert!(!stale_exists(&mut conn, &stale).await);
+
+    // While the feed is down, the price is marked stale (within a flush or so).
     drop(feed);
-    tokio::time::sleep(Duration::from_millis(500)).await;
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(15);
+    while !stale_exists(&mut conn, &stale).await {
+        assert!(tokio::time::Instant::now() < deadline, "never marked stale");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
     let feed = feed::spawn(feed_config).await.unwrap();
     post_quote(
         &feed,
@@ -206,6 +201,18 @@ async fn reconnects_after_the_feed_goes_away() {
     let v = wait_for(&mut conn, &key, |v| v["bid"] == "2600.01").await;
     assert_eq!(v["last"], "2600.015");
     assert!(ingest.stream_stats.connects.load(Ordering::Relaxed) >= 2);
+    assert!(ingest.stream_stats.reconnects.load(Ordering::Relaxed) >= 1);
+    // The fresh price came with the marker's deletion (same MULTI/EXEC).
+    assert!(!stale_exists(&mut conn, &stale).await);
+}
+
+async fn stale_exists(conn: &mut redis::aio::MultiplexedConnection, key: &str) -> bool {
+    redis::cmd("EXISTS")
+        .arg(key)
+        .query_async::<i64>(conn)
+        .await
+        .unwrap()
+        == 1
 }
 
 #[tokio::test]

@@ -124,6 +124,11 @@ impl Control {
         removed
     }
 
+    /// Reserves `n` consecutive bookTicker update ids (for bursts); returns the first.
+    pub fn reserve_update_ids(&self, n: u64) -> u64 {
+        self.next_update_id.fetch_add(n, Ordering::Relaxed)
+    }
+
     pub fn list(&self) -> Vec<ScriptedQuote> {
         lock(&self.quotes).values().cloned().collect()
     }

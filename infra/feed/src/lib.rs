@@ -4,12 +4,25 @@
 //!   replaying recorded data in a loop (plus live-style `SUBSCRIBE`/`UNSUBSCRIBE`).
 //! - `POST /quotes`, `GET /quotes`, `DELETE /quotes/{symbol}` — script control of exact prices.
 //! - `GET /health`.
+//! - Test faults, each applied to the connections open at the time: `POST /__control/drop`
+//!   (close without a close frame), `POST /__control/shutdown?grace_ms=` (a `serverShutdown`
+//!   event, then close after the grace period), `POST /__control/burst?n=[&symbol=]` (`n`
+//!   bookTickers as fast as the client reads), `POST /__control/stall?ms=[&all=true]` (send
+//!   nothing, pings included; `all=true` stalls the whole feed, new connections too), and
+//!   `GET /__control/connections` (open and recently closed connections, close reasons,
+//!   pings sent and pongs matched).
+//!
+//! Keepalive as Binance: a ping every `ping_interval_secs` with a payload; a pong must carry
+//! the payload of an outstanding ping, and a client that leaves a ping unanswered for
+//! `pong_timeout_secs` is dropped.
 //!
 //! Modules: [`recording`] (loader), [`replay`] (paced loop), [`hub`] (fan-out with bounded
-//! per-client queues), [`control`] (scripted quotes), [`routes`] (HTTP + WebSocket).
+//! per-client queues, fault commands, connection records), [`control`] (scripted quotes),
+//! [`faults`] (bursts, serverShutdown), [`routes`] (HTTP + WebSocket).
 
 pub mod config;
 pub mod control;
+pub mod faults;
 pub mod hub;
 pub mod recording;
 pub mod replay;
@@ -30,6 +43,7 @@ pub struct Feed {
     server: Option<JoinHandle<std::io::Result<()>>>,
     tasks: Vec<JoinHandle<()>>,
     hub: Arc<hub::Hub>,
+    control: Arc<control::Control>,
 }
 
 impl Feed {
@@ -46,6 +60,17 @@ impl Feed {
     /// `http://host:port`, the base of the control API.
     pub fn http_base_url(&self) -> String {
         format!("http://{}", self.addr)
+    }
+
+    /// Puts a symbol under script control and emits it at once, as `POST /quotes` does
+    /// (in-process callers such as benches use this to time the emission exactly).
+    pub fn set_quote(&self, quote: control::ScriptedQuote) {
+        self.control.set(quote, &self.hub);
+    }
+
+    /// Open and recently closed connections, as `GET /__control/connections` shows them.
+    pub fn connections(&self) -> Vec<hub::ConnectionInfo> {
+        self.hub.connections()
     }
 
     /// Waits until the HTTP server stops (it normally never does).
@@ -110,7 +135,7 @@ pub async fn spawn(config: Config) -> anyhow::Result<Feed> {
 
     let state = routes::AppState {
         hub: hub.clone(),
-        control,
+        control: control.clone(),
         replaying: Arc::new(found.iter().map(|(s, _)| s.clone()).collect()),
         ping_interval: Duration::from_secs(config.ping_interval_secs),
         pong_timeout: Duration::from_secs(config.pong_timeout_secs),
@@ -125,5 +150,6 @@ pub async fn spawn(config: Config) -> anyhow::Result<Feed> {
         server: Some(server),
         tasks,
         hub,
+        control,
     })
 }

@@ -1,6 +1,6 @@
 //! HTTP routes: the Binance combined stream over WebSocket and the script-control API.
 
-use std::collections::{HashMap, HashSet};
+use std::collections::{HashMap, HashSet, VecDeque};
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::Duration;
@@ -10,15 +10,18 @@ use axum::extract::ws::{Message, Utf8Bytes, WebSocket, WebSocketUpgrade};
 use axum::extract::{Path, Query, State};
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
-use axum::routing::{delete, get};
+use axum::routing::{delete, get, post};
 use axum::{Json, Router};
+use futures_util::SinkExt;
 use rust_decimal::Decimal;
 use serde::Deserialize;
 use serde_json::{json, Value};
+use tokio::sync::{broadcast, mpsc};
 use tokio::time::Instant;
 
 use crate::control::{now_ms, Control, ScriptedQuote};
-use crate::hub::Hub;
+use crate::faults::{self, Burst};
+use crate::hub::{ClientCommand, ClientCounters, Hub};
 
 /// Shared state of the HTTP handlers.
 #[derive(Clone)]
@@ -37,6 +40,11 @@ pub fn router(state: AppState) -> Router {
         .route("/quotes", get(list_quotes).post(post_quote))
         .route("/quotes/{symbol}", delete(delete_quote))
         .route("/health", get(health))
+        .route("/__control/drop", post(control_drop))
+        .route("/__control/shutdown", post(control_shutdown))
+        .route("/__control/burst", post(control_burst))
+        .route("/__control/stall", post(control_stall))
+        .route("/__control/connections", get(control_connections))
         .fallback(|| async { error(StatusCode::NOT_FOUND, "not_found", "no such route") })
         .with_state(state)
 }
@@ -61,6 +69,98 @@ async fn health(State(st): State<AppState>) -> Response {
         "controlled": st.control.list().into_iter().map(|q| q.symbol).collect::<Vec<_>>(),
     }))
     .into_response()
+}
+
+type Params = Query<HashMap<String, String>>;
+
+/// An optional unsigned query parameter within `1..=max`.
+fn param(q: &HashMap<String, String>, name: &str, max: u64) -> Result<Option<u64>, String> {
+    match q.get(name) {
+        None => Ok(None),
+        Some(v) => match v.trim().parse::<u64>() {
+            Ok(n) if (1..=max).contains(&n) => Ok(Some(n)),
+            _ => Err(format!(
+                "{name} must be an integer from 1 to {max}, got {v:?}"
+            )),
+        },
+    }
+}
+
+fn sent_to(connections: usize) -> Response {
+    Json(json!({ "connections": connections })).into_response()
+}
+
+/// `POST /__control/drop`: every open connection is closed at once, without a close frame.
+async fn control_drop(State(st): State<AppState>) -> Response {
+    let n = st.hub.command(ClientCommand::Drop);
+    tracing::info!(connections = n, "control: drop");
+    sent_to(n)
+}
+
+/// `POST /__control/shutdown?grace_ms=1000`: every open connection gets a `serverShutdown`
+/// event and is closed `grace_ms` later (default 1000); it streams normally until then.
+async fn control_shutdown(State(st): State<AppState>, Query(q): Params) -> Response {
+    let grace_ms = match param(&q, "grace_ms", 3_600_000) {
+        Ok(v) => v.unwrap_or(1000),
+        Err(m) => return error(StatusCode::BAD_REQUEST, "invalid_parameter", m),
+    };
+    let grace = Duration::from_millis(grace_ms);
+    let n = st.hub.command(ClientCommand::Shutdown { grace });
+    tracing::info!(connections = n, grace_ms, "control: serverShutdown");
+    sent_to(n)
+}
+
+/// `POST /__control/burst?n=100000[&symbol=BTCUSDT]`: every open connection gets `n`
+/// bookTicker messages as fast as it reads them (see [`crate::faults`]).
+async fn control_burst(State(st): State<AppState>, Query(q): Params) -> Response {
+    let n = match param(&q, "n", 100_000_000) {
+        Ok(Some(n)) => n,
+        Ok(None) => {
+            return error(
+                StatusCode::BAD_REQUEST,
+                "invalid_parameter",
+                "n is required",
+            )
+        }
+        Err(m) => return error(StatusCode::BAD_REQUEST, "invalid_parameter", m),
+    };
+    let symbol = q.get("symbol").map(|s| s.trim().to_ascii_uppercase());
+    let c = st.hub.command(ClientCommand::Burst {
+        n,
+        symbol: symbol.clone(),
+    });
+    tracing::info!(connections = c, n, ?symbol, "control: burst");
+    Json(json!({ "connections": c, "messages_per_connection": n })).into_response()
+}
+
+/// `POST /__control/stall?ms=3000[&all=true]`: the open connections (with `all=true`: the
+/// whole feed, new connections included) send nothing, not even pings, for `ms`.
+async fn control_stall(State(st): State<AppState>, Query(q): Params) -> Response {
+    let ms = match param(&q, "ms", 3_600_000) {
+        Ok(Some(ms)) => ms,
+        Ok(None) => {
+            return error(
+                StatusCode::BAD_REQUEST,
+                "invalid_parameter",
+                "ms is required",
+            )
+        }
+        Err(m) => return error(StatusCode::BAD_REQUEST, "invalid_parameter", m),
+    };
+    let until = Instant::now() + Duration::from_millis(ms);
+    let all = q.get("all").is_some_and(|v| v == "true" || v == "1");
+    let n = st.hub.command(ClientCommand::Stall { until });
+    if all {
+        st.hub.stall_all(until);
+    }
+    tracing::info!(connections = n, ms, all, "control: stall");
+    sent_to(n)
+}
+
+/// `GET /__control/connections`: open connections and the last closed ones, with when and
+/// why they closed and their ping/pong counts.
+async fn control_connections(State(st): State<AppState>) -> Response {
+    Json(st.hub.connections()).into_response()
 }
 
 async fn list_quotes(State(st): State<AppState>) -> Response {
@@ -219,57 +319,234 @@ fn handle_request(text: &str, subs: &crate::hub::Subscriptions) -> Value {
     }
 }
 
+/// What woke the client loop.
+enum Wake {
+    Command(Result<ClientCommand, broadcast::error::RecvError>),
+    CloseDue,
+    StallOver,
+    Queued(Option<Utf8Bytes>),
+    Incoming(Option<Result<Message, axum::Error>>),
+    PingDue,
+}
+
+/// Messages written per flush when draining a client's queue.
+const WRITE_BATCH: usize = 256;
+
+async fn close(socket: &mut WebSocket) {
+    let _ = tokio::time::timeout(Duration::from_secs(1), socket.send(Message::Close(None))).await;
+}
+
+/// Writes one message and flushes it.
+async fn send_one(
+    socket: &mut WebSocket,
+    msg: Message,
+    limit: Duration,
+) -> Result<(), &'static str> {
+    match tokio::time::timeout(limit, socket.send(msg)).await {
+        Ok(Ok(())) => Ok(()),
+        Ok(Err(_)) => Err("write error"),
+        Err(_) => Err("write timed out"),
+    }
+}
+
+/// Writes `first` and whatever else is queued (up to [`WRITE_BATCH`]), then flushes once.
+async fn send_queued(
+    socket: &mut WebSocket,
+    first: Utf8Bytes,
+    rx: &mut mpsc::Receiver<Utf8Bytes>,
+    counters: &ClientCounters,
+    limit: Duration,
+) -> Result<(), &'static str> {
+    let written = tokio::time::timeout(limit, async {
+        socket.feed(Message::Text(first)).await?;
+        let mut n = 1u64;
+        while n < WRITE_BATCH as u64 {
+            match rx.try_recv() {
+                Ok(text) => {
+                    socket.feed(Message::Text(text)).await?;
+                    n += 1;
+                }
+                Err(_) => break,
+            }
+        }
+        socket.flush().await?;
+        Ok::<u64, axum::Error>(n)
+    })
+    .await;
+    match written {
+        Ok(Ok(n)) => {
+            counters.sent.fetch_add(n, Ordering::Relaxed);
+            Ok(())
+        }
+        Ok(Err(_)) => Err("write error"),
+        Err(_) => Err("write timed out"),
+    }
+}
+
+/// Writes a whole burst, flushing every [`WRITE_BATCH`] messages.
+async fn send_burst(
+    socket: &mut WebSocket,
+    mut burst: Burst,
+    counters: &ClientCounters,
+    limit: Duration,
+) -> Result<(), &'static str> {
+    loop {
+        let chunk = tokio::time::timeout(limit, async {
+            let mut n = 0u64;
+            for text in burst.by_ref().take(WRITE_BATCH) {
+                socket.feed(Message::Text(text)).await?;
+                n += 1;
+            }
+            socket.flush().await?;
+            Ok::<u64, axum::Error>(n)
+        })
+        .await;
+        match chunk {
+            Ok(Ok(0)) => return Ok(()),
+            Ok(Ok(n)) => {
+                counters.burst_sent.fetch_add(n, Ordering::Relaxed);
+            }
+            Ok(Err(_)) => return Err("write error"),
+            Err(_) => return Err("write timed out"),
+        }
+    }
+}
+
 async fn client_loop(mut socket: WebSocket, streams: HashSet<String>, st: AppState) {
     let mut client = st.hub.register(streams, st.client_buffer);
     let id = client.id;
+    let counters = client.counters.clone();
     tracing::info!(client = id, "client connected");
     let mut ping = tokio::time::interval_at(Instant::now() + st.ping_interval, st.ping_interval);
     ping.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-    let mut last_pong = Instant::now();
-    let send_timeout = st.pong_timeout;
+    // Pings not answered yet, oldest first: (payload, sent at).
+    let mut outstanding: VecDeque<(Bytes, Instant)> = VecDeque::new();
+    let mut own_stall: Option<Instant> = None;
+    let mut closing_at: Option<Instant> = None;
+    let limit = st.pong_timeout;
     let reason: &str = loop {
-        let out = tokio::select! {
-            msg = client.rx.recv() => match msg {
-                Some(text) => Message::Text(text),
-                None => {
-                    let _ = tokio::time::timeout(Duration::from_secs(1), socket.send(Message::Close(None))).await;
-                    break "feed shutting down";
+        let now = Instant::now();
+        let stalled_until = [own_stall, st.hub.stalled_until()]
+            .into_iter()
+            .flatten()
+            .filter(|t| *t > now)
+            .max();
+        let wake = tokio::select! {
+            cmd = client.commands.recv() => Wake::Command(cmd),
+            _ = tokio::time::sleep_until(closing_at.unwrap_or(now)), if closing_at.is_some() => Wake::CloseDue,
+            _ = tokio::time::sleep_until(stalled_until.unwrap_or(now)), if stalled_until.is_some() => Wake::StallOver,
+            msg = client.rx.recv() => Wake::Queued(msg),
+            incoming = socket.recv() => Wake::Incoming(incoming),
+            _ = ping.tick() => Wake::PingDue,
+        };
+        match wake {
+            Wake::Command(Ok(ClientCommand::Drop)) => break "dropped (control)",
+            Wake::Command(Ok(ClientCommand::Shutdown { grace })) => {
+                if closing_at.is_none() {
+                    closing_at = Some(now + grace);
+                    let event = Message::Text(faults::server_shutdown_event());
+                    if let Err(why) = send_one(&mut socket, event, limit).await {
+                        break why;
+                    }
                 }
-            },
-            incoming = socket.recv() => match incoming {
-                Some(Ok(Message::Text(text))) => {
-                    let reply = handle_request(text.as_str(), &client.subs);
-                    Message::Text(Utf8Bytes::from(reply.to_string()))
+            }
+            Wake::Command(Ok(ClientCommand::Burst { n, symbol })) => {
+                let subs = client
+                    .subs
+                    .read()
+                    .unwrap_or_else(|e| e.into_inner())
+                    .clone();
+                let first_u = st.control.reserve_update_ids(n);
+                let burst = Burst::plan(&st.hub, &subs, symbol.as_deref(), n, first_u);
+                tracing::info!(client = id, messages = burst.len(), "burst");
+                if let Err(why) = send_burst(&mut socket, burst, &counters, limit).await {
+                    break why;
                 }
-                Some(Ok(Message::Pong(_))) => {
-                    last_pong = Instant::now();
+            }
+            Wake::Command(Ok(ClientCommand::Stall { until })) => own_stall = Some(until),
+            Wake::Command(Err(broadcast::error::RecvError::Lagged(_))) => {}
+            Wake::Command(Err(broadcast::error::RecvError::Closed)) => {
+                close(&mut socket).await;
+                break "feed shutting down";
+            }
+            Wake::CloseDue => {
+                close(&mut socket).await;
+                break "server shutdown (control)";
+            }
+            Wake::StallOver => {}
+            Wake::Queued(Some(text)) => {
+                if stalled_until.is_some() {
+                    counters.dropped.fetch_add(1, Ordering::Relaxed);
                     continue;
                 }
-                // Pings are answered by the WebSocket layer itself.
-                Some(Ok(Message::Ping(_))) | Some(Ok(Message::Binary(_))) => continue,
-                Some(Ok(Message::Close(_))) | None => break "closed by client",
-                Some(Err(_)) => break "read error",
-            },
-            _ = ping.tick() => {
-                if last_pong.elapsed() >= st.pong_timeout {
-                    let _ = tokio::time::timeout(Duration::from_secs(1), socket.send(Message::Close(None))).await;
+                if let Err(why) =
+                    send_queued(&mut socket, text, &mut client.rx, &counters, limit).await
+                {
+                    break why;
+                }
+            }
+            Wake::Queued(None) => {
+                close(&mut socket).await;
+                break "feed shutting down";
+            }
+            Wake::Incoming(Some(Ok(Message::Text(text)))) => {
+                let reply = handle_request(text.as_str(), &client.subs);
+                let reply = Message::Text(Utf8Bytes::from(reply.to_string()));
+                if let Err(why) = send_one(&mut socket, reply, limit).await {
+                    break why;
+                }
+            }
+            Wake::Incoming(Some(Ok(Message::Pong(payload)))) => {
+                // Binance: a pong must carry the ping's payload. Answering a later ping also
+                // answers the earlier ones (a client may coalesce its pongs).
+                match outstanding.iter().position(|(p, _)| *p == payload) {
+                    Some(i) => {
+                        outstanding.drain(..=i);
+                        counters.pongs.fetch_add(1, Ordering::Relaxed);
+                    }
+                    None => {
+                        counters.unsolicited_pongs.fetch_add(1, Ordering::Relaxed);
+                    }
+                }
+            }
+            // Pings are answered by the WebSocket layer itself.
+            Wake::Incoming(Some(Ok(Message::Ping(_) | Message::Binary(_)))) => {}
+            Wake::Incoming(Some(Ok(Message::Close(_))) | None) => break "closed by client",
+            Wake::Incoming(Some(Err(_))) => break "read error",
+            Wake::PingDue => {
+                if stalled_until.is_some() {
+                    continue;
+                }
+                if outstanding
+                    .front()
+                    .is_some_and(|(_, sent)| sent.elapsed() >= st.pong_timeout)
+                {
+                    close(&mut socket).await;
                     break "no pong in time";
                 }
-                Message::Ping(Bytes::from(now_ms().to_string()))
+                let payload = Bytes::from(format!(
+                    "{}-{}",
+                    now_ms(),
+                    counters.pings.load(Ordering::Relaxed)
+                ));
+                if outstanding.len() >= 64 {
+                    outstanding.pop_back();
+                }
+                outstanding.push_back((payload.clone(), Instant::now()));
+                counters.pings.fetch_add(1, Ordering::Relaxed);
+                if let Err(why) = send_one(&mut socket, Message::Ping(payload), limit).await {
+                    break why;
+                }
             }
-        };
-        match tokio::time::timeout(send_timeout, socket.send(out)).await {
-            Ok(Ok(())) => {}
-            Ok(Err(_)) => break "write error",
-            Err(_) => break "write timed out",
         }
     };
     tracing::info!(
         client = id,
         reason,
-        dropped = client.dropped.load(Ordering::Relaxed),
+        dropped = counters.dropped.load(Ordering::Relaxed),
         "client disconnected"
     );
+    client.set_close_reason(reason);
 }
 
 #[cfg(test)]

@@ -1,5 +1,6 @@
 //! Starts the feed in-process on an ephemeral port and drives it as a client would.
 
+use std::collections::HashSet;
 use std::time::Duration;
 
 use futures_util::{SinkExt, StreamExt};
@@ -293,4 +294,263 @@ async fn pings_and_drops_clients_that_do_not_pong() {
         .unwrap();
     let (reply, _) = until(&mut live, |v| v.get("id").is_some()).await;
     assert_eq!(reply["result"], serde_json::json!([]));
+}
+
+async fn post_control(feed: &feed::Feed, path_and_query: &str) -> Value {
+    let resp = http()
+        .post(format!("{}{path_and_query}", feed.http_base_url()))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 200, "{path_and_query}");
+    resp.json().await.unwrap()
+}
+
+/// Reads until the stream ends; returns (text messages seen, whether a close frame came).
+async fn read_to_end(ws: &mut Ws) -> (Vec<Value>, bool) {
+    let mut seen = Vec::new();
+    let closed = tokio::time::timeout(WAIT, async {
+        loop {
+            match ws.next().await {
+                Some(Ok(Message::Text(t))) => seen.push(serde_json::from_str(t.as_str()).unwrap()),
+                Some(Ok(Message::Close(_))) => return true,
+                Some(Ok(_)) => continue,
+                None | Some(Err(_)) => return false,
+            }
+        }
+    })
+    .await
+    .expect("connection never ended");
+    (seen, closed)
+}
+
+async fn scripted(feed: &feed::Feed, body: Value) {
+    let resp = http()
+        .post(format!("{}/quotes", feed.http_base_url()))
+        .json(&body)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 200);
+}
+
+/// Polls `GET /__control/connections` until `pred` holds (panics after `WAIT`).
+async fn connections_until(feed: &feed::Feed, pred: impl Fn(&[Value]) -> bool) -> Vec<Value> {
+    let deadline = tokio::time::Instant::now() + WAIT;
+    loop {
+        let list: Vec<Value> = http()
+            .get(format!("{}/__control/connections", feed.http_base_url()))
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        if pred(&list) {
+            return list;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "connections never matched: {list:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+#[tokio::test]
+async fn drop_closes_open_connections_without_a_close_frame() {
+    let feed = start(1.0, &["ethusdt"], |_| {}).await;
+    let mut ws = connect(&feed, "solusdt@bookTicker").await;
+    connections_until(&feed, |c| c.len() == 1).await;
+    let r = post_control(&feed, "/__control/drop").await;
+    assert_eq!(r["connections"], 1);
+    let (_, close_frame) = read_to_end(&mut ws).await;
+    assert!(!close_frame, "a drop must not say goodbye");
+    let list = connections_until(&feed, |c| c[0]["closed_at_ms"].is_i64()).await;
+    assert_eq!(list[0]["close_reason"], "dropped (control)");
+    // A connection opened afterwards is not affected.
+    let mut again = connect(&feed, "solusdt@bookTicker").await;
+    scripted(
+        &feed,
+        serde_json::json!({"symbol":"SOLUSDT","bid":"1","ask":"2"}),
+    )
+    .await;
+    assert_eq!(next_json(&mut again).await["data"]["s"], "SOLUSDT");
+}
+
+#[tokio::test]
+async fn shutdown_sends_server_shutdown_streams_through_the_grace_then_closes() {
+    let feed = start(1.0, &["ethusdt"], |c| c.repeat_ms = 50).await;
+    scripted(
+        &feed,
+        serde_json::json!({"symbol":"SOLUSDT","bid":"1","ask":"2"}),
+    )
+    .await;
+    let mut ws = connect(&feed, "solusdt@bookTicker").await;
+    next_json(&mut ws).await;
+    let r = post_control(&feed, "/__control/shutdown?grace_ms=700").await;
+    assert_eq!(r["connections"], 1);
+    let (event, _) = until(&mut ws, |v| v.get("e").is_some()).await;
+    assert_eq!(event["e"], "serverShutdown");
+    assert!(event["E"].as_i64().unwrap() > 1_700_000_000_000, "{event}");
+    // Data keeps coming during the grace period, then a close frame.
+    let (after, close_frame) = read_to_end(&mut ws).await;
+    assert!(close_frame);
+    assert!(
+        after.iter().any(|v| v["data"]["s"] == "SOLUSDT"),
+        "{after:?}"
+    );
+    let list = connections_until(&feed, |c| c[0]["closed_at_ms"].is_i64()).await;
+    assert_eq!(list[0]["close_reason"], "server shutdown (control)");
+    let rejected = http()
+        .post(format!(
+            "{}/__control/shutdown?grace_ms=abc",
+            feed.http_base_url()
+        ))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(rejected.status(), 400);
+}
+
+#[tokio::test]
+async fn burst_sends_every_message_and_ends_on_the_current_price() {
+    // No repeats during the test: after the scripted quote, only the burst arrives.
+    let feed = start(1.0, &["ethusdt"], |c| {
+        c.client_buffer = 16;
+        c.repeat_ms = 600_000;
+    })
+    .await;
+    let mut ws = connect(&feed, "solusdt@bookTicker").await;
+    connections_until(&feed, |c| c.len() == 1).await;
+    scripted(
+        &feed,
+        serde_json::json!({"symbol":"SOLUSDT","bid":"145.12","ask":"145.13"}),
+    )
+    .await;
+    let first = next_json(&mut ws).await;
+    let mut last_u = first["data"]["u"].as_u64().unwrap();
+    let n = 20_000;
+    let r = post_control(&feed, &format!("/__control/burst?n={n}")).await;
+    assert_eq!(r["connections"], 1);
+    // Far more than the client's queue of 16: a burst bypasses it, nothing is dropped.
+    let mut bids = HashSet::new();
+    let mut last = Value::Null;
+    for _ in 0..n {
+        let v = next_json(&mut ws).await;
+        assert_eq!(v["data"]["s"], "SOLUSDT");
+        let u = v["data"]["u"].as_u64().unwrap();
+        assert!(u > last_u, "update ids increase: {v}");
+        last_u = u;
+        bids.insert(v["data"]["b"].as_str().unwrap().to_string());
+        last = v;
+    }
+    assert_eq!(last["data"]["b"], "145.12");
+    assert_eq!(last["data"]["a"], "145.13");
+    assert_eq!(bids.len(), 100, "prices vary within 100 levels");
+    let list = connections_until(&feed, |c| c[0]["burst_sent"].as_u64() == Some(n)).await;
+    assert_eq!(list[0]["dropped"], 0);
+    let bad = http()
+        .post(format!("{}/__control/burst", feed.http_base_url()))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(bad.status(), 400);
+}
+
+#[tokio::test]
+async fn stall_sends_nothing_for_a_while_then_resumes() {
+    let feed = start(1.0, &["ethusdt"], |c| {
+        c.repeat_ms = 50;
+        c.ping_interval_secs = 1;
+    })
+    .await;
+    scripted(
+        &feed,
+        serde_json::json!({"symbol":"SOLUSDT","bid":"1","ask":"2"}),
+    )
+    .await;
+    let mut ws = connect(&feed, "solusdt@bookTicker").await;
+    next_json(&mut ws).await;
+    post_control(&feed, "/__control/stall?ms=1500").await;
+    let stalled_at = tokio::time::Instant::now();
+    // Frames already in flight may still arrive; then nothing, not even a ping.
+    let mut quiet_since = tokio::time::Instant::now();
+    let resumed = loop {
+        match tokio::time::timeout(WAIT, ws.next())
+            .await
+            .expect("never resumed")
+        {
+            Some(Ok(_)) => {
+                let now = tokio::time::Instant::now();
+                if now.duration_since(quiet_since) >= Duration::from_millis(1000) {
+                    break now;
+                }
+                quiet_since = now;
+            }
+            other => panic!("stream ended: {other:?}"),
+        }
+    };
+    assert!(resumed.duration_since(stalled_at) >= Duration::from_millis(1000));
+    // And it streams again.
+    next_json(&mut ws).await;
+    let list = connections_until(&feed, |c| c[0]["dropped"].as_u64() > Some(0)).await;
+    assert!(
+        list[0]["closed_at_ms"].is_null(),
+        "a stall does not close: {list:?}"
+    );
+}
+
+#[tokio::test]
+async fn feed_wide_stall_also_silences_new_connections() {
+    let feed = start(1.0, &["ethusdt"], |c| c.repeat_ms = 50).await;
+    scripted(
+        &feed,
+        serde_json::json!({"symbol":"SOLUSDT","bid":"1","ask":"2"}),
+    )
+    .await;
+    post_control(&feed, "/__control/stall?ms=1200&all=true").await;
+    let t0 = tokio::time::Instant::now();
+    let mut ws = connect(&feed, "solusdt@bookTicker").await;
+    next_json(&mut ws).await;
+    assert!(
+        t0.elapsed() >= Duration::from_millis(1000),
+        "{:?}",
+        t0.elapsed()
+    );
+}
+
+#[tokio::test]
+async fn pongs_must_echo_the_ping_payload() {
+    let feed = start(1.0, &["ethusdt"], |c| {
+        c.ping_interval_secs = 1;
+        c.pong_timeout_secs = 2;
+    })
+    .await;
+    // This client answers every ping with a wrong payload (automatic pongs are replaced by
+    // the explicit one): it is dropped like a silent one.
+    let mut liar = connect(&feed, "").await;
+    let ended = tokio::time::timeout(WAIT, async {
+        loop {
+            match liar.next().await {
+                Some(Ok(Message::Ping(_))) => {
+                    let _ = liar.send(Message::Pong("wrong".into())).await;
+                }
+                Some(Ok(Message::Close(_))) | None | Some(Err(_)) => return,
+                Some(Ok(_)) => continue,
+            }
+        }
+    })
+    .await;
+    assert!(
+        ended.is_ok(),
+        "a client echoing the wrong payload was not dropped"
+    );
+    let list = connections_until(&feed, |c| c[0]["closed_at_ms"].is_i64()).await;
+    assert_eq!(list[0]["close_reason"], "no pong in time");
+    assert_eq!(list[0]["pongs"], 0);
+    assert!(
+        list[0]["unsolicited_pongs"].as_u64().unwrap() >= 1,
+        "{list:?}"
+    );
 }

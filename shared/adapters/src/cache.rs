@@ -28,7 +28,7 @@ pub struct Session {
 pub enum PendingPut {
     Created,
     /// An order with this id is already pending: here it is.
-    Exists(NewOrder),
+    Exists(Box<NewOrder>),
 }
 
 pub struct Cache {
@@ -211,7 +211,7 @@ impl Cache {
             return Ok(PendingPut::Created);
         }
         match existing.and_then(|e| serde_json::from_str(&e).ok()) {
-            Some(o) => Ok(PendingPut::Exists(o)),
+            Some(o) => Ok(PendingPut::Exists(Box::new(o))),
             None => Ok(PendingPut::Created),
         }
     }

@@ -456,7 +456,11 @@ impl Ledger {
         };
         let dir = if q.ascending { "ASC" } else { "DESC" };
         // Nested: legs appear inside their parent only; flat: every order on its own.
-        let nested_clause = if q.nested { "AND parent_id IS NULL" } else { "" };
+        let nested_clause = if q.nested {
+            "AND parent_id IS NULL"
+        } else {
+            ""
+        };
         let sql = format!(
             "SELECT {ORDER_COLUMNS} FROM orders WHERE account_id = $1 {status_clause} \
              AND ($2::timestamptz IS NULL OR submitted_at > $2) AND ($3::timestamptz IS NULL OR submitted_at < $3) \

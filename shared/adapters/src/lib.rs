@@ -9,6 +9,7 @@ pub mod error;
 pub mod ledger;
 pub mod queue;
 pub mod telemetry;
+pub mod watch;
 
 pub mod testkit;
 

@@ -56,6 +56,64 @@ impl CommandQueue {
         Ok(())
     }
 
+    /// Sends several commands with `SendMessageBatch`, ten per request (the SQS limit), each
+    /// with its account's message group and its deduplication id. Commands of one group keep
+    /// their order. Any entry SQS refused makes the result an error naming how many and why;
+    /// the others were sent.
+    pub async fn send_batch(&self, commands: &[Command]) -> Result<(), DependencyError> {
+        use aws_sdk_sqs::types::SendMessageBatchRequestEntry;
+        let mut failures: Vec<String> = Vec::new();
+        for chunk in commands.chunks(10) {
+            let mut entries = Vec::with_capacity(chunk.len());
+            for (i, command) in chunk.iter().enumerate() {
+                let body = serde_json::to_string(command).map_err(DependencyError::queue)?;
+                let entry = SendMessageBatchRequestEntry::builder()
+                    .id(i.to_string())
+                    .message_body(body)
+                    .message_group_id(command.message_group_id())
+                    .message_deduplication_id(command.deduplication_id())
+                    .build()
+                    .map_err(DependencyError::queue)?;
+                entries.push(entry);
+            }
+            match self
+                .client()
+                .await
+                .send_message_batch()
+                .queue_url(&self.queue_url)
+                .set_entries(Some(entries))
+                .send()
+                .await
+            {
+                Ok(out) => failures.extend(out.failed.iter().map(|f| {
+                    let i: usize = f.id.parse().unwrap_or(usize::MAX);
+                    let order = chunk.get(i).map(|c| c.order_id().to_string());
+                    format!(
+                        "{} ({}): {}",
+                        order.unwrap_or_else(|| f.id.clone()),
+                        f.code,
+                        f.message.as_deref().unwrap_or("")
+                    )
+                })),
+                Err(e) => {
+                    return Err(DependencyError::queue(
+                        aws_sdk_sqs::error::DisplayErrorContext(e),
+                    ))
+                }
+            }
+        }
+        if failures.is_empty() {
+            Ok(())
+        } else {
+            Err(DependencyError::queue(format!(
+                "{} of {} commands not sent: {}",
+                failures.len(),
+                commands.len(),
+                failures.join("; ")
+            )))
+        }
+    }
+
     /// Health: the queue exists and answers.
     pub async fn ping(&self) -> Result<(), DependencyError> {
         self.client()

@@ -188,7 +188,7 @@ async fn cache_sessions_and_pending_orders() {
     other.qty = Some(domain::amount::Quantity::new(dec!(0.6)).unwrap());
     assert_eq!(
         cache.put_pending_order(&other).await.unwrap(),
-        PendingPut::Exists(o.clone())
+        PendingPut::Exists(Box::new(o.clone()))
     );
     assert_eq!(
         cache.pending_orders(account).await.unwrap(),

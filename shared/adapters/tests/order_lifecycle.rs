@@ -63,23 +63,41 @@ async fn a_bracket_lives_its_whole_life_in_the_ledger() {
         leg_id(entry.id, LegRole::TakeProfit),
         leg_id(entry.id, LegRole::StopLoss),
     );
-    let changed = run(&ledger, &[Command::place(entry.clone())], &quotes(dec!(60000), dec!(60001))).await;
+    let changed = run(
+        &ledger,
+        &[Command::place(entry.clone())],
+        &quotes(dec!(60000), dec!(60001)),
+    )
+    .await;
     assert_eq!(changed.len(), 3, "the entry and its two legs are written");
     let stored = ledger.order(account, entry.id).await.unwrap().unwrap();
     assert_eq!(stored.status, OrderStatus::New);
     assert_eq!(stored.legs.len(), 2, "legs nested under their parent");
     assert!(stored.legs.iter().all(|l| l.status == OrderStatus::Held));
-    assert!(entry.matches_stored(&stored), "a retry of the POST matches the stored bracket");
+    assert!(
+        entry.matches_stored(&stored),
+        "a retry of the POST matches the stored bracket"
+    );
 
     // The entry triggers: filled, the legs go live for 0.01.
     let trigger = Command::trigger(account, entry.id, "BTCUSDT", None);
-    let changed = run(&ledger, &[trigger.clone()], &quotes(dec!(58990), dec!(59000))).await;
+    let changed = run(
+        &ledger,
+        std::slice::from_ref(&trigger),
+        &quotes(dec!(58990), dec!(59000)),
+    )
+    .await;
     assert_eq!(changed.len(), 3);
-    assert_eq!(status(&ledger, account, entry.id).await, OrderStatus::Filled);
+    assert_eq!(
+        status(&ledger, account, entry.id).await,
+        OrderStatus::Filled
+    );
     assert_eq!(status(&ledger, account, tp).await, OrderStatus::New);
     assert_eq!(status(&ledger, account, sl).await, OrderStatus::New);
     // The same trigger again (a redelivery) changes nothing.
-    assert!(run(&ledger, &[trigger], &quotes(dec!(58990), dec!(59000))).await.is_empty());
+    assert!(run(&ledger, &[trigger], &quotes(dec!(58990), dec!(59000)))
+        .await
+        .is_empty());
 
     // The stop-loss gaps: filled at the bid; the take-profit is canceled with it.
     run(
@@ -143,7 +161,9 @@ async fn replace_expire_and_trailing_marks_are_stored() {
     assert!(n.expires_at.is_some());
 
     // Expiry before its time changes nothing; at its time the order expires.
-    assert!(run(&ledger, &[Command::expire(account, new.id)], &q).await.is_empty());
+    assert!(run(&ledger, &[Command::expire(account, new.id)], &q)
+        .await
+        .is_empty());
     let at = n.expires_at.unwrap().timestamp_millis();
     ledger
         .apply_commands(
@@ -173,7 +193,12 @@ async fn replace_expire_and_trailing_marks_are_stored() {
     assert_eq!(t.hwm, Some(dec!(60001)));
     run(
         &ledger,
-        &[Command::trigger(account, trailing.id, "BTCUSDT", Some(dec!(58000)))],
+        &[Command::trigger(
+            account,
+            trailing.id,
+            "BTCUSDT",
+            Some(dec!(58000)),
+        )],
         &quotes(dec!(58500), dec!(58501)),
     )
     .await;
@@ -190,5 +215,8 @@ async fn replace_expire_and_trailing_marks_are_stored() {
     assert_eq!(t.status, OrderStatus::Filled);
     assert_eq!(t.filled_avg_price, Some(dec!(58580)));
     let live = ledger.live_orders().await.unwrap();
-    assert!(live.iter().all(|o| o.account_id != account), "nothing of this account rests");
+    assert!(
+        live.iter().all(|o| o.account_id != account),
+        "nothing of this account rests"
+    );
 }

@@ -63,7 +63,12 @@ impl Command {
     /// A trigger gets a fresh id each time: a trigger that found its condition unmet on
     /// the current price must be able to come again; one for an order that is no longer
     /// open changes nothing.
-    pub fn trigger(account_id: Uuid, order_id: Uuid, symbol: &str, hwm: Option<Decimal>) -> Command {
+    pub fn trigger(
+        account_id: Uuid,
+        order_id: Uuid,
+        symbol: &str,
+        hwm: Option<Decimal>,
+    ) -> Command {
         Command::TriggerOrder {
             command_id: Uuid::new_v4(),
             account_id,

@@ -669,7 +669,13 @@ impl Book {
     }
 
     /// Ends an order without a (further) fill, with its held legs and open OCO partners.
-    fn finish(&mut self, id: Uuid, status: OrderStatus, reason: Option<String>, now: DateTime<Utc>) {
+    fn finish(
+        &mut self,
+        id: Uuid,
+        status: OrderStatus,
+        reason: Option<String>,
+        now: DateTime<Utc>,
+    ) {
         let Some(o) = self.orders.get_mut(&id) else {
             return;
         };

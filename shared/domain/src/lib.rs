@@ -12,5 +12,6 @@ pub mod execution;
 pub mod order;
 pub mod quote;
 pub mod trigger;
+pub mod trigger_index;
 
 pub use error::RuleViolation;

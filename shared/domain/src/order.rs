@@ -283,9 +283,8 @@ fn price_field(
         None => Ok(None),
         Some(v) => {
             let p = positive(field, v, Price::new)?;
-            inst.check_price(p.get()).map_err(|v| {
-                RuleViolation::new(v.filter, format!("{field}: {}", v.message))
-            })?;
+            inst.check_price(p.get())
+                .map_err(|v| RuleViolation::new(v.filter, format!("{field}: {}", v.message)))?;
             Ok(Some(p))
         }
     }
@@ -512,17 +511,15 @@ pub fn check_type_prices(
     stop: Option<Price>,
     trail: Option<Trail>,
 ) -> Result<(), RuleViolation> {
-    let needs = |present: bool, wanted: bool, field: &str, code: &str| {
-        match (present, wanted) {
-            (false, true) => Err(RuleViolation::new(
-                code,
-                format!("{field} is required for {order_type} orders"),
-            )),
-            (true, false) => Err(invalid_field(format!(
-                "{field} is not valid for {order_type} orders"
-            ))),
-            _ => Ok(()),
-        }
+    let needs = |present: bool, wanted: bool, field: &str, code: &str| match (present, wanted) {
+        (false, true) => Err(RuleViolation::new(
+            code,
+            format!("{field} is required for {order_type} orders"),
+        )),
+        (true, false) => Err(invalid_field(format!(
+            "{field} is not valid for {order_type} orders"
+        ))),
+        _ => Ok(()),
     };
     let (l, s, t) = match order_type {
         OrderType::Market => (false, false, false),
@@ -836,8 +833,8 @@ impl NewOrder {
 
     /// The order as clients see it before the executor has taken it, legs included.
     pub fn pending(&self) -> Order {
-        let expires_at = (self.time_in_force == TimeInForce::Day)
-            .then(|| day_expiry(self.submitted_at));
+        let expires_at =
+            (self.time_in_force == TimeInForce::Day).then(|| day_expiry(self.submitted_at));
         let parent = Order {
             id: self.id,
             client_order_id: self.client_order_id.clone(),
@@ -1110,7 +1107,10 @@ mod tests {
             ))
         };
         assert_eq!(typed("stop", ""), "missing_stop_price");
-        assert_eq!(typed("stop_limit", r#","stop_price":"50000""#), "missing_limit_price");
+        assert_eq!(
+            typed("stop_limit", r#","stop_price":"50000""#),
+            "missing_limit_price"
+        );
         assert_eq!(typed("trailing_stop", ""), "missing_trail");
         assert_eq!(
             typed("trailing_stop", r#","trail_price":"5","trail_percent":"1""#),
@@ -1121,7 +1121,10 @@ mod tests {
             "invalid_trail_percent"
         );
         assert_eq!(typed("market", r#","stop_price":"50000""#), "invalid_field");
-        assert_eq!(typed("stop", r#","stop_price":"50000.001""#), "PRICE_FILTER");
+        assert_eq!(
+            typed("stop", r#","stop_price":"50000.001""#),
+            "PRICE_FILTER"
+        );
         assert_eq!(
             typed("limit", r#","limit_price":"50000","order_class":"bracket""#),
             "missing_bracket_legs"
@@ -1149,7 +1152,10 @@ mod tests {
             "missing_bracket_legs"
         );
         assert_eq!(
-            typed("limit", r#","limit_price":"50000","take_profit":{"limit_price":"49000"}"#),
+            typed(
+                "limit",
+                r#","limit_price":"50000","take_profit":{"limit_price":"49000"}"#
+            ),
             "invalid_field"
         );
         assert_eq!(
@@ -1178,7 +1184,11 @@ mod tests {
         let (v, _) = req(r#"{"symbol":"BTCUSDT","qty":"0.01","side":"sell","type":"limit","time_in_force":"gtc","order_class":"oco","take_profit":{"limit_price":"52000"},"stop_loss":{"stop_price":"49000"}}"#)
             .validate(Catalog::builtin())
             .unwrap();
-        assert_eq!(v.limit_price.map(Price::get), Some(dec!(52000)), "the OCO's own limit");
+        assert_eq!(
+            v.limit_price.map(Price::get),
+            Some(dec!(52000)),
+            "the OCO's own limit"
+        );
         assert_eq!(v.legs[0].order_type, OrderType::Stop);
         let o = NewOrder::new(Uuid::new_v4(), v, Uuid::nil(), Utc::now()).pending();
         assert_eq!(o.legs.len(), 1);
@@ -1197,9 +1207,13 @@ mod tests {
 
     #[test]
     fn day_orders_expire_at_the_next_utc_midnight() {
-        let t = DateTime::parse_from_rfc3339("2026-11-21T23:59:59.999Z").unwrap().to_utc();
+        let t = DateTime::parse_from_rfc3339("2026-11-21T23:59:59.999Z")
+            .unwrap()
+            .to_utc();
         assert_eq!(day_expiry(t).to_rfc3339(), "2026-11-22T00:00:00+00:00");
-        let t = DateTime::parse_from_rfc3339("2026-11-22T00:00:00Z").unwrap().to_utc();
+        let t = DateTime::parse_from_rfc3339("2026-11-22T00:00:00Z")
+            .unwrap()
+            .to_utc();
         assert_eq!(day_expiry(t).to_rfc3339(), "2026-11-23T00:00:00+00:00");
     }
 

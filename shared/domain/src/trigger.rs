@@ -154,7 +154,10 @@ mod tests {
     fn limits_and_stops_fire_on_the_right_side() {
         let limit = Condition::Limit { price: dec!(100) };
         assert!(limit.is_met(Side::Buy, dec!(100)));
-        assert!(limit.is_met(Side::Buy, dec!(95)), "a gap down fills a buy limit");
+        assert!(
+            limit.is_met(Side::Buy, dec!(95)),
+            "a gap down fills a buy limit"
+        );
         assert!(!limit.is_met(Side::Buy, dec!(100.01)));
         assert!(limit.is_met(Side::Sell, dec!(100)));
         assert!(!limit.is_met(Side::Sell, dec!(99.99)));
@@ -186,6 +189,9 @@ mod tests {
         assert!(buy.is_met(Side::Buy, dec!(220)));
         assert!(!buy.is_met(Side::Buy, dec!(219.99)));
         assert_eq!(next_hwm(Side::Buy, dec!(200), dec!(150)), dec!(150));
-        assert_eq!(trailing_stop(Side::Buy, Trail::Percent(dec!(10)), dec!(150)), dec!(165));
+        assert_eq!(
+            trailing_stop(Side::Buy, Trail::Percent(dec!(10)), dec!(150)),
+            dec!(165)
+        );
     }
 }

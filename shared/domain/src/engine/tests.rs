@@ -89,18 +89,23 @@ impl World {
 }
 
 fn order(kind: &str, extra: &str) -> String {
-    format!(
-        r#"{{"symbol":"BTCUSDT","qty":"0.01","time_in_force":"gtc",{kind}{extra}}}"#
-    )
+    format!(r#"{{"symbol":"BTCUSDT","qty":"0.01","time_in_force":"gtc",{kind}{extra}}}"#)
 }
 
 #[test]
 fn a_stop_rests_until_the_touch_reaches_it_and_fills_at_the_touch_after_a_gap() {
     let mut w = World::new(dec!(100000));
     w.quote(dec!(60000), dec!(60001));
-    let id = w.place(&order(r#""side":"buy","type":"stop","stop_price":"61000""#, ""));
+    let id = w.place(&order(
+        r#""side":"buy","type":"stop","stop_price":"61000""#,
+        "",
+    ));
     assert_eq!(w.status(id), OrderStatus::New);
-    assert_eq!(w.trigger(id), Effect::Unchanged, "the ask is below the stop");
+    assert_eq!(
+        w.trigger(id),
+        Effect::Unchanged,
+        "the ask is below the stop"
+    );
     // The ask gaps through the stop: the fill is at the touch, not at the stop.
     w.quote(dec!(61499), dec!(61500));
     assert_eq!(w.trigger(id), Effect::Changed);
@@ -115,24 +120,35 @@ fn a_stop_rests_until_the_touch_reaches_it_and_fills_at_the_touch_after_a_gap() 
 fn limits_fill_at_their_limit_or_better_and_stale_prices_trigger_nothing() {
     let mut w = World::new(dec!(100000));
     w.quote(dec!(60000), dec!(60001));
-    let id = w.place(&order(r#""side":"buy","type":"limit","limit_price":"59000""#, ""));
+    let id = w.place(&order(
+        r#""side":"buy","type":"limit","limit_price":"59000""#,
+        "",
+    ));
     assert_eq!(w.status(id), OrderStatus::New);
     // Reserved: 0.01 × 59000 + 0.1 % fee.
-    assert_eq!(w.book.buying_power(None, &w.params), dec!(100000) - dec!(590.59));
+    assert_eq!(
+        w.book.buying_power(None, &w.params),
+        dec!(100000) - dec!(590.59)
+    );
     w.quote(dec!(58000), dec!(58500));
     w.now_ms += 10_000; // the quote is now 10 s old
     assert_eq!(w.trigger(id), Effect::Unchanged, "stale price");
     w.now_ms -= 10_000;
     assert_eq!(w.trigger(id), Effect::Changed);
-    assert_eq!(w.fills(), vec![(id, dec!(0.01), dec!(58500))], "the better price");
+    assert_eq!(
+        w.fills(),
+        vec![(id, dec!(0.01), dec!(58500))],
+        "the better price"
+    );
 }
 
 #[test]
 fn stop_limits_become_limits_and_rest_when_the_limit_is_passed() {
     let mut w = World::new(dec!(0));
-    w.book
-        .positions
-        .insert("BTCUSDT".into(), (Uuid::nil(), position(dec!(0.01), dec!(50000))));
+    w.book.positions.insert(
+        "BTCUSDT".into(),
+        (Uuid::nil(), position(dec!(0.01), dec!(50000))),
+    );
     w.quote(dec!(60000), dec!(60001));
     let id = w.place(&order(
         r#""side":"sell","type":"stop_limit","stop_price":"59000","limit_price":"58900""#,
@@ -154,9 +170,10 @@ fn stop_limits_become_limits_and_rest_when_the_limit_is_passed() {
 #[test]
 fn a_trailing_stop_follows_its_high_water_mark() {
     let mut w = World::new(dec!(0));
-    w.book
-        .positions
-        .insert("BTCUSDT".into(), (Uuid::nil(), position(dec!(0.01), dec!(50000))));
+    w.book.positions.insert(
+        "BTCUSDT".into(),
+        (Uuid::nil(), position(dec!(0.01), dec!(50000))),
+    );
     w.quote(dec!(60000), dec!(60001));
     let id = w.place(&order(
         r#""side":"sell","type":"trailing_stop","trail_price":"500""#,
@@ -201,11 +218,19 @@ fn day_orders_expire_at_the_next_utc_midnight_only() {
     assert_eq!(expires, crate::order::day_expiry(w.now()));
     assert_eq!(w.run(|b, m| b.expire(id, m)), Effect::Unchanged, "not yet");
     w.now_ms = expires.timestamp_millis() - 1;
-    assert_eq!(w.run(|b, m| b.expire(id, m)), Effect::Unchanged, "1 ms early");
+    assert_eq!(
+        w.run(|b, m| b.expire(id, m)),
+        Effect::Unchanged,
+        "1 ms early"
+    );
     w.now_ms += 1;
     assert_eq!(w.run(|b, m| b.expire(id, m)), Effect::Changed);
     assert_eq!(w.status(id), OrderStatus::Expired);
-    assert_eq!(w.book.buying_power(None, &w.params), dec!(100000), "nothing held");
+    assert_eq!(
+        w.book.buying_power(None, &w.params),
+        dec!(100000),
+        "nothing held"
+    );
 }
 
 #[test]
@@ -271,9 +296,10 @@ fn bracket_stop_loss_fills_and_cancels_the_take_profit() {
 #[test]
 fn oco_halves_are_live_together_and_one_fill_cancels_the_other() {
     let mut w = World::new(dec!(0));
-    w.book
-        .positions
-        .insert("BTCUSDT".into(), (Uuid::nil(), position(dec!(0.01), dec!(50000))));
+    w.book.positions.insert(
+        "BTCUSDT".into(),
+        (Uuid::nil(), position(dec!(0.01), dec!(50000))),
+    );
     w.quote(dec!(60000), dec!(60001));
     let id = w.place(&order(
         r#""side":"sell","type":"limit","order_class":"oco""#,
@@ -310,7 +336,10 @@ fn oto_leg_goes_live_after_the_parent_and_a_canceled_parent_cancels_it() {
 fn a_replace_loses_to_an_earlier_fill_and_wins_over_a_resting_order() {
     let mut w = World::new(dec!(100000));
     w.quote(dec!(60000), dec!(60001));
-    let old = w.place(&order(r#""side":"buy","type":"limit","limit_price":"59000""#, ""));
+    let old = w.place(&order(
+        r#""side":"buy","type":"limit","limit_price":"59000""#,
+        "",
+    ));
     let mut new = w.new_order(&order(
         r#""side":"buy","type":"limit","limit_price":"59500""#,
         "",
@@ -347,9 +376,19 @@ fn a_replace_loses_to_an_earlier_fill_and_wins_over_a_resting_order() {
 fn resting_orders_must_be_covered() {
     let mut w = World::new(dec!(1000));
     w.quote(dec!(60000), dec!(60001));
-    let id = w.place(&order(r#""side":"buy","type":"stop","stop_price":"99999""#, ""));
-    assert_eq!(w.status(id), OrderStatus::Rejected, "0.01 × 99999 plus the fee > 1000");
-    let id = w.place(&order(r#""side":"sell","type":"limit","limit_price":"70000""#, ""));
+    let id = w.place(&order(
+        r#""side":"buy","type":"stop","stop_price":"99999""#,
+        "",
+    ));
+    assert_eq!(
+        w.status(id),
+        OrderStatus::Rejected,
+        "0.01 × 99999 plus the fee > 1000"
+    );
+    let id = w.place(&order(
+        r#""side":"sell","type":"limit","limit_price":"70000""#,
+        "",
+    ));
     assert_eq!(w.status(id), OrderStatus::Rejected, "nothing to sell");
     assert!(w.book.orders[&id]
         .reject_reason

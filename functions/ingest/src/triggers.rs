@@ -1,0 +1,568 @@
+//! Triggers: after every flush, find the resting orders the new prices crossed (and the `day`
+//! orders whose time is up) and send their trigger (expire) commands through the SQS FIFO
+//! queue, in their account's message group. The executor re-checks each against the current
+//! price and fills it, or leaves it resting.
+//!
+//! The runner keeps the whole trigger index in memory ([`domain::trigger_index`]) and follows
+//! the Redis copy ([`adapters::watch`]), which the executor updates after each commit:
+//!
+//! - at start it loads the Redis copy, or rebuilds it from the ledger when it is missing;
+//! - on every flush it first applies the changes logged since the last look (one Redis round
+//!   trip), then evaluates the flushed quotes, then sends what fired (SendMessageBatch, ten a
+//!   call, up to eight calls at once);
+//! - every `rebuild_check_ms`, with or without quotes, it does the same with no quotes (so
+//!   `day` orders expire on time), and writes moved trailing marks back to Redis;
+//! - whenever it finds the build marker missing (Redis flushed), it rebuilds the copy from
+//!   the ledger (at most once per `rebuild_check_ms`) while it goes on evaluating on its
+//!   in-memory index, so no order is missed meanwhile. Orders in flight stay suppressed across
+//!   a rebuild, so none fires twice.
+//!
+//! A fired order is not fired again for `cooldown_ms` (the executor normally fills it and
+//! removes it before that). A send that fails is counted and logged, never fatal: the order
+//! fires again after the cooldown if the price still crosses it.
+
+use std::future::Future;
+use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use adapters::error::DependencyError;
+use adapters::ledger::Ledger;
+use adapters::queue::CommandQueue;
+use adapters::watch::{Poll, WatchChange, WatchIndex};
+use domain::command::Command;
+use domain::quote::Quote;
+use domain::trigger::Watch;
+use domain::trigger_index::{Fired, FiredKind, TriggerIndex, DEFAULT_COOLDOWN_MS};
+use futures_util::future::BoxFuture;
+use tokio::sync::mpsc::{self, UnboundedReceiver, UnboundedSender};
+
+/// SendMessageBatch calls in flight at once (ten commands each).
+const SEND_CONCURRENCY: usize = 8;
+/// A send that takes longer than this counts as failed (the runner must not stall).
+const SEND_TIMEOUT: Duration = Duration::from_secs(10);
+
+#[derive(Debug, Clone)]
+pub struct TriggerConfig {
+    /// `REDIS_URL`: where the trigger index lives.
+    pub redis_url: String,
+    /// `KEY_PREFIX`: prefix of every Redis key.
+    pub key_prefix: String,
+    /// `DATABASE_URL`: the ledger the index is rebuilt from (none: no rebuilds).
+    pub database_url: Option<String>,
+    /// `COMMANDS_QUEUE_URL`: the SQS FIFO queue commands go to (none: no triggers).
+    pub queue_url: Option<String>,
+    /// `TRIGGER_COOLDOWN_MS` (default 2000): a fired order is not fired again sooner.
+    pub cooldown_ms: i64,
+    /// `TRIGGER_REBUILD_CHECK_MS` (default 1000): how often the runner checks the Redis copy,
+    /// expires `day` orders without quotes, and saves moved trailing marks.
+    pub rebuild_check_ms: u64,
+    /// `MAX_PRICE_AGE_MS` (default 5000): older quotes never trigger anything.
+    pub max_quote_age_ms: Option<i64>,
+}
+
+impl TriggerConfig {
+    pub fn new(redis_url: &str, key_prefix: &str) -> TriggerConfig {
+        TriggerConfig {
+            redis_url: redis_url.to_string(),
+            key_prefix: key_prefix.to_string(),
+            database_url: None,
+            queue_url: None,
+            cooldown_ms: DEFAULT_COOLDOWN_MS,
+            rebuild_check_ms: 1_000,
+            max_quote_age_ms: Some(5_000),
+        }
+    }
+
+    /// From the environment variables named on the fields.
+    pub fn from_env() -> anyhow::Result<TriggerConfig> {
+        fn var(name: &str) -> Option<String> {
+            std::env::var(name).ok().filter(|v| !v.trim().is_empty())
+        }
+        fn num<T: std::str::FromStr>(name: &str, default: T) -> anyhow::Result<T>
+        where
+            T::Err: std::fmt::Display,
+        {
+            match var(name) {
+                None => Ok(default),
+                Some(v) => v
+                    .trim()
+                    .parse()
+                    .map_err(|e| anyhow::anyhow!("{name}={v}: {e}")),
+            }
+        }
+        let mut cfg = TriggerConfig::new(
+            &var("REDIS_URL").unwrap_or_else(|| "redis://127.0.0.1:6379".into()),
+            &var("KEY_PREFIX").unwrap_or_default(),
+        );
+        cfg.database_url = var("DATABASE_URL");
+        cfg.queue_url = var("COMMANDS_QUEUE_URL");
+        cfg.cooldown_ms = num("TRIGGER_COOLDOWN_MS", DEFAULT_COOLDOWN_MS)?;
+        cfg.rebuild_check_ms = num("TRIGGER_REBUILD_CHECK_MS", 1_000u64)?;
+        cfg.max_quote_age_ms = Some(num("MAX_PRICE_AGE_MS", 5_000i64)?);
+        if cfg.rebuild_check_ms == 0 {
+            anyhow::bail!("TRIGGER_REBUILD_CHECK_MS must be > 0");
+        }
+        Ok(cfg)
+    }
+}
+
+/// Where trigger and expire commands go: the SQS FIFO queue, or anything else in tests.
+pub trait CommandSink: Send + Sync {
+    /// Sends the commands (at most ten per call from the runner); an error means some or all
+    /// were not sent.
+    fn send_batch(
+        &self,
+        commands: &[Command],
+    ) -> impl Future<Output = Result<(), DependencyError>> + Send;
+}
+
+impl CommandSink for CommandQueue {
+    fn send_batch(
+        &self,
+        commands: &[Command],
+    ) -> impl Future<Output = Result<(), DependencyError>> + Send {
+        CommandQueue::send_batch(self, commands)
+    }
+}
+
+impl<T: CommandSink> CommandSink for Arc<T> {
+    fn send_batch(
+        &self,
+        commands: &[Command],
+    ) -> impl Future<Output = Result<(), DependencyError>> + Send {
+        T::send_batch(self, commands)
+    }
+}
+
+/// Reads every live resting order's watch from the truth (the ledger), for rebuilds.
+pub type WatchLoader =
+    Box<dyn Fn() -> BoxFuture<'static, Result<Vec<Watch>, DependencyError>> + Send + Sync>;
+
+/// The loader of the real system: every live order of the ledger that can fire.
+pub fn ledger_loader(ledger: Ledger) -> WatchLoader {
+    Box::new(move || {
+        let ledger = ledger.clone();
+        Box::pin(async move {
+            let orders = ledger.live_orders().await?;
+            Ok(orders.iter().filter_map(Watch::of).collect())
+        })
+    })
+}
+
+/// Counters of the runner.
+#[derive(Debug, Default)]
+pub struct TriggerStats {
+    /// Quote batches evaluated (flushes; batches that queued up are evaluated together).
+    pub quote_batches: AtomicU64,
+    /// Evaluations, with or without quotes.
+    pub evaluations: AtomicU64,
+    /// Duration of the latest evaluation, in microseconds.
+    pub last_evaluation_us: AtomicU64,
+    pub triggers_sent: AtomicU64,
+    pub expiries_sent: AtomicU64,
+    /// Failed SendMessageBatch calls (their orders fire again after the cooldown).
+    pub send_failures: AtomicU64,
+    /// Commands in failed calls (some may have gone through: SQS reports per entry).
+    pub commands_not_sent: AtomicU64,
+    /// Rebuilds of the Redis copy from the ledger.
+    pub rebuilds: AtomicU64,
+    /// Loads of the Redis copy into memory (at start, or after unread log entries were
+    /// trimmed).
+    pub reloads: AtomicU64,
+    /// Changes applied from the log.
+    pub changes_applied: AtomicU64,
+    /// Failed Redis or ledger calls (retried after `rebuild_check_ms`).
+    pub dependency_failures: AtomicU64,
+    /// Trailing marks written back to Redis.
+    pub marks_saved: AtomicU64,
+    /// Orders in the in-memory index.
+    pub watches: AtomicU64,
+}
+
+/// A plain copy of [`TriggerStats`], for logs and tests.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct TriggerCounts {
+    pub quote_batches: u64,
+    pub evaluations: u64,
+    pub last_evaluation_us: u64,
+    pub triggers_sent: u64,
+    pub expiries_sent: u64,
+    pub send_failures: u64,
+    pub commands_not_sent: u64,
+    pub rebuilds: u64,
+    pub reloads: u64,
+    pub changes_applied: u64,
+    pub dependency_failures: u64,
+    pub marks_saved: u64,
+    pub watches: u64,
+}
+
+impl TriggerStats {
+    pub fn snapshot(&self) -> TriggerCounts {
+        TriggerCounts {
+            quote_batches: self.quote_batches.load(Relaxed),
+            evaluations: self.evaluations.load(Relaxed),
+            last_evaluation_us: self.last_evaluation_us.load(Relaxed),
+            triggers_sent: self.triggers_sent.load(Relaxed),
+            expiries_sent: self.expiries_sent.load(Relaxed),
+            send_failures: self.send_failures.load(Relaxed),
+            commands_not_sent: self.commands_not_sent.load(Relaxed),
+            rebuilds: self.rebuilds.load(Relaxed),
+            reloads: self.reloads.load(Relaxed),
+            changes_applied: self.changes_applied.load(Relaxed),
+            dependency_failures: self.dependency_failures.load(Relaxed),
+            marks_saved: self.marks_saved.load(Relaxed),
+            watches: self.watches.load(Relaxed),
+        }
+    }
+}
+
+/// The flusher's end of the quote channel: hands every flushed batch to the runner.
+#[derive(Debug, Clone)]
+pub struct FlushTap {
+    tx: UnboundedSender<Vec<Quote>>,
+}
+
+impl FlushTap {
+    /// Sends a copy of the quotes just flushed (nothing when the runner is gone).
+    pub fn on_flush(&mut self, quotes: &[Quote]) {
+        if !quotes.is_empty() {
+            let _ = self.tx.send(quotes.to_vec());
+        }
+    }
+}
+
+impl crate::flush::FlushHook for FlushTap {
+    fn on_flush(&mut self, quotes: &[Quote]) {
+        FlushTap::on_flush(self, quotes)
+    }
+}
+
+/// The channel from the flusher to the runner. The runner drains whatever queued up before
+/// each evaluation, so a slow send never lets batches pile up for long.
+pub fn quote_channel() -> (FlushTap, UnboundedReceiver<Vec<Quote>>) {
+    let (tx, rx) = mpsc::unbounded_channel();
+    (FlushTap { tx }, rx)
+}
+
+struct Runner<S> {
+    index: WatchIndex,
+    loader: Option<WatchLoader>,
+    sink: S,
+    stats: Arc<TriggerStats>,
+    memory: TriggerIndex,
+    /// The log position applied so far; `None` until the first load.
+    last_id: Option<String>,
+    check_every: Duration,
+    /// No Redis call before this (backoff after a failure).
+    redis_after: Instant,
+    /// No rebuild before this.
+    rebuild_after: Instant,
+    /// Moved marks not yet written back.
+    marks: Vec<Watch>,
+}
+
+/// One SendMessageBatch call, bounded in time.
+async fn send_chunk<S: CommandSink>(
+    sink: &S,
+    chunk: &[(FiredKind, Command)],
+) -> Result<(), DependencyError> {
+    let batch: Vec<Command> = chunk.iter().map(|(_, c)| c.clone()).collect();
+    match tokio::time::timeout(SEND_TIMEOUT, sink.send_batch(&batch)).await {
+        Ok(result) => result,
+        Err(_) => Err(DependencyError::queue("send timed out")),
+    }
+}
+
+/// Runs the trigger loop until the quote channel closes. `loader` reads the ledger for
+/// rebuilds (see [`ledger_loader`]); without one, a missing Redis copy is only logged.
+pub async fn run<S: CommandSink>(
+    cfg: TriggerConfig,
+    index: WatchIndex,
+    loader: Option<WatchLoader>,
+    sink: S,
+    mut quotes: UnboundedReceiver<Vec<Quote>>,
+    stats: Arc<TriggerStats>,
+) {
+    let check_every = Duration::from_millis(cfg.rebuild_check_ms.max(1));
+    let now = Instant::now();
+    let mut runner = Runner {
+        index,
+        loader,
+        sink,
+        stats,
+        memory: TriggerIndex::new(cfg.cooldown_ms).with_max_quote_age_ms(cfg.max_quote_age_ms),
+        last_id: None,
+        check_every,
+        redis_after: now,
+        rebuild_after: now,
+        marks: Vec::new(),
+    };
+    tracing::info!(prefix = %cfg.key_prefix, cooldown_ms = cfg.cooldown_ms,
+        check_ms = cfg.rebuild_check_ms, "trigger runner starting");
+    runner.sync().await;
+    let mut tick = tokio::time::interval(check_every);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    tick.tick().await;
+    loop {
+        tokio::select! {
+            batch = quotes.recv() => {
+                let Some(mut all) = batch else { break };
+                let mut batches = 1;
+                while let Ok(more) = quotes.try_recv() {
+                    all.extend(more);
+                    batches += 1;
+                }
+                runner.stats.quote_batches.fetch_add(batches, Relaxed);
+                runner.sync().await;
+                runner.evaluate(&all).await;
+            }
+            _ = tick.tick() => {
+                runner.sync().await;
+                runner.evaluate(&[]).await;
+                runner.save_marks().await;
+            }
+        }
+    }
+    runner.save_marks().await;
+    tracing::info!(stats = ?runner.stats.snapshot(), "trigger runner stopped");
+}
+
+impl<S: CommandSink> Runner<S> {
+    fn failed(&mut self, what: &str, e: &DependencyError) {
+        self.stats.dependency_failures.fetch_add(1, Relaxed);
+        self.redis_after = Instant::now() + self.check_every;
+        tracing::warn!(error = %e, "trigger index: {what} failed; retrying");
+    }
+
+    /// Brings the in-memory index up to date with Redis; rebuilds or reloads when needed.
+    async fn sync(&mut self) {
+        if Instant::now() < self.redis_after {
+            return;
+        }
+        match self.last_id.clone() {
+            None => self.load().await,
+            Some(since) => match self.index.poll(&since).await {
+                Ok(poll) => {
+                    let (built, gap) = (poll.built, poll.gap);
+                    self.apply(poll);
+                    if !built {
+                        self.rebuild().await;
+                    } else if gap {
+                        tracing::warn!("trigger index log trimmed unread: reloading");
+                        self.load().await;
+                    }
+                }
+                Err(e) => self.failed("poll", &e),
+            },
+        }
+        self.stats.watches.store(self.memory.len() as u64, Relaxed);
+    }
+
+    /// Loads the Redis copy into memory (unchanged orders keep their suppression), or
+    /// rebuilds it when it is missing.
+    async fn load(&mut self) {
+        match self.index.load().await {
+            Ok(Some((watches, id))) => {
+                self.memory.replace_all(watches);
+                self.last_id = Some(id);
+                self.stats.reloads.fetch_add(1, Relaxed);
+                tracing::info!(watches = self.memory.len(), "trigger index loaded");
+                self.follow().await;
+            }
+            Ok(None) => self.rebuild().await,
+            Err(e) => self.failed("load", &e),
+        }
+    }
+
+    fn apply(&mut self, poll: Poll) {
+        self.stats
+            .changes_applied
+            .fetch_add(poll.changes.len() as u64, Relaxed);
+        for change in poll.changes {
+            match change {
+                WatchChange::Put(w) => self.memory.upsert(w),
+                WatchChange::Remove { order_id, .. } => {
+                    self.memory.remove(order_id);
+                }
+            }
+        }
+        self.last_id = Some(poll.last_id);
+    }
+
+    /// Applies what was logged since the last look (no marker or gap handling).
+    async fn follow(&mut self) {
+        let Some(since) = self.last_id.clone() else {
+            return;
+        };
+        match self.index.poll(&since).await {
+            Ok(poll) => self.apply(poll),
+            Err(e) => self.failed("poll", &e),
+        }
+    }
+
+    /// Rebuilds the Redis copy from the ledger: note the log position, read the ledger,
+    /// write the snapshot with the changes logged since replayed on top, then make memory
+    /// match (unchanged orders keep their suppression) and follow the log from that position.
+    async fn rebuild(&mut self) {
+        let now = Instant::now();
+        if now < self.rebuild_after {
+            return;
+        }
+        self.rebuild_after = now + self.check_every;
+        let Some(loader) = &self.loader else {
+            tracing::warn!("trigger index missing in redis and no ledger to rebuild it from");
+            if self.last_id.is_none() {
+                // Nothing to load: follow the log from its start.
+                self.last_id = Some(adapters::watch::START_ID.to_string());
+            }
+            return;
+        };
+        let since = match self.index.last_id().await {
+            Ok(id) => id,
+            Err(e) => return self.failed("rebuild (log position)", &e),
+        };
+        let watches = match loader().await {
+            Ok(w) => w,
+            Err(e) => return self.failed("rebuild (ledger read)", &e),
+        };
+        let count = watches.len();
+        if let Err(e) = self.index.rebuild_since(watches.clone(), &since).await {
+            return self.failed("rebuild (redis write)", &e);
+        }
+        self.memory.replace_all(watches);
+        self.last_id = Some(since);
+        self.follow().await;
+        self.stats.rebuilds.fetch_add(1, Relaxed);
+        tracing::info!(
+            watches = count,
+            took_ms = now.elapsed().as_millis() as u64,
+            "trigger index rebuilt from the ledger"
+        );
+    }
+
+    async fn evaluate(&mut self, quotes: &[Quote]) {
+        let started = Instant::now();
+        let fired = self.memory.evaluate(quotes, adapters::now_ms());
+        self.stats.evaluations.fetch_add(1, Relaxed);
+        self.stats
+            .last_evaluation_us
+            .store(started.elapsed().as_micros() as u64, Relaxed);
+        if !fired.is_empty() {
+            self.send(fired).await;
+        }
+    }
+
+    /// Sends the commands of what fired, grouped by account so that an account's commands
+    /// share calls and keep their order within a call.
+    async fn send(&mut self, mut fired: Vec<Fired>) {
+        fired.sort_by_key(|f| f.account_id);
+        let commands: Vec<(FiredKind, Command)> =
+            fired.iter().map(|f| (f.kind, f.command())).collect();
+        let mut results = Vec::with_capacity(commands.len().div_ceil(10));
+        for wave in commands.chunks(10 * SEND_CONCURRENCY) {
+            let calls: Vec<_> = wave
+                .chunks(10)
+                .map(|chunk| send_chunk(&self.sink, chunk))
+                .collect();
+            let done = futures_util::future::join_all(calls).await;
+            results.extend(wave.chunks(10).zip(done));
+        }
+        for (chunk, result) in results {
+            match result {
+                Ok(()) => {
+                    let expiries = chunk
+                        .iter()
+                        .filter(|(k, _)| *k == FiredKind::Expire)
+                        .count() as u64;
+                    self.stats.expiries_sent.fetch_add(expiries, Relaxed);
+                    self.stats
+                        .triggers_sent
+                        .fetch_add(chunk.len() as u64 - expiries, Relaxed);
+                }
+                Err(e) => {
+                    self.stats.send_failures.fetch_add(1, Relaxed);
+                    self.stats
+                        .commands_not_sent
+                        .fetch_add(chunk.len() as u64, Relaxed);
+                    tracing::warn!(error = %e, commands = chunk.len(),
+                        "trigger commands not sent; they fire again after the cooldown");
+                }
+            }
+        }
+    }
+
+    /// Writes moved trailing marks back to Redis (kept for the next try on failure).
+    async fn save_marks(&mut self) {
+        let moved = self.memory.take_moved_marks();
+        if !moved.is_empty() {
+            let ids: std::collections::HashSet<_> = moved.iter().map(|w| w.order_id).collect();
+            self.marks.retain(|w| !ids.contains(&w.order_id));
+            self.marks.extend(moved);
+        }
+        if self.marks.is_empty() || Instant::now() < self.redis_after {
+            return;
+        }
+        match self.index.save_marks(&self.marks).await {
+            Ok(n) => {
+                self.stats.marks_saved.fetch_add(n as u64, Relaxed);
+                self.marks.clear();
+            }
+            Err(e) => self.failed("save marks", &e),
+        }
+    }
+}
+
+/// Starts the trigger engine from the environment ([`TriggerConfig::from_env`]): the hook to
+/// give the flusher, and the runner's counters. Without `COMMANDS_QUEUE_URL` there is nowhere
+/// to send triggers, so the engine is off (prices alone, as a price-only deployment wants);
+/// without `DATABASE_URL` a lost index cannot be rebuilt, which is logged.
+pub fn spawn_from_env() -> anyhow::Result<Option<(FlushTap, Arc<TriggerStats>)>> {
+    let cfg = TriggerConfig::from_env()?;
+    let Some(queue_url) = cfg.queue_url.clone() else {
+        tracing::warn!("COMMANDS_QUEUE_URL is not set: resting orders will not be triggered");
+        return Ok(None);
+    };
+    let index = WatchIndex::new(&cfg.redis_url, &cfg.key_prefix)?;
+    let loader = match cfg.database_url.as_deref() {
+        Some(url) => Some(ledger_loader(Ledger::connect_lazy(url, 2)?)),
+        None => {
+            tracing::warn!("DATABASE_URL is not set: a lost trigger index cannot be rebuilt");
+            None
+        }
+    };
+    let (tap, quotes) = quote_channel();
+    let stats = Arc::new(TriggerStats::default());
+    tokio::spawn(run(
+        cfg,
+        index,
+        loader,
+        CommandQueue::new(&queue_url),
+        quotes,
+        stats.clone(),
+    ));
+    Ok(Some((tap, stats)))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn the_tap_hands_over_copies_of_non_empty_flushes() {
+        let (mut tap, mut rx) = quote_channel();
+        let q = Quote {
+            symbol: "BTCUSDT".into(),
+            bid: "1".parse().unwrap(),
+            ask: "2".parse().unwrap(),
+            last: None,
+            ts: 1,
+        };
+        tap.on_flush(&[]);
+        tap.on_flush(std::slice::from_ref(&q));
+        assert_eq!(rx.recv().await, Some(vec![q]));
+        drop(tap);
+        assert_eq!(rx.recv().await, None);
+    }
+}
