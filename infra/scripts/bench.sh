@@ -18,7 +18,7 @@
 #   BENCH_CONCURRENCY=1,4,16  batches in flight (simulated executor instances)
 #   BENCH_SKIP_SIZES=1      skip the release build and the binary sizes (keeps the old ones)
 #   BENCH_ONLY=ingest       run only these parts, comma separated, of executor, api, ingest,
-#                           sizes (default: all); the others keep their previous sections
+#                           triggers, sizes (default: all); the others keep their previous sections
 #   BENCH_E2E_MESSAGES=1000000  messages per burst in the ingest end-to-end bench
 #   BENCH_NO_SERVICES=1     use DATABASE_URL / REDIS_URL / AWS_ENDPOINT_URL as exported,
 #                           start nothing
@@ -83,6 +83,7 @@ bench_args=()
 want executor && bench_args+=(-p executor --bench fills)
 want api && bench_args+=(-p api --bench handler)
 want ingest && bench_args+=(-p ingest --bench ingest)
+want triggers && bench_args+=(-p domain --bench trigger_index)
 if [ ${#bench_args[@]} -gt 0 ]; then
     log "building the benches (bench profile, lto=$CARGO_PROFILE_BENCH_LTO, codegen-units=$CARGO_PROFILE_BENCH_CODEGEN_UNITS)"
     cargo bench --no-run "${bench_args[@]}"
@@ -92,19 +93,25 @@ if want executor; then
     log "executor bench (about $(( BENCH_SECS * 8 + 20 )) s)"
     BENCH_REPORT="$WORK/executor.md" timeout 600 cargo bench -q -p executor --bench fills
 else
-    keep_section '^#### Executor:' '^#### (api:|Ingest:|Release binary sizes)' >"$WORK/executor.md"
+    keep_section '^#### Executor:' '^#### (api:|Ingest:|Trigger evaluation|Release binary sizes)' >"$WORK/executor.md"
 fi
 if want api; then
     log "api bench (about $(( BENCH_SECS * 5 + 10 )) s)"
     BENCH_REPORT="$WORK/api.md" timeout 300 cargo bench -q -p api --bench handler
 else
-    keep_section '^#### api:' '^#### (Ingest:|Release binary sizes)' >"$WORK/api.md"
+    keep_section '^#### api:' '^#### (Ingest:|Trigger evaluation|Release binary sizes)' >"$WORK/api.md"
 fi
 if want ingest; then
     log "ingest bench (about $(( BENCH_SECS * 7 + 15 )) s)"
     BENCH_REPORT="$WORK/ingest.md" timeout 300 cargo bench -q -p ingest --bench ingest
 else
-    keep_section '^#### Ingest:' '^#### Release binary sizes' >"$WORK/ingest.md"
+    keep_section '^#### Ingest:' '^#### (Trigger evaluation|Release binary sizes)' >"$WORK/ingest.md"
+fi
+if want triggers; then
+    log "trigger index bench (about 60 s)"
+    BENCH_REPORT="$WORK/triggers.md" timeout 300 cargo bench -q -p domain --bench trigger_index
+else
+    keep_section '^#### Trigger evaluation' '^#### Release binary sizes' >"$WORK/triggers.md"
 fi
 
 # ---- binary sizes ---------------------------------------------------------------------
@@ -170,6 +177,8 @@ gen="$WORK/generated.md"
     cat "$WORK/api.md"
     echo
     cat "$WORK/ingest.md"
+    echo
+    cat "$WORK/triggers.md"
     echo
     [ -s "$sizes" ] && cat "$sizes"
     echo "<!-- bench:end -->"

@@ -404,3 +404,37 @@ fn position(qty: Decimal, avg: Decimal) -> Position {
         realized_pnl: Decimal::ZERO,
     }
 }
+
+#[test]
+fn a_fill_and_a_replace_or_cancel_race_one_wins_nothing_doubles() {
+    // The fill first: the replacement is rejected and the cancel changes nothing.
+    let mut w = World::new(dec!(100000));
+    w.quote(dec!(60000), dec!(60001));
+    let id = w.place(&order(
+        r#""side":"buy","type":"limit","limit_price":"59000""#,
+        "",
+    ));
+    w.quote(dec!(58900), dec!(58950));
+    assert_eq!(w.trigger(id), Effect::Changed);
+    let mut replacement = w.new_order(&order(
+        r#""side":"buy","type":"limit","limit_price":"59500""#,
+        "",
+    ));
+    replacement.replaces = Some(id);
+    let new = w.run(|b, m| b.place(&replacement, m));
+    assert_eq!(w.status(new), OrderStatus::Rejected);
+    assert_eq!(w.cancel(id), Effect::Unchanged);
+    assert_eq!(w.status(id), OrderStatus::Filled);
+    assert_eq!(w.fills().len(), 1);
+
+    // The cancel first: a trigger that arrives after it fills nothing.
+    let id = w.place(&order(
+        r#""side":"buy","type":"limit","limit_price":"58000""#,
+        "",
+    ));
+    assert_eq!(w.cancel(id), Effect::Changed);
+    w.quote(dec!(57000), dec!(57001));
+    assert_eq!(w.trigger(id), Effect::Unchanged);
+    assert_eq!(w.status(id), OrderStatus::Canceled);
+    assert_eq!(w.fills().len(), 1);
+}
