@@ -130,9 +130,14 @@ pub async fn close_all(deps: &Deps, req: &Request) -> Result<Response<Body>, Api
             Ok(order) => submit_checked(deps, order, !cancel_orders).await,
             Err(e) => Err(e),
         };
+        // Alpaca's shape: `body` is the order, or the failure with a numeric `code` (here
+        // the HTTP status; the rule's name is in `reason` and leads the message).
         results.push(match outcome {
-            Ok(o) => json!({"symbol": pos.symbol, "status": 200, "body": o.to_alpaca_json()}),
-            Err(e) => json!({"symbol": pos.symbol, "status": e.status, "body": {"code": e.code, "message": e.message}}),
+            Ok(o) => json!({"symbol": pos.symbol, "status": 200, "order_id": o.id, "body": o.to_alpaca_json()}),
+            Err(e) => json!({"symbol": pos.symbol, "status": e.status, "body": {
+                "code": e.status, "reason": e.code, "message": format!("{}: {}", e.code, e.message),
+                "symbol": pos.symbol, "existing_qty": domain::decimal::to_text(&qty),
+            }}),
         });
     }
     Ok(json(207, &serde_json::Value::Array(results)))

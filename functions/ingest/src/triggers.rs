@@ -542,6 +542,31 @@ pub fn spawn_from_env() -> anyhow::Result<Option<(FlushTap, Arc<TriggerStats>)>>
         quotes,
         stats.clone(),
     ));
+    let every = std::env::var("STATS_INTERVAL_SECS")
+        .ok()
+        .and_then(|v| v.trim().parse::<u64>().ok())
+        .unwrap_or(60);
+    if every > 0 {
+        let counters = stats.clone();
+        tokio::spawn(async move {
+            let mut tick = tokio::time::interval(Duration::from_secs(every));
+            tick.tick().await;
+            loop {
+                tick.tick().await;
+                let c = counters.snapshot();
+                tracing::info!(
+                    watches = c.watches,
+                    triggers_sent = c.triggers_sent,
+                    expiries_sent = c.expiries_sent,
+                    send_failures = c.send_failures,
+                    rebuilds = c.rebuilds,
+                    last_evaluation_us = c.last_evaluation_us,
+                    dependency_failures = c.dependency_failures,
+                    "trigger stats"
+                );
+            }
+        });
+    }
     Ok(Some((tap, stats)))
 }
 
