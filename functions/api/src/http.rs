@@ -141,11 +141,13 @@ pub fn invalid_query(name: &str, value: &str, expected: &str) -> ApiError {
     invalid_param(name, value, expected)
 }
 
-/// A `true`/`false` query parameter (absent = false).
+/// A `true`/`false` query parameter (absent = false), in any case: alpaca-py sends Python's
+/// `True`/`False`.
 pub fn query_bool(req: &Request, name: &str) -> Result<bool, ApiError> {
-    match query(req, name).as_deref() {
-        None | Some("false") => Ok(false),
-        Some("true") => Ok(true),
-        Some(v) => Err(invalid_param(name, v, "true or false")),
+    match query(req, name) {
+        None => Ok(false),
+        Some(v) if v.eq_ignore_ascii_case("false") => Ok(false),
+        Some(v) if v.eq_ignore_ascii_case("true") => Ok(true),
+        Some(v) => Err(invalid_param(name, &v, "true or false")),
     }
 }

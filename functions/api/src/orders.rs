@@ -373,7 +373,13 @@ pub async fn cancel_open_orders(
     }
     open.sort_by_key(|o| (o.submitted_at, o.id));
     let mut results = Vec::with_capacity(open.len());
-    for o in open.iter().filter(|o| o.parent_id.is_none()) {
+    // A leg whose parent is open goes with its parent; a live leg (its parent filled) is
+    // canceled on its own, and its OCO partner with it.
+    let open_ids: std::collections::HashSet<Uuid> = open.iter().map(|o| o.id).collect();
+    for o in open
+        .iter()
+        .filter(|o| o.parent_id.is_none_or(|p| !open_ids.contains(&p)))
+    {
         deps.queue.send(&Command::cancel(account_id, o.id)).await?;
         let mut body = o.clone();
         body.status = OrderStatus::PendingCancel;
