@@ -376,11 +376,17 @@ pub async fn cancel_open_orders(
     // A leg whose parent is open goes with its parent; a live leg (its parent filled) is
     // canceled on its own, and its OCO partner with it.
     let open_ids: std::collections::HashSet<Uuid> = open.iter().map(|o| o.id).collect();
-    for o in open
+    let targets: Vec<&Order> = open
         .iter()
         .filter(|o| o.parent_id.is_none_or(|p| !open_ids.contains(&p)))
-    {
-        deps.queue.send(&Command::cancel(account_id, o.id)).await?;
+        .collect();
+    // Batches of ten keep the account's FIFO order and take one round trip per ten cancels.
+    let cancels: Vec<Command> = targets
+        .iter()
+        .map(|o| Command::cancel(account_id, o.id))
+        .collect();
+    deps.queue.send_batch(&cancels).await?;
+    for o in targets {
         let mut body = o.clone();
         body.status = OrderStatus::PendingCancel;
         results.push(serde_json::json!({"id": o.id, "status": 200, "body": body.to_alpaca_json()}));

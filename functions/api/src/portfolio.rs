@@ -48,12 +48,17 @@ async fn fresh_quotes(
         .collect())
 }
 
-/// The account as the executor sees it, for what open orders hold back.
-async fn account_book(deps: &Deps, account_id: uuid::Uuid) -> Result<Book, ApiError> {
-    deps.ledger
-        .book(account_id)
-        .await?
-        .ok_or_else(|| ApiError::not_found("account not found"))
+/// What open orders hold back of `positions`, by the executor's rules. Quantities only: the
+/// cash is left at zero since no caller of this reads buying power.
+async fn holds_on(
+    deps: &Deps,
+    account_id: uuid::Uuid,
+    positions: &[PositionRecord],
+) -> Result<Book, ApiError> {
+    Ok(deps
+        .ledger
+        .book_of(account_id, Decimal::ZERO, positions)
+        .await?)
 }
 
 /// `qty_available` is the quantity not held for open sell orders (an OCO pair holds once).
@@ -108,7 +113,7 @@ pub async fn positions(deps: &Deps, req: &Request) -> Result<Response<Body>, Api
     let p = authenticate(deps, req).await?;
     let positions = deps.ledger.positions(p.account_id).await?;
     let quotes = fresh_quotes(deps, &positions).await?;
-    let book = account_book(deps, p.account_id).await?;
+    let book = holds_on(deps, p.account_id, &positions).await?;
     let list: Vec<Value> = positions
         .iter()
         .map(|pos| {
@@ -138,7 +143,7 @@ pub async fn position(
         return Err(ApiError::not_found(format!("no open position in {symbol}")));
     };
     let quotes = fresh_quotes(deps, std::slice::from_ref(&pos)).await?;
-    let available = account_book(deps, p.account_id)
+    let available = holds_on(deps, p.account_id, std::slice::from_ref(&pos))
         .await?
         .qty_available(&symbol, None);
     Ok(json(
@@ -157,7 +162,10 @@ pub async fn account(deps: &Deps, req: &Request) -> Result<Response<Body>, ApiEr
         .ok_or_else(|| ApiError::not_found("account not found"))?;
     let positions = deps.ledger.positions(p.account_id).await?;
     let quotes = fresh_quotes(deps, &positions).await?;
-    let book = account_book(deps, p.account_id).await?;
+    let book = deps
+        .ledger
+        .book_of(p.account_id, account.cash, &positions)
+        .await?;
     let reserved = account.cash - book.buying_power(None, &deps.config.execution_params());
 
     let (mut long_mv, mut short_mv, mut unrealized) = (Decimal::ZERO, Decimal::ZERO, Decimal::ZERO);

@@ -84,6 +84,9 @@ impl<'de: 'a, 'a> Deserialize<'de> for MaybeStr<'a> {
             fn visit_u64<E: de::Error>(self, _: u64) -> Result<Self::Value, E> {
                 Ok(MaybeStr(None))
             }
+            // A number where a price should be is not a price: the value is dropped unread
+            // (never converted through f64), and a message without its string prices is
+            // counted as a parse error.
             fn visit_f64<E: de::Error>(self, _: f64) -> Result<Self::Value, E> {
                 Ok(MaybeStr(None))
             }

@@ -7,12 +7,12 @@ use std::time::Duration;
 
 use domain::order::NewOrder;
 use domain::quote::{price_key, Quote};
-use redis::aio::{ConnectionManager, ConnectionManagerConfig};
+use redis::aio::ConnectionManager;
 use serde::{Deserialize, Serialize};
-use tokio::sync::OnceCell;
 use uuid::Uuid;
 
 use crate::error::DependencyError;
+use crate::redis_conn::LazyRedis;
 
 /// How long an accepted order waits for the executor before its pending copy is dropped.
 const PENDING_TTL_SECS: i64 = 86_400;
@@ -32,18 +32,15 @@ pub enum PendingPut {
 }
 
 pub struct Cache {
-    client: redis::Client,
-    conn: OnceCell<ConnectionManager>,
+    redis: LazyRedis,
     prefix: String,
 }
 
 impl Cache {
     /// Creates the cache client; connects lazily on first use, so Lambda init stays lean.
     pub fn new(url: &str, prefix: &str) -> Result<Cache, DependencyError> {
-        let client = redis::Client::open(url).map_err(DependencyError::redis)?;
         Ok(Cache {
-            client,
-            conn: OnceCell::new(),
+            redis: LazyRedis::new(url, Duration::from_secs(2))?,
             prefix: prefix.to_string(),
         })
     }
@@ -53,18 +50,7 @@ impl Cache {
     }
 
     pub async fn conn(&self) -> Result<ConnectionManager, DependencyError> {
-        let conn = self
-            .conn
-            .get_or_try_init(|| async {
-                let config = ConnectionManagerConfig::new()
-                    .set_connection_timeout(Duration::from_secs(2))
-                    .set_response_timeout(Duration::from_secs(2))
-                    .set_number_of_retries(1);
-                ConnectionManager::new_with_config(self.client.clone(), config).await
-            })
-            .await
-            .map_err(DependencyError::redis)?;
-        Ok(conn.clone())
+        self.redis.conn().await
     }
 
     pub async fn ping(&self) -> Result<(), DependencyError> {

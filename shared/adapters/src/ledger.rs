@@ -135,6 +135,22 @@ fn pg(e: sqlx::Error) -> DependencyError {
     DependencyError::postgres(e)
 }
 
+fn orders_from_rows(rows: &[PgRow]) -> Result<Vec<Order>, DependencyError> {
+    rows.iter()
+        .map(order_from_row)
+        .collect::<Result<_, _>>()
+        .map_err(pg)
+}
+
+/// Nests in `order` its legs found among `candidates` (legs point at their parent).
+fn nest_legs(order: &mut Order, candidates: &[Order]) {
+    order.legs = candidates
+        .iter()
+        .filter(|l| l.parent_id == Some(order.id))
+        .cloned()
+        .collect();
+}
+
 fn order_from_row(r: &PgRow) -> Result<Order, sqlx::Error> {
     let text = |name: &str| -> Result<String, sqlx::Error> { r.try_get::<String, _>(name) };
     let bad = |name: &str, v: String| {
@@ -422,8 +438,7 @@ impl Ledger {
             .fetch_optional(&self.pool)
             .await
             .map_err(pg)?;
-        let order = row.as_ref().map(order_from_row).transpose().map_err(pg)?;
-        Ok(self.with_legs(order.into_iter().collect()).await?.pop())
+        self.one_with_legs(row).await
     }
 
     pub async fn order_by_client_order_id(
@@ -440,8 +455,13 @@ impl Ledger {
             .fetch_optional(&self.pool)
             .await
             .map_err(pg)?;
-        let order = row.as_ref().map(order_from_row).transpose().map_err(pg)?;
-        Ok(self.with_legs(order.into_iter().collect()).await?.pop())
+        self.one_with_legs(row).await
+    }
+
+    /// The order of `row`, if any, with its legs.
+    async fn one_with_legs(&self, row: Option<PgRow>) -> Result<Option<Order>, DependencyError> {
+        let orders = orders_from_rows(row.as_slice())?;
+        Ok(self.with_legs(orders).await?.pop())
     }
 
     pub async fn orders(
@@ -476,11 +496,7 @@ impl Ledger {
             .fetch_all(&self.pool)
             .await
             .map_err(pg)?;
-        let orders = rows
-            .iter()
-            .map(order_from_row)
-            .collect::<Result<Vec<_>, _>>()
-            .map_err(pg)?;
+        let orders = orders_from_rows(&rows)?;
         if q.nested {
             self.with_legs(orders).await
         } else {
@@ -531,10 +547,7 @@ impl Ledger {
         .fetch_all(&self.pool)
         .await
         .map_err(pg)?;
-        rows.iter()
-            .map(order_from_row)
-            .collect::<Result<_, _>>()
-            .map_err(pg)
+        orders_from_rows(&rows)
     }
 
     /// Every live resting order of every account (what the trigger index is rebuilt from).
@@ -545,10 +558,7 @@ impl Ledger {
         .fetch_all(&self.pool)
         .await
         .map_err(pg)?;
-        rows.iter()
-            .map(order_from_row)
-            .collect::<Result<_, _>>()
-            .map_err(pg)
+        orders_from_rows(&rows)
     }
 
     /// The legs of the given parent orders, in leg order.
@@ -563,10 +573,7 @@ impl Ledger {
         .fetch_all(&self.pool)
         .await
         .map_err(pg)?;
-        rows.iter()
-            .map(order_from_row)
-            .collect::<Result<_, _>>()
-            .map_err(pg)
+        orders_from_rows(&rows)
     }
 
     /// Nests the legs of every parent among `orders` (as Alpaca shows them).
@@ -578,11 +585,7 @@ impl Ledger {
             .collect();
         let legs = self.legs_of(&parents).await?;
         for o in &mut orders {
-            o.legs = legs
-                .iter()
-                .filter(|l| l.parent_id == Some(o.id))
-                .cloned()
-                .collect();
+            nest_legs(o, &legs);
         }
         Ok(orders)
     }
@@ -594,14 +597,29 @@ impl Ledger {
         let Some(account) = self.account(account_id).await? else {
             return Ok(None);
         };
-        let mut book = Book::new(account_id, account.cash);
-        for p in self.positions(account_id).await? {
-            book.positions.insert(p.symbol, (p.asset_id, p.position));
+        let positions = self.positions(account_id).await?;
+        Ok(Some(
+            self.book_of(account_id, account.cash, &positions).await?,
+        ))
+    }
+
+    /// [`Ledger::book`] from cash and positions the caller has already read: only the open
+    /// orders are read here.
+    pub async fn book_of(
+        &self,
+        account_id: Uuid,
+        cash: Decimal,
+        positions: &[PositionRecord],
+    ) -> Result<Book, DependencyError> {
+        let mut book = Book::new(account_id, cash);
+        for p in positions {
+            book.positions
+                .insert(p.symbol.clone(), (p.asset_id, p.position.clone()));
         }
         for o in self.open_orders(account_id).await? {
             book.load(o);
         }
-        Ok(Some(book))
+        Ok(book)
     }
 
     pub async fn fills(

@@ -8,6 +8,7 @@ pub mod config;
 pub mod error;
 pub mod ledger;
 pub mod queue;
+pub mod redis_conn;
 pub mod telemetry;
 pub mod watch;
 

@@ -22,11 +22,11 @@ use std::collections::BTreeMap;
 use std::time::Duration;
 
 use domain::trigger::Watch;
-use redis::aio::{ConnectionManager, ConnectionManagerConfig};
-use tokio::sync::OnceCell;
+use redis::aio::ConnectionManager;
 use uuid::Uuid;
 
 use crate::error::DependencyError;
+use crate::redis_conn::LazyRedis;
 
 /// The change log keeps about this many entries (`XADD MAXLEN ~`).
 pub const LOG_MAXLEN: usize = 100_000;
@@ -141,18 +141,16 @@ fn parse_entry(fields: &[String]) -> Option<WatchChange> {
 type StreamEntries = Vec<(String, Vec<String>)>;
 
 pub struct WatchIndex {
-    client: redis::Client,
-    conn: OnceCell<ConnectionManager>,
+    redis: LazyRedis,
     prefix: String,
 }
 
 impl WatchIndex {
     /// Creates the client; connects lazily on first use.
     pub fn new(url: &str, prefix: &str) -> Result<WatchIndex, DependencyError> {
-        let client = redis::Client::open(url).map_err(DependencyError::redis)?;
         Ok(WatchIndex {
-            client,
-            conn: OnceCell::new(),
+            // Rebuilds write up to 100k entries in one round trip: allow them the time.
+            redis: LazyRedis::new(url, Duration::from_secs(5))?,
             prefix: prefix.to_string(),
         })
     }
@@ -162,18 +160,7 @@ impl WatchIndex {
     }
 
     async fn conn(&self) -> Result<ConnectionManager, DependencyError> {
-        let conn = self
-            .conn
-            .get_or_try_init(|| async {
-                let config = ConnectionManagerConfig::new()
-                    .set_connection_timeout(Duration::from_secs(2))
-                    .set_response_timeout(Duration::from_secs(5))
-                    .set_number_of_retries(1);
-                ConnectionManager::new_with_config(self.client.clone(), config).await
-            })
-            .await
-            .map_err(DependencyError::redis)?;
-        Ok(conn.clone())
+        self.redis.conn().await
     }
 
     /// `{p}watch:` — the prefix of the per-symbol hashes.

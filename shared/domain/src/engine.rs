@@ -206,39 +206,46 @@ impl Book {
         }
     }
 
-    /// Cash not held for live buy orders, leaving out the group of `exclude`. In a group at
-    /// most one order fills, so a group holds back its largest reservation.
-    pub fn buying_power(&self, exclude: Option<Uuid>, params: &ExecutionParams) -> Decimal {
+    /// What live orders matching `applies` hold back (`held(order)`), leaving out the group
+    /// of `exclude`. In a group at most one order fills, so a group holds its largest amount.
+    fn held_by_groups(
+        &self,
+        exclude: Option<Uuid>,
+        applies: impl Fn(&Order) -> bool,
+        held: impl Fn(&Order) -> Option<Decimal>,
+    ) -> Decimal {
         let mut by_group: HashMap<Uuid, Decimal> = HashMap::new();
         for o in self.orders.values() {
-            if !Self::is_live(o) || o.side != Side::Buy || Some(Self::group(o)) == exclude {
+            if !Self::is_live(o) || !applies(o) || Some(Self::group(o)) == exclude {
                 continue;
             }
-            if let Some(price) = Self::reserve_price(o) {
-                let r = reserve_for_buy(o.remaining(), price, params);
+            if let Some(amount) = held(o) {
                 let e = by_group.entry(Self::group(o)).or_default();
-                *e = (*e).max(r);
+                *e = (*e).max(amount);
             }
         }
-        self.current_cash() - by_group.values().copied().sum::<Decimal>()
+        by_group.values().copied().sum()
+    }
+
+    /// Cash not held for live buy orders, leaving out the group of `exclude`.
+    pub fn buying_power(&self, exclude: Option<Uuid>, params: &ExecutionParams) -> Decimal {
+        let held = self.held_by_groups(
+            exclude,
+            |o| o.side == Side::Buy,
+            |o| Self::reserve_price(o).map(|p| reserve_for_buy(o.remaining(), p, params)),
+        );
+        self.current_cash() - held
     }
 
     /// Position quantity in `symbol` not held for live sell orders, leaving out the group of
     /// `exclude`.
     pub fn qty_available(&self, symbol: &str, exclude: Option<Uuid>) -> Decimal {
-        let mut by_group: HashMap<Uuid, Decimal> = HashMap::new();
-        for o in self.orders.values() {
-            if !Self::is_live(o)
-                || o.side != Side::Sell
-                || o.symbol != symbol
-                || Some(Self::group(o)) == exclude
-            {
-                continue;
-            }
-            let e = by_group.entry(Self::group(o)).or_default();
-            *e = (*e).max(o.remaining());
-        }
-        self.position_qty(symbol) - by_group.values().copied().sum::<Decimal>()
+        let held = self.held_by_groups(
+            exclude,
+            |o| o.side == Side::Sell && o.symbol == symbol,
+            |o| Some(o.remaining()),
+        );
+        self.position_qty(symbol) - held
     }
 
     pub fn position_qty(&self, symbol: &str) -> Decimal {

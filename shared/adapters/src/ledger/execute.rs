@@ -27,7 +27,9 @@ use rust_decimal::Decimal;
 use sqlx::{Postgres, Row, Transaction};
 use uuid::Uuid;
 
-use super::{order_from_row, pg, ExecOutcome, FillRecord, Ledger, OPEN_STATUSES, ORDER_COLUMNS};
+use super::{
+    nest_legs, orders_from_rows, pg, ExecOutcome, FillRecord, Ledger, OPEN_STATUSES, ORDER_COLUMNS,
+};
 use crate::error::DependencyError;
 
 /// What a batch did: one outcome per command, and every order it created or changed (for
@@ -197,8 +199,7 @@ async fn apply_in_tx(
         .fetch_all(&mut **tx)
         .await
         .map_err(pg)?;
-        for r in &rows {
-            let order = order_from_row(r).map_err(pg)?;
+        for order in orders_from_rows(&rows)? {
             if let Some(book) = books.get_mut(&order.account_id) {
                 book.load(order);
             }
@@ -294,22 +295,15 @@ async fn apply_in_tx(
         .fetch_all(&mut **tx)
         .await
         .map_err(pg)?;
-        let all: Vec<Order> = rows
-            .iter()
-            .map(order_from_row)
-            .collect::<Result<Vec<_>, _>>()
-            .map_err(pg)?;
+        let all = orders_from_rows(&rows)?;
         for (i, account, id) in look_up {
             outcomes[i].order = all
                 .iter()
                 .find(|o| o.id == id && o.account_id == account)
-                .map(|o| Order {
-                    legs: all
-                        .iter()
-                        .filter(|l| l.parent_id == Some(id))
-                        .cloned()
-                        .collect(),
-                    ..o.clone()
+                .map(|o| {
+                    let mut o = o.clone();
+                    nest_legs(&mut o, &all);
+                    o
                 });
         }
     }
