@@ -7,8 +7,12 @@
 #      (functions/api/benches/handler.rs) and the ingest bench (functions/ingest/benches/
 #      ingest.rs: parse + coalesce, end to end over loopback WebSocket, tick -> Redis
 #      latency): loopback only, each bounded (BENCH_SECS per cell);
-#   4. builds the release binaries (workspace release profile) and records their sizes;
-#   5. rewrites the generated part of BENCHMARKS.md, between the markers
+#   4. the WebSocket figures: messages per connection per minute on the recorded data
+#      (functions/ingest/examples/fanout_counts.rs, deterministic), and price -> client
+#      latency plus ingest memory at 100, 1,000 and 5,000 connections through the devstack
+#      (tests/benches/ws_fanout.rs, binaries built with the bench profile, ~10 min);
+#   5. builds the release binaries (workspace release profile) and records their sizes;
+#   6. rewrites the generated part of BENCHMARKS.md, between the markers
 #      <!-- bench:begin --> and <!-- bench:end -->; everything outside them (the
 #      hand-written analysis) is kept as it is. A part not run this time (BENCH_ONLY,
 #      BENCH_SKIP_SIZES) keeps its previous generated section.
@@ -18,7 +22,9 @@
 #   BENCH_CONCURRENCY=1,4,16  batches in flight (simulated executor instances)
 #   BENCH_SKIP_SIZES=1      skip the release build and the binary sizes (keeps the old ones)
 #   BENCH_ONLY=ingest       run only these parts, comma separated, of executor, api, ingest,
-#                           triggers, sizes (default: all); the others keep their previous sections
+#                           triggers, fanout, websocket, sizes (default: all); the others keep
+#                           their previous sections
+#   BENCH_WS_CONNECTIONS=100,1000,5000  BENCH_WS_SECS=20  the WebSocket latency bench
 #   BENCH_E2E_MESSAGES=1000000  messages per burst in the ingest end-to-end bench
 #   BENCH_NO_SERVICES=1     use DATABASE_URL / REDIS_URL / AWS_ENDPOINT_URL as exported,
 #                           start nothing
@@ -93,44 +99,67 @@ if want executor; then
     log "executor bench (about $(( BENCH_SECS * 8 + 20 )) s)"
     BENCH_REPORT="$WORK/executor.md" timeout 600 cargo bench -q -p executor --bench fills
 else
-    keep_section '^#### Executor:' '^#### (api:|Ingest:|Trigger evaluation|Release binary sizes)' >"$WORK/executor.md"
+    keep_section '^#### Executor:' '^#### (api:|Ingest:|Trigger evaluation|Fan-out|WebSocket|Release binary sizes)' >"$WORK/executor.md"
 fi
 if want api; then
     log "api bench (about $(( BENCH_SECS * 5 + 10 )) s)"
     BENCH_REPORT="$WORK/api.md" timeout 300 cargo bench -q -p api --bench handler
 else
-    keep_section '^#### api:' '^#### (Ingest:|Trigger evaluation|Release binary sizes)' >"$WORK/api.md"
+    keep_section '^#### api:' '^#### (Ingest:|Trigger evaluation|Fan-out|WebSocket|Release binary sizes)' >"$WORK/api.md"
 fi
 if want ingest; then
     log "ingest bench (about $(( BENCH_SECS * 7 + 15 )) s)"
     BENCH_REPORT="$WORK/ingest.md" timeout 300 cargo bench -q -p ingest --bench ingest
 else
-    keep_section '^#### Ingest:' '^#### (Trigger evaluation|Release binary sizes)' >"$WORK/ingest.md"
+    keep_section '^#### Ingest:' '^#### (Trigger evaluation|Fan-out|WebSocket|Release binary sizes)' >"$WORK/ingest.md"
 fi
 if want triggers; then
     log "trigger index bench (about 60 s)"
     BENCH_REPORT="$WORK/triggers.md" timeout 300 cargo bench -q -p domain --bench trigger_index
 else
-    keep_section '^#### Trigger evaluation' '^#### Release binary sizes' >"$WORK/triggers.md"
+    keep_section '^#### Trigger evaluation' '^#### (Fan-out|WebSocket|Release binary sizes)' >"$WORK/triggers.md"
+fi
+if want fanout; then
+    log "fan-out message counts on the recorded data (about 10 s)"
+    BENCH_REPORT="$WORK/fanout.md" timeout 300 cargo run -q --release -p ingest --example fanout_counts
+else
+    keep_section '^#### Fan-out' '^#### (WebSocket price|Release binary sizes)' >"$WORK/fanout.md"
+fi
+if want websocket; then
+    log "WebSocket bench: building the binaries (bench profile)"
+    cargo build -q --profile bench --bins -p feed -p ingest -p devstack -p api -p executor -p ws
+    cargo bench --no-run -q -p e2e --bench ws_fanout
+    log "WebSocket bench: price -> client latency at ${BENCH_WS_CONNECTIONS:-100,1000,5000} connections (about 10 min)"
+    {
+        echo "#### WebSocket price → client latency (devstack)"
+        echo
+        echo "\`tests/benches/ws_fanout.rs\`, binaries built with the bench profile: the real feed, ingest (following 500 symbols), devstack (API Gateway WebSocket + \`@connections\`), \`ws\` function (4 instances) and moto's DynamoDB, all on this machine, with the client in one more process. Each connection subscribes to 10 of the 500 symbols at \`max_rate_ms\` 100 (every flush); one symbol's price changes every 10 ms (100 changes/s, each symbol every 5 s). Latency is from the driver's \`POST /quotes\` to the feed until the client has the frame: feed, ingest parse, the 100 ms flush, the fan-out, PostToConnection over HTTP, the devstack and the WebSocket. Connections accumulate (100, then 900 more, then 4,000 more). Ingest RSS is read from /proc at the end of each step."
+        echo
+    } >"$WORK/websocket.md"
+    E2E_BIN_DIR="$TARGET_DIR/release" BENCH_REPORT="$WORK/websocket-table.md" timeout 2400 \
+        cargo bench -q -p e2e --bench ws_fanout
+    cat "$WORK/websocket-table.md" >>"$WORK/websocket.md"
+else
+    keep_section '^#### WebSocket price' '^#### Release binary sizes' >"$WORK/websocket.md"
 fi
 
 # ---- binary sizes ---------------------------------------------------------------------
 sizes="$WORK/sizes.md"
 if [ -z "${BENCH_SKIP_SIZES:-}" ] && want sizes; then
-    log "release build of api, executor, ingest, devstack, feed (workspace release profile: LTO, 1 codegen unit; slow)"
+    log "release build of api, executor, ws, ingest, devstack, feed (workspace release profile: LTO, 1 codegen unit; slow)"
     # The bench overrides above are for the `bench` profile only; `--release` uses [profile.release].
-    cargo build --release -p api -p executor -p ingest -p devstack -p feed
+    cargo build --release -p api -p executor -p ws -p ingest -p devstack -p feed
     {
         echo "#### Release binary sizes"
         echo
-        echo "\`cargo build --release -p api -p executor -p ingest -p devstack -p feed\` with the workspace release profile (lto = true, codegen-units = 1, panic = abort, strip = true), $(rustc -vV | sed -n 's/^host: //p'). Lambdas are deployed as these binaries (\`bootstrap\`), zipped."
+        echo "\`cargo build --release -p api -p executor -p ws -p ingest -p devstack -p feed\` with the workspace release profile (lto = true, codegen-units = 1, panic = abort, strip = true), $(rustc -vV | sed -n 's/^host: //p'). Lambdas are deployed as these binaries (\`bootstrap\`), zipped."
         echo
         echo "| binary | role | bytes | MiB | zipped (gzip -6) MiB |"
         echo "|---|---|---:|---:|---:|"
-        for b in api executor ingest devstack feed; do
+        for b in api executor ws ingest devstack feed; do
             f="$TARGET_DIR/release/$b"
             case "$b" in
-                api | executor) role="Lambda" ;;
+                api | executor | ws) role="Lambda" ;;
                 ingest) role="Fargate task" ;;
                 *) role="local only (information)" ;;
             esac
@@ -179,6 +208,10 @@ gen="$WORK/generated.md"
     cat "$WORK/ingest.md"
     echo
     cat "$WORK/triggers.md"
+    echo
+    cat "$WORK/fanout.md"
+    echo
+    cat "$WORK/websocket.md"
     echo
     [ -s "$sizes" ] && cat "$sizes"
     echo "<!-- bench:end -->"

@@ -4,10 +4,11 @@
 # Installs what is missing, starts the dev services (Postgres, Redis, moto; see
 # services.sh), migrates, builds every binary (debug), then runs
 #   feed      Binance-protocol replay server   ws://127.0.0.1:$FEED_PORT (9100)
-#   ingest    feed -> Redis price cache
-#   devstack  API Gateway REST http://127.0.0.1:$REST_PORT (3000), running the
-#             api and executor binaries under a Lambda Runtime API and polling
-#             the SQS queue for the executor
+#   devstack  API Gateway REST http://127.0.0.1:$REST_PORT (3000) and WebSocket
+#             ws://127.0.0.1:$WS_PORT (3001, with the @connections API), running
+#             the api, executor and ws binaries under a Lambda Runtime API and
+#             polling the SQS queue for the executor
+#   ingest    feed -> Redis price cache, triggers, WebSocket fan-out
 # with each line prefixed by the process name (also appended to
 # .local/dev/log/<name>.log). Ctrl-C, or any of them exiting, stops all of them
 # and the dev services.
@@ -17,6 +18,7 @@ cd "$ROOT"
 SERVICES=(bash "$ROOT/infra/scripts/services.sh")
 FEED_PORT="${FEED_PORT:-9100}"
 REST_PORT="${REST_PORT:-3000}"
+WS_PORT="${WS_PORT:-3001}"
 LOGD="$ROOT/.local/dev/log"
 
 if [ -t 2 ]; then
@@ -91,22 +93,26 @@ if [ -z "$TARGET_DIR" ]; then
         grep -o '"target_directory":"[^"]*"' | cut -d'"' -f4 || true)"
 fi
 BIN="${TARGET_DIR:-$ROOT/target}/debug"
-for b in feed ingest devstack api executor; do
+for b in feed ingest devstack api executor ws; do
     [ -x "$BIN/$b" ] || { say "missing binary $BIN/$b"; exit 1; }
 done
-for p in "$FEED_PORT" "$REST_PORT"; do
+for p in "$FEED_PORT" "$REST_PORT" "$WS_PORT"; do
     port_open "$p" && { say "port $p is already in use (another make dev?)"; exit 1; }
 done
 mkdir -p "$LOGD"
 
 start_proc feed "$BIN/feed" --listen "127.0.0.1:$FEED_PORT" --speed 1
-start_proc ingest env BINANCE_WS_URL="ws://127.0.0.1:$FEED_PORT" SYMBOLS=BTCUSDT,ETHUSDT "$BIN/ingest"
 start_proc devstack "$BIN/devstack" --rest-listen "127.0.0.1:$REST_PORT" \
-    --api-bin "$BIN/api" --executor-bin "$BIN/executor" --queue-url "$COMMANDS_QUEUE_URL"
+    --api-bin "$BIN/api" --executor-bin "$BIN/executor" --queue-url "$COMMANDS_QUEUE_URL" \
+    --ws-listen "127.0.0.1:$WS_PORT" --ws-bin "$BIN/ws"
+# Ingest writes prices, sends triggers to the queue, and fans out to the devstack's
+# @connections (connections from the moto table, kept fresh through Redis).
+start_proc ingest env BINANCE_WS_URL="ws://127.0.0.1:$FEED_PORT" SYMBOLS=BTCUSDT,ETHUSDT \
+    WS_MANAGEMENT_URL="http://127.0.0.1:$WS_PORT/local" "$BIN/ingest"
 
 # Wait (bounded) until feed and REST answer, then say where everything is.
 for i in $(seq 1 300); do
-    port_open "$FEED_PORT" && port_open "$REST_PORT" && break
+    port_open "$FEED_PORT" && port_open "$REST_PORT" && port_open "$WS_PORT" && break
     for pid in "${PIDS[@]}"; do
         kill -0 "$pid" 2>/dev/null || { say "$(name_of "$pid") exited during start-up"; exit 1; }
     done
@@ -120,10 +126,12 @@ cat >&2 <<EOF
  paper-trading backend running locally          (Ctrl-C stops everything)
 
  REST API (API Gateway)  http://127.0.0.1:$REST_PORT
+ WebSocket API           ws://127.0.0.1:$WS_PORT/?token=<session token>   (or ?key_id=…&secret_key=…)
+   then send {"action":"subscribe","symbols":["BTCUSDT"],"max_rate_ms":500}
  Binance replay feed     ws://127.0.0.1:$FEED_PORT/stream?streams=btcusdt@bookTicker
  PostgreSQL              postgres://127.0.0.1:${DATABASE_URL##*:}  (user trading)
  Redis                   $REDIS_URL
- moto (SQS)              $AWS_ENDPOINT_URL
+ moto (SQS, DynamoDB)    $AWS_ENDPOINT_URL   (connection table: $CONNECTIONS_TABLE)
  commands queue          $COMMANDS_QUEUE_URL
  logs                    $LOGD/
 

@@ -383,7 +383,7 @@ start_moto() {
             </dev/null >>"$LOGD/moto.log" 2>&1 8>&- 9>&-
     ) &
     echo $! >"$MOTO_PID"
-    "$VENV/bin/python" "$SCRIPTS/sqs_setup.py" wait "$MOTO_ENDPOINT" 30 \
+    "$VENV/bin/python" "$SCRIPTS/aws_setup.py" wait "$MOTO_ENDPOINT" 30 \
         || { tail_log "$LOGD/moto.log"; die "moto not ready on port $MOTO_PORT"; }
     pid_alive "$MOTO_PID" moto_server || { tail_log "$LOGD/moto.log"; die "moto exited"; }
 }
@@ -392,8 +392,8 @@ stop_moto() { kill_pidfile "$MOTO_PID" moto_server moto; }
 
 create_queues() {
     local out
-    out="$("$VENV/bin/python" "$SCRIPTS/sqs_setup.py" create "$MOTO_ENDPOINT")" \
-        || { tail_log "$LOGD/moto.log"; die "creating SQS queues failed"; }
+    out="$("$VENV/bin/python" "$SCRIPTS/aws_setup.py" create "$MOTO_ENDPOINT")" \
+        || { tail_log "$LOGD/moto.log"; die "creating the SQS queues and the connection table failed"; }
     printf '%s\n' "$out" >"$QUEUE_FILE"
     log "queues: $(echo "$out" | tr '\n' ' ')"
 }
@@ -455,6 +455,7 @@ cmd_env() {
         "AWS_SECRET_ACCESS_KEY=test"
         "COMMANDS_QUEUE_URL=$q"
         "COMMANDS_DLQ_URL=${q%commands.fifo}commands-dlq.fifo"
+        "CONNECTIONS_TABLE=connections"
         "PYTHON=$VENV/bin/python"
     )
     local v

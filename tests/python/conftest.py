@@ -4,8 +4,10 @@ The session fixture `stack` starts, from `$TRADING_BIN_DIR` (default `<repo>/tar
 
 - `feed`     the Binance-protocol replay server, on a free port (its `POST /quotes` scripts prices);
 - `ingest`   following the feed, writing prices to Redis under a unique `KEY_PREFIX`;
-- `devstack` API Gateway REST + Lambda runtime for the `api` and `executor` binaries, and the
-             SQS event source polling a unique FIFO queue created here in moto.
+- `devstack` API Gateway REST + Lambda runtime for the `api` and `executor` binaries, the
+             SQS event source polling a unique FIFO queue created here in moto, and API Gateway
+             WebSocket (+ `@connections`) for the `ws` binary, with a connection table of its
+             own in moto (built from template.yaml by infra/scripts/aws_setup.py).
 
 It needs the services of `make test` (infra/scripts/services.sh): DATABASE_URL, REDIS_URL,
 AWS_ENDPOINT_URL, AWS_REGION, AWS_ACCESS_KEY_ID, AWS_SECRET_ACCESS_KEY. A missing variable or
@@ -42,7 +44,7 @@ REQUIRED_ENV = (
     "AWS_ACCESS_KEY_ID",
     "AWS_SECRET_ACCESS_KEY",
 )
-BINARIES = ("feed", "ingest", "devstack", "api", "executor")
+BINARIES = ("feed", "ingest", "devstack", "api", "executor", "ws")
 SYMBOLS = "BTCUSDT,ETHUSDT"
 # Generous: moto is slow, and debug binaries start slowly on a busy machine.
 START_TIMEOUT_S = float(os.environ.get("PY_E2E_START_TIMEOUT_S", "90"))
@@ -144,10 +146,12 @@ class Stack:
     queue_url: str = ""
     feed_url: str = ""
     rest_url: str = ""
+    ws_url: str = ""
+    connections_table: str = ""
     procs: list = field(default_factory=list)
 
     def __repr__(self):  # not the dataclass one: `env` may hold credentials
-        return f"Stack(rest_url={self.rest_url!r}, feed_url={self.feed_url!r}, prefix={self.prefix!r}, logs={str(self.log_dir)!r})"
+        return f"Stack(rest_url={self.rest_url!r}, ws_url={self.ws_url!r}, feed_url={self.feed_url!r}, prefix={self.prefix!r}, logs={str(self.log_dir)!r})"
 
     # -- processes --
 
@@ -340,10 +344,19 @@ def stack():
     except Exception as e:  # noqa: BLE001 - any failure here means moto is not usable
         pytest.fail(f"creating the SQS FIFO queue in moto at {services['AWS_ENDPOINT_URL']} failed: {e!r}", pytrace=False)
 
-    st = Stack(bin_dir=bin_dir, env=base_env, prefix=prefix, log_dir=log_dir, queue_url=queue_url)
+    table = f"py-e2e-{uid[:12]}-connections"
+    rc = subprocess.run(
+        [os.environ.get("PYTHON", "python3"), str(REPO / "infra" / "scripts" / "aws_setup.py"), "table", services["AWS_ENDPOINT_URL"], table],
+        env=base_env,
+        timeout=60,
+    ).returncode
+    if rc != 0:
+        pytest.fail(f"creating the connection table {table} in moto failed (status {rc})", pytrace=False)
+
+    st = Stack(bin_dir=bin_dir, env=base_env, prefix=prefix, log_dir=log_dir, queue_url=queue_url, connections_table=table)
     _STACK = st
     try:
-        # The feed, then ingest (it reconnects with backoff anyway), then the devstack.
+        # The feed, then the devstack, then ingest (it pushes to the devstack's @connections).
         feed_port, _ = st.spawn_listening(
             "feed",
             lambda port: [str(bin_dir / "feed"), "--listen", f"127.0.0.1:{port}", "--speed", "1"],
@@ -352,24 +365,14 @@ def stack():
         )
         st.feed_url = f"http://127.0.0.1:{feed_port}"
 
-        ingest_env = dict(base_env)
-        ingest_env.update(
-            BINANCE_WS_URL=f"ws://127.0.0.1:{feed_port}",
-            SYMBOLS=SYMBOLS,
-            REDIS_URL=services["REDIS_URL"],
-            KEY_PREFIX=prefix,
-            # The trigger engine: rebuilds its index from the ledger, sends to this queue.
-            DATABASE_URL=services["DATABASE_URL"],
-            COMMANDS_QUEUE_URL=queue_url,
-        )
-        st.spawn("ingest", [str(bin_dir / "ingest")], ingest_env)
-
         dev_env = dict(base_env)
         dev_env.update(
             KEY_PREFIX=prefix,
             COMMANDS_QUEUE_URL=queue_url,
+            CONNECTIONS_TABLE=table,
             DATABASE_MAX_CONNECTIONS="3",
         )
+        ws_ports = {}
 
         def devstack_ready(port, proc):
             # It prints its URL once listening; then the API's own health check (through
@@ -382,21 +385,38 @@ def stack():
             if http("GET", f"{url}/health", timeout=10)[0] != 200:
                 return False
             st.rest_url = url
+            st.ws_url = f"ws://127.0.0.1:{ws_ports['ws']}"
             return True
 
-        st.spawn_listening(
-            "devstack",
-            lambda port: [
+        def devstack_args(port):
+            ws_ports["ws"] = free_port()
+            return [
                 str(bin_dir / "devstack"),
                 "--rest-listen", f"127.0.0.1:{port}",
+                "--ws-listen", f"127.0.0.1:{ws_ports['ws']}",
+                "--ws-bin", str(bin_dir / "ws"),
                 "--api-bin", str(bin_dir / "api"),
                 "--executor-bin", str(bin_dir / "executor"),
                 "--queue-url", queue_url,
                 "--visibility-timeout-secs", "2",
-            ],
-            dev_env,
-            devstack_ready,
+            ]
+
+        st.spawn_listening("devstack", devstack_args, dev_env, devstack_ready)
+
+        ingest_env = dict(base_env)
+        ingest_env.update(
+            BINANCE_WS_URL=f"ws://127.0.0.1:{feed_port}",
+            SYMBOLS=SYMBOLS,
+            REDIS_URL=services["REDIS_URL"],
+            KEY_PREFIX=prefix,
+            # The trigger engine: rebuilds its index from the ledger, sends to this queue.
+            DATABASE_URL=services["DATABASE_URL"],
+            COMMANDS_QUEUE_URL=queue_url,
+            # The fan-out: this stack's connections, pushed through its devstack.
+            CONNECTIONS_TABLE=table,
+            WS_MANAGEMENT_URL=st.ws_url.replace("ws://", "http://", 1) + "/local",
         )
+        st.spawn("ingest", [str(bin_dir / "ingest")], ingest_env)
         st.check_alive()
     except BaseException:
         _FAILED = True  # keep the logs of a stack that did not start

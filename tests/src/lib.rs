@@ -28,6 +28,8 @@ use std::process::{ExitStatus, Stdio};
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
+pub mod ws;
+
 use adapters::cache::Cache;
 use adapters::testkit::service_env;
 use domain::quote::Quote;
@@ -136,6 +138,12 @@ pub struct StackOptions {
     pub function_env: Vec<(String, String)>,
     /// More environment for the ingest task.
     pub ingest_env: Vec<(String, String)>,
+    /// More environment for the devstack itself (e.g. `DEVSTACK_WS_IDLE_TIMEOUT_SECS`).
+    pub devstack_env: Vec<(String, String)>,
+    /// How often the feed re-emits a scripted quote (default 200 ms).
+    pub feed_repeat_ms: Option<u64>,
+    /// Instances (processes) of the `ws` function (default 2).
+    pub ws_instances: Option<usize>,
 }
 
 struct Proc {
@@ -157,6 +165,11 @@ pub struct Stack {
     pub prefix: String,
     /// The SQS FIFO queue of this stack.
     pub queue_url: String,
+    /// `ws://127.0.0.1:<port>`: API Gateway WebSocket of the devstack (its `@connections`
+    /// management API is at `http://127.0.0.1:<port>/local`).
+    pub ws_url: String,
+    /// The DynamoDB connection table of this stack.
+    pub connections_table: String,
     /// The price cache as the functions see it (same Redis, same prefix).
     pub cache: Cache,
     http: reqwest::Client,
@@ -175,8 +188,8 @@ impl Stack {
     pub async fn start_with(options: StackOptions) -> Stack {
         let database_url = service_env("DATABASE_URL");
         let redis_url = service_env("REDIS_URL");
-        let [feed_bin, ingest_bin, devstack_bin, api_bin, executor_bin] =
-            ["feed", "ingest", "devstack", "api", "executor"].map(binary);
+        let [feed_bin, ingest_bin, devstack_bin, api_bin, executor_bin, ws_bin] =
+            ["feed", "ingest", "devstack", "api", "executor", "ws"].map(binary);
         let id = Uuid::new_v4().simple().to_string();
         let prefix = format!("e2e{}:", &id[..12]);
         migrate_once().await;
@@ -209,18 +222,21 @@ impl Stack {
             .build()
             .expect("http client");
         let cache = Cache::new(&redis_url, &prefix).expect("REDIS_URL parses");
+        let connections_table = adapters::testkit::connection_table();
         let mut stack = Stack {
             rest_url: String::new(),
             feed_url: String::new(),
             prefix: prefix.clone(),
             queue_url: queue_url.clone(),
+            ws_url: String::new(),
+            connections_table: connections_table.clone(),
             cache,
             http,
             procs: Mutex::new(Vec::new()),
             log_dir,
         };
 
-        // The feed, then ingest (it reconnects with backoff anyway), then the devstack.
+        // The feed, then the devstack, then ingest (it needs the devstack's @connections).
         let feed_port = stack
             .spawn_listening("feed", |port| {
                 let mut c = Command::new(&feed_bin);
@@ -229,40 +245,27 @@ impl Stack {
                     .arg("--speed")
                     .arg("1")
                     .arg("--repeat-ms")
-                    .arg(FEED_REPEAT_MS.to_string());
+                    .arg(options.feed_repeat_ms.unwrap_or(FEED_REPEAT_MS).to_string());
                 c
             })
             .await;
         stack.feed_url = format!("http://127.0.0.1:{feed_port}");
 
-        let mut ingest = Command::new(&ingest_bin);
-        ingest
-            .env("BINANCE_WS_URL", format!("ws://127.0.0.1:{feed_port}"))
-            .env("SYMBOLS", SYMBOLS)
-            .env("REDIS_URL", &redis_url)
-            .env("KEY_PREFIX", &prefix)
-            // The trigger engine: it reads resting orders from the ledger to rebuild its
-            // index and sends trigger commands to this stack's queue.
-            .env("DATABASE_URL", &database_url)
-            .env("COMMANDS_QUEUE_URL", &queue_url);
-        for var in [
-            "AWS_ENDPOINT_URL",
-            "AWS_REGION",
-            "AWS_ACCESS_KEY_ID",
-            "AWS_SECRET_ACCESS_KEY",
-        ] {
-            ingest.env(var, service_env(var));
-        }
-        for (k, v) in &options.ingest_env {
-            ingest.env(k, v);
-        }
-        stack.spawn("ingest", ingest);
-
+        // The devstack's second listener (WebSocket + @connections) gets a port of its own;
+        // the attempt that binds both is the one kept.
+        let ws_port = std::cell::Cell::new(0u16);
         let rest_port = stack
             .spawn_listening("devstack", |port| {
                 let mut c = Command::new(&devstack_bin);
+                ws_port.set(free_port());
                 c.arg("--rest-listen")
                     .arg(format!("127.0.0.1:{port}"))
+                    .arg("--ws-listen")
+                    .arg(format!("127.0.0.1:{}", ws_port.get()))
+                    .arg("--ws-bin")
+                    .arg(&ws_bin)
+                    .arg("--ws-instances")
+                    .arg(options.ws_instances.unwrap_or(2).to_string())
                     .arg("--api-bin")
                     .arg(&api_bin)
                     .arg("--executor-bin")
@@ -282,7 +285,8 @@ impl Stack {
                     .env("DATABASE_MAX_CONNECTIONS", "3")
                     .env("REDIS_URL", &redis_url)
                     .env("KEY_PREFIX", &prefix)
-                    .env("COMMANDS_QUEUE_URL", &queue_url);
+                    .env("COMMANDS_QUEUE_URL", &queue_url)
+                    .env("CONNECTIONS_TABLE", &connections_table);
                 for var in [
                     "AWS_ENDPOINT_URL",
                     "AWS_REGION",
@@ -294,13 +298,43 @@ impl Stack {
                 if let Some(ms) = options.max_price_age_ms {
                     c.env("MAX_PRICE_AGE_MS", ms.to_string());
                 }
-                for (k, v) in &options.function_env {
+                for (k, v) in options.function_env.iter().chain(&options.devstack_env) {
                     c.env(k, v);
                 }
                 c
             })
             .await;
         stack.rest_url = format!("http://127.0.0.1:{rest_port}");
+        stack.ws_url = format!("ws://127.0.0.1:{}", ws_port.get());
+
+        let mut ingest = Command::new(&ingest_bin);
+        ingest
+            .env("BINANCE_WS_URL", format!("ws://127.0.0.1:{feed_port}"))
+            .env("SYMBOLS", SYMBOLS)
+            .env("REDIS_URL", &redis_url)
+            .env("KEY_PREFIX", &prefix)
+            // The trigger engine: it reads resting orders from the ledger to rebuild its
+            // index and sends trigger commands to this stack's queue.
+            .env("DATABASE_URL", &database_url)
+            .env("COMMANDS_QUEUE_URL", &queue_url)
+            // The fan-out: connections from this stack's table, pushes to its devstack.
+            .env("CONNECTIONS_TABLE", &connections_table)
+            .env(
+                "WS_MANAGEMENT_URL",
+                format!("{}/local", stack.ws_url.replacen("ws://", "http://", 1)),
+            );
+        for var in [
+            "AWS_ENDPOINT_URL",
+            "AWS_REGION",
+            "AWS_ACCESS_KEY_ID",
+            "AWS_SECRET_ACCESS_KEY",
+        ] {
+            ingest.env(var, service_env(var));
+        }
+        for (k, v) in &options.ingest_env {
+            ingest.env(k, v);
+        }
+        stack.spawn("ingest", ingest);
 
         // The devstack answers before its function instances are up; the API's own health
         // check goes through the api Lambda to Postgres, Redis and the queue.
@@ -649,6 +683,31 @@ impl Stack {
         }
     }
 
+    /// Scripts `symbol` at `bid`/`ask` on the feed without waiting for it to reach Redis
+    /// (benches drive many symbols at once).
+    pub async fn script_quote(&self, symbol: &str, bid: &str, ask: &str) {
+        let r = self
+            .http
+            .post(format!("{}/quotes", self.feed_url))
+            .json(&json!({ "symbol": symbol, "bid": bid, "ask": ask, "last": bid }))
+            .send()
+            .await
+            .unwrap_or_else(|e| self.fail(&format!("POST /quotes to the feed: {e}")));
+        if !r.status().is_success() {
+            self.fail(&format!("POST /quotes {symbol}: {}", r.status()));
+        }
+    }
+
+    /// The process id of one of this stack's processes (`ingest`, `devstack`, `feed`).
+    pub fn pid_of(&self, name: &str) -> Option<u32> {
+        self.procs
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .iter()
+            .find(|p| p.name == name)
+            .map(|p| p.pid)
+    }
+
     /// Releases a scripted symbol (`DELETE /quotes/{symbol}`): the feed replays it again,
     /// or, without a recording, sends nothing more for it.
     pub async fn release_quote(&self, symbol: &str) {
@@ -849,6 +908,10 @@ pub struct User {
 }
 
 impl User {
+    pub fn account_uuid(&self) -> Uuid {
+        self.account_id.parse().expect("account ids are UUIDs")
+    }
+
     /// Authenticates with the API key.
     pub fn key(&self) -> Auth {
         Auth::Key {

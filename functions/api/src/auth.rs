@@ -2,8 +2,8 @@
 //! `Authorization: Bearer <token>` or Alpaca's `APCA-API-KEY-ID` + `APCA-API-SECRET-KEY`.
 
 use adapters::auth::{
-    digest, digest_matches, dummy_password_hash, hash_password, new_key_id, random_secret,
-    verify_password,
+    digest, dummy_password_hash, hash_password, new_key_id, random_secret, resolve,
+    verify_password, Credentials,
 };
 use adapters::cache::Session;
 use adapters::ledger::SignupError;
@@ -12,18 +12,11 @@ use chrono::Utc;
 use lambda_http::{Body, Request, Response};
 use serde::Deserialize;
 use serde_json::json;
-use uuid::Uuid;
 
 use crate::http::{header, json, json_body, no_content};
 use crate::Deps;
 
-/// Who is calling, and how they proved it.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Principal {
-    pub user_id: Uuid,
-    pub account_id: Uuid,
-    pub via_session: bool,
-}
+pub use adapters::auth::Principal;
 
 const MISSING: &str = "missing credentials: send Authorization: Bearer <token>, or APCA-API-KEY-ID and APCA-API-SECRET-KEY";
 
@@ -38,51 +31,39 @@ fn bearer(req: &Request) -> Option<String> {
 
 /// Authenticates the request by session token or API key.
 pub async fn authenticate(deps: &Deps, req: &Request) -> Result<Principal, ApiError> {
-    if let Some(token) = bearer(req) {
-        return session_principal(deps, &token).await;
-    }
-    let key_id = header(req, "apca-api-key-id");
-    let secret = header(req, "apca-api-secret-key");
-    match (key_id, secret) {
-        (Some(key_id), Some(secret)) => {
-            let key = deps.ledger.api_key(&key_id).await?;
-            match key {
-                Some(k) if !k.revoked && digest_matches(&secret, &k.secret_hash) => Ok(Principal {
-                    user_id: k.user_id,
-                    account_id: k.account_id,
-                    via_session: false,
-                }),
-                _ => Err(ApiError::unauthenticated("invalid API key or secret")),
-            }
-        }
-        (Some(_), None) | (None, Some(_)) => Err(ApiError::unauthenticated(
+    let credentials = Credentials::from_parts(
+        bearer(req),
+        header(req, "apca-api-key-id"),
+        header(req, "apca-api-secret-key"),
+    );
+    if credentials == Credentials::IncompleteKey {
+        return Err(ApiError::unauthenticated(
             "send both APCA-API-KEY-ID and APCA-API-SECRET-KEY",
-        )),
-        (None, None) => Err(ApiError::unauthenticated(MISSING)),
+        ));
     }
-}
-
-async fn session_principal(deps: &Deps, token: &str) -> Result<Principal, ApiError> {
-    match deps
-        .cache
-        .touch_session(&digest(token), deps.config.session_ttl_secs)
-        .await?
-    {
-        Some(s) => Ok(Principal {
-            user_id: s.user_id,
-            account_id: s.account_id,
-            via_session: true,
-        }),
-        None => Err(ApiError::unauthenticated(
-            "invalid or expired session token",
-        )),
-    }
+    resolve(
+        &deps.ledger,
+        &deps.cache,
+        deps.config.session_ttl_secs,
+        &credentials,
+        MISSING,
+    )
+    .await
 }
 
 /// Key management needs a login session: a leaked API key cannot mint more keys.
 async fn require_session(deps: &Deps, req: &Request) -> Result<Principal, ApiError> {
     match bearer(req) {
-        Some(token) => session_principal(deps, &token).await,
+        Some(token) => {
+            resolve(
+                &deps.ledger,
+                &deps.cache,
+                deps.config.session_ttl_secs,
+                &Credentials::Session(token),
+                MISSING,
+            )
+            .await
+        }
         None => Err(ApiError::unauthenticated(
             "this route needs a login session: send Authorization: Bearer <token>",
         )),
@@ -90,7 +71,7 @@ async fn require_session(deps: &Deps, req: &Request) -> Result<Principal, ApiErr
 }
 
 #[derive(Deserialize)]
-struct Credentials {
+struct Login {
     email: Option<String>,
     password: Option<String>,
 }
@@ -134,7 +115,7 @@ async fn verify_blocking(password: String, hash: String) -> bool {
 
 /// `POST /v2/auth/signup {email, password}` → 201 `{user_id, account_id}`.
 pub async fn signup(deps: &Deps, req: &Request) -> Result<Response<Body>, ApiError> {
-    let c: Credentials = json_body(req)?;
+    let c: Login = json_body(req)?;
     let email = normalized_email(c.email.as_deref())?;
     let password = c.password.unwrap_or_default();
     let chars = password.chars().count();
@@ -165,7 +146,7 @@ pub async fn signup(deps: &Deps, req: &Request) -> Result<Response<Body>, ApiErr
 
 /// `POST /v2/auth/login {email, password}` → `{token, expires_at}`.
 pub async fn login(deps: &Deps, req: &Request) -> Result<Response<Body>, ApiError> {
-    let c: Credentials = json_body(req)?;
+    let c: Login = json_body(req)?;
     let password = c.password.unwrap_or_default();
     let email = normalized_email(c.email.as_deref()).unwrap_or_default();
     let creds = if email.is_empty() {

@@ -74,6 +74,8 @@ impl Setup {
             catalog: Catalog::builtin(),
             params: ExecutionParams::default(),
             watches: adapters::watch::WatchIndex::new(redis, &self.prefix).expect("redis url"),
+            connections: adapters::connections::ConnectionTable::new("unused"),
+            pusher: None,
         }
     }
 }

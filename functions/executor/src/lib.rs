@@ -8,11 +8,15 @@
 //! `batchItemFailures` with every later message of its group, so nothing runs ahead of a
 //! command that must be retried.
 
+pub mod updates;
+
 use std::collections::{HashMap, HashSet};
 
 use adapters::cache::Cache;
 use adapters::config::Config;
+use adapters::connections::ConnectionTable;
 use adapters::ledger::{ExecOutcome, Ledger};
+use adapters::push::Pusher;
 use adapters::watch::WatchIndex;
 use adapters::{now_ms, DependencyError};
 use aws_lambda_events::sqs::{SqsBatchResponse, SqsMessage};
@@ -28,6 +32,10 @@ pub struct Deps {
     pub params: ExecutionParams,
     /// The trigger index in Redis (a derived copy of the resting orders).
     pub watches: WatchIndex,
+    /// The WebSocket connections, for order updates.
+    pub connections: ConnectionTable,
+    /// `None` without `WS_MANAGEMENT_URL`: no WebSocket API, no order updates.
+    pub pusher: Option<Pusher>,
 }
 
 impl Deps {
@@ -38,6 +46,8 @@ impl Deps {
             catalog: Catalog::builtin(),
             params: config.execution_params(),
             watches: WatchIndex::new(&config.redis_url, &config.key_prefix)?,
+            connections: ConnectionTable::new(&config.connections_table),
+            pusher: Pusher::from_env(),
         })
     }
 }
@@ -67,7 +77,9 @@ pub async fn apply(deps: &Deps, command: &Command) -> Result<ExecOutcome, Comman
 /// Applies commands in order in one transaction: the quotes they need are read in one round
 /// trip first, the ledger takes them in a fixed number of statements, and after the commit
 /// the derived copies in Redis follow in one round trip each: pending copies of placed
-/// orders are cleared and the trigger index learns which orders rest and which stopped.
+/// orders are cleared, the trigger index learns which orders rest and which stopped, and
+/// the accounts' positions snapshots are replaced; then order updates go to the accounts'
+/// WebSocket connections (see [`updates`]).
 pub async fn apply_all(
     deps: &Deps,
     commands: &[Command],
@@ -102,6 +114,7 @@ pub async fn apply_all(
         tracing::warn!(error = %e, "could not clear pending copies");
     }
     update_watches(deps, &result.changed).await;
+    updates::publish(deps, &result).await;
     Ok(result.outcomes)
 }
 

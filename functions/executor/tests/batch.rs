@@ -23,6 +23,8 @@ async fn deps() -> Deps {
         catalog: Catalog::builtin(),
         params: domain::execution::ExecutionParams::default(),
         watches: adapters::watch::WatchIndex::new(&redis, &prefix).unwrap(),
+        connections: adapters::connections::ConnectionTable::new("unused"),
+        pusher: None,
     }
 }
 
@@ -422,4 +424,65 @@ async fn the_trigger_index_follows_resting_orders() {
         .await
         .unwrap();
     assert!(watched().await.is_empty(), "neither order rests any more");
+}
+
+#[tokio::test]
+async fn a_commit_leaves_a_positions_snapshot_and_order_events() {
+    let deps = deps().await;
+    let (_, account) = account_with_cash(&deps.ledger, dec!(100000)).await;
+    put_quote(&deps.cache, "BTCUSDT", dec!(60000), dec!(60000.5)).await;
+    // Two buys in one batch: each fill reports the position after it.
+    let commands = [
+        market(account, "buy", "0.01", "snap-1"),
+        market(account, "buy", "0.02", "snap-2"),
+    ];
+    let quotes = deps.cache.quotes(&["BTCUSDT".to_string()]).await.unwrap();
+    let result = deps
+        .ledger
+        .apply_commands(
+            &commands,
+            &quotes,
+            Catalog::builtin(),
+            adapters::now_ms(),
+            &deps.params,
+        )
+        .await
+        .unwrap();
+    assert_eq!(result.snapshots.len(), 1);
+    let snap = &result.snapshots[0];
+    assert_eq!(snap.account_id, account);
+    assert_eq!(snap.positions[0].position.qty, dec!(0.03));
+    let cash = deps.ledger.account(account).await.unwrap().unwrap().cash;
+    assert_eq!(snap.cash, cash);
+
+    let messages = executor::updates::order_messages(&result, Utc::now());
+    let events: Vec<serde_json::Value> = messages
+        .iter()
+        .map(|(a, m)| {
+            assert_eq!(*a, account);
+            serde_json::from_str(m).unwrap()
+        })
+        .collect();
+    let names: Vec<&str> = events
+        .iter()
+        .map(|e| e["data"]["event"].as_str().unwrap())
+        .collect();
+    assert_eq!(names, ["new", "fill", "new", "fill"]);
+    assert!(events.iter().all(|e| e["type"] == "order"));
+    assert_eq!(events[1]["data"]["position_qty"], "0.01");
+    assert_eq!(events[3]["data"]["position_qty"], "0.03");
+    assert_eq!(events[3]["data"]["qty"], "0.02");
+    assert_eq!(events[3]["data"]["price"], "60000.5");
+    assert_eq!(events[3]["data"]["order"]["status"], "filled");
+
+    // Through the executor, the snapshot lands in Redis for the fan-out.
+    apply(&deps, &market(account, "sell", "0.01", "snap-3"))
+        .await
+        .unwrap();
+    let stored = deps.cache.snapshots(&[account]).await.unwrap();
+    assert_eq!(stored[&account].positions[0].position.qty, dec!(0.02));
+    assert_eq!(
+        stored[&account].cash,
+        deps.ledger.account(account).await.unwrap().unwrap().cash
+    );
 }

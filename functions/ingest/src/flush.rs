@@ -30,6 +30,30 @@ pub trait FlushHook: Send + 'static {
     fn on_flush(&mut self, quotes: &[domain::quote::Quote]);
 }
 
+/// Several hooks called in turn (the trigger engine's and the fan-out's taps): each sees
+/// every flush.
+#[derive(Default)]
+pub struct Hooks(pub Vec<Box<dyn FlushHook>>);
+
+impl Hooks {
+    /// `None` without hooks, the hook itself when there is one, else all of them in turn.
+    pub fn boxed(mut hooks: Vec<Box<dyn FlushHook>>) -> Option<Box<dyn FlushHook>> {
+        match hooks.len() {
+            0 => None,
+            1 => hooks.pop(),
+            _ => Some(Box::new(Hooks(hooks))),
+        }
+    }
+}
+
+impl FlushHook for Hooks {
+    fn on_flush(&mut self, quotes: &[Quote]) {
+        for h in &mut self.0 {
+            h.on_flush(quotes);
+        }
+    }
+}
+
 /// The Redis key of a symbol's stale marker: present (value `1`) while ingest knows its
 /// price in `{prefix}px:{SYMBOL}` is not being kept fresh.
 pub fn stale_key(prefix: &str, symbol: &str) -> String {
@@ -242,5 +266,33 @@ pub async fn run(
                 None => requests_open = false,
             },
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::triggers::quote_channel;
+
+    #[test]
+    fn hooks_each_see_every_flush() {
+        assert!(Hooks::boxed(Vec::new()).is_none());
+        let (a, mut ra) = quote_channel();
+        let (b, mut rb) = quote_channel();
+        let mut one = Hooks::boxed(vec![Box::new(a.clone())]).unwrap();
+        let mut both = Hooks::boxed(vec![Box::new(a), Box::new(b)]).unwrap();
+        let q = Quote {
+            symbol: "BTCUSDT".into(),
+            bid: "1".parse().unwrap(),
+            ask: "2".parse().unwrap(),
+            last: None,
+            ts: 1,
+        };
+        one.on_flush(std::slice::from_ref(&q));
+        both.on_flush(std::slice::from_ref(&q));
+        assert_eq!(ra.try_recv().unwrap(), vec![q.clone()]);
+        assert_eq!(ra.try_recv().unwrap(), vec![q.clone()]);
+        assert_eq!(rb.try_recv().unwrap(), vec![q]);
+        assert!(ra.try_recv().is_err() && rb.try_recv().is_err());
     }
 }

@@ -5,6 +5,9 @@
 //! - [`book`]: latest bid/ask/last per symbol plus a dirty set (coalescing).
 //! - [`flush`]: pipelined Redis writer with TTL; outages are logged and retried; stale
 //!   markers; the [`flush::FlushHook`] that sees every flush.
+//! - [`triggers`]: resting orders crossed by the flushed prices → SQS.
+//! - [`fanout`]: the flushed prices and live PnL → WebSocket clients (PostToConnection),
+//!   at most one message per connection per flush and per its `max_rate_ms`.
 //! - [`stream`]: WebSocket client: pings answered, connections rotated without a gap (max
 //!   age, `serverShutdown`, stall), jittered exponential backoff after a loss.
 //!
@@ -35,6 +38,7 @@
 //! `STATS_INTERVAL_SECS` as `ingest stats`.
 
 pub mod book;
+pub mod fanout;
 pub mod flush;
 pub mod parse;
 pub mod stream;
@@ -46,6 +50,26 @@ use std::time::Duration;
 use clap::Parser;
 use tokio::sync::{mpsc, oneshot};
 use tokio::task::JoinHandle;
+
+/// An environment variable, `None` when unset or blank.
+pub(crate) fn env_var(name: &str) -> Option<String> {
+    std::env::var(name).ok().filter(|v| !v.trim().is_empty())
+}
+
+/// A numeric environment variable, `default` when unset; an unparsable value is an error
+/// naming the variable.
+pub(crate) fn env_num<T: std::str::FromStr>(name: &str, default: T) -> anyhow::Result<T>
+where
+    T::Err: std::fmt::Display,
+{
+    match env_var(name) {
+        None => Ok(default),
+        Some(v) => v
+            .trim()
+            .parse()
+            .map_err(|e| anyhow::anyhow!("{name}={v}: {e}")),
+    }
+}
 
 /// Locks a mutex, ignoring poisoning (no critical section leaves the book half-updated).
 pub(crate) fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
@@ -133,7 +157,7 @@ pub struct Ingest {
 }
 
 pub use book::Book;
-pub use flush::FlushHook;
+pub use flush::{FlushHook, Hooks};
 
 impl Ingest {
     /// Flushes whatever is still dirty now, through the running flusher (so the hook sees

@@ -12,9 +12,16 @@ async fn main() -> anyhow::Result<()> {
     // only means a provider is already installed, which is what we want anyway.
     let _ = rustls::crypto::ring::default_provider().install_default();
     let config = ingest::Config::parse();
-    let hook = ingest::triggers::spawn_from_env()?
-        .map(|(tap, _stats)| Box::new(tap) as Box<dyn ingest::FlushHook>);
-    let ingest = ingest::spawn_with_hook(&config, hook)?;
+    let mut hooks: Vec<Box<dyn ingest::FlushHook>> = Vec::new();
+    if let Some((tap, _stats)) = ingest::triggers::spawn_from_env()? {
+        hooks.push(Box::new(tap));
+    }
+    // Kept alive until shutdown: dropping it stops the fan-out.
+    let fanout = ingest::fanout::spawn_from_env(&config)?;
+    if let Some(f) = &fanout {
+        hooks.push(Box::new(f.tap()));
+    }
+    let ingest = ingest::spawn_with_hook(&config, ingest::Hooks::boxed(hooks))?;
     shutdown_signal().await;
     tracing::info!("shutting down; final flush");
     ingest.final_flush().await;

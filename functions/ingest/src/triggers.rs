@@ -76,21 +76,7 @@ impl TriggerConfig {
 
     /// From the environment variables named on the fields.
     pub fn from_env() -> anyhow::Result<TriggerConfig> {
-        fn var(name: &str) -> Option<String> {
-            std::env::var(name).ok().filter(|v| !v.trim().is_empty())
-        }
-        fn num<T: std::str::FromStr>(name: &str, default: T) -> anyhow::Result<T>
-        where
-            T::Err: std::fmt::Display,
-        {
-            match var(name) {
-                None => Ok(default),
-                Some(v) => v
-                    .trim()
-                    .parse()
-                    .map_err(|e| anyhow::anyhow!("{name}={v}: {e}")),
-            }
-        }
+        use crate::{env_num as num, env_var as var};
         let mut cfg = TriggerConfig::new(
             &var("REDIS_URL").unwrap_or_else(|| "redis://127.0.0.1:6379".into()),
             &var("KEY_PREFIX").unwrap_or_default(),

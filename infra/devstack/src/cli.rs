@@ -10,7 +10,8 @@ use crate::runtime::{default_region, FunctionConfig};
 use crate::sqs::SqsSourceConfig;
 use crate::Config;
 
-/// Local API Gateway REST + Lambda Runtime API + SQS event source.
+/// Local API Gateway REST + WebSocket (+ @connections) + Lambda Runtime API +
+/// SQS event source.
 #[derive(Debug, Clone, Parser)]
 #[command(name = "devstack", version, about)]
 pub struct Cli {
@@ -30,7 +31,7 @@ pub struct Cli {
     #[arg(long, env = "DEVSTACK_API_INSTANCES", default_value_t = 2)]
     pub api_instances: usize,
 
-    /// API Gateway integration timeout in seconds (29 on AWS).
+    /// API Gateway integration timeout in seconds (29 on AWS), REST and WebSocket.
     #[arg(long, env = "DEVSTACK_API_TIMEOUT_SECS", default_value_t = 29)]
     pub api_timeout_secs: u64,
 
@@ -68,6 +69,29 @@ pub struct Cli {
     /// Number of concurrent SQS pollers.
     #[arg(long, env = "DEVSTACK_SQS_POLLERS", default_value_t = 2)]
     pub sqs_pollers: usize,
+
+    /// Address for API Gateway WebSocket and the @connections API (only
+    /// bound with --ws-bin).
+    #[arg(long, env = "DEVSTACK_WS_LISTEN", default_value = "127.0.0.1:3001")]
+    pub ws_listen: SocketAddr,
+
+    /// The `ws` Lambda binary ($connect / $default / $disconnect events).
+    #[arg(long, env = "DEVSTACK_WS_BIN")]
+    pub ws_bin: Option<PathBuf>,
+
+    /// Number of `ws` instances (processes).
+    #[arg(long, env = "DEVSTACK_WS_INSTANCES", default_value_t = 2)]
+    pub ws_instances: usize,
+
+    /// WebSocket idle timeout in seconds (600 on AWS).
+    #[arg(long, env = "DEVSTACK_WS_IDLE_TIMEOUT_SECS", default_value_t = 600,
+          value_parser = clap::value_parser!(u64).range(1..))]
+    pub ws_idle_timeout_secs: u64,
+
+    /// Maximum WebSocket connection duration in seconds (7200 on AWS).
+    #[arg(long, env = "DEVSTACK_WS_MAX_CONNECTION_SECS", default_value_t = 7200,
+          value_parser = clap::value_parser!(u64).range(1..))]
+    pub ws_max_connection_secs: u64,
 }
 
 impl Cli {
@@ -87,6 +111,10 @@ impl Cli {
             .executor_bin
             .clone()
             .map(|b| function("executor", b, self.executor_instances));
+        let ws = self
+            .ws_bin
+            .clone()
+            .map(|b| function("ws", b, self.ws_instances));
         let executor_timeout = Duration::from_secs(
             self.executor_timeout_secs
                 .unwrap_or(self.visibility_timeout_secs.max(1) as u64),
@@ -112,6 +140,11 @@ impl Cli {
             max_request_body: crate::rest::MAX_REQUEST_BODY,
             executor,
             sqs,
+            ws_listen: self.ws_listen,
+            ws,
+            ws_timeout: Duration::from_secs(self.api_timeout_secs),
+            ws_idle_timeout: Duration::from_secs(self.ws_idle_timeout_secs),
+            ws_max_connection: Duration::from_secs(self.ws_max_connection_secs),
         }
     }
 }

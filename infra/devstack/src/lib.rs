@@ -1,13 +1,18 @@
-//! devstack: the local stand-in for API Gateway REST, Lambda and the SQS event
-//! source, running the real function binaries as child processes under an
-//! emulated Lambda Runtime API. See `start`.
+//! devstack: the local stand-in for API Gateway REST and WebSocket (with the
+//! `@connections` management API), Lambda and the SQS event source, running
+//! the real function binaries as child processes under an emulated Lambda
+//! Runtime API. See `start`.
 
 pub mod cli;
+pub mod connections;
 pub mod rest;
 pub mod runtime;
 pub mod sqs;
+pub mod ws;
+pub mod ws_events;
 
 use std::net::SocketAddr;
+use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::Context as _;
@@ -36,6 +41,18 @@ pub struct Config {
     pub executor: Option<FunctionConfig>,
     /// The SQS event source (needs `executor`).
     pub sqs: Option<SqsSourceConfig>,
+    /// Where API Gateway WebSocket and `@connections` listen (port 0 for an
+    /// ephemeral port); bound only when `ws` is set.
+    pub ws_listen: SocketAddr,
+    /// The `ws` function behind the WebSocket API's `$connect`, `$default`
+    /// and `$disconnect` routes (None: no WebSocket API).
+    pub ws: Option<FunctionConfig>,
+    /// WebSocket route integration timeout (29 s on AWS).
+    pub ws_timeout: Duration,
+    /// Idle connection timeout (10 min on AWS).
+    pub ws_idle_timeout: Duration,
+    /// Maximum connection duration (2 h on AWS).
+    pub ws_max_connection: Duration,
 }
 
 impl Config {
@@ -49,6 +66,11 @@ impl Config {
             max_request_body: rest::MAX_REQUEST_BODY,
             executor: None,
             sqs: None,
+            ws_listen: SocketAddr::from(([127, 0, 0, 1], 0)),
+            ws: None,
+            ws_timeout: rest::DEFAULT_TIMEOUT,
+            ws_idle_timeout: ws::DEFAULT_IDLE_TIMEOUT,
+            ws_max_connection: ws::DEFAULT_MAX_CONNECTION,
         }
     }
 }
@@ -68,6 +90,9 @@ pub struct Devstack {
     functions: Vec<LambdaFunction>,
     api: Option<FunctionHandle>,
     executor: Option<FunctionHandle>,
+    ws_addr: Option<SocketAddr>,
+    ws: Option<FunctionHandle>,
+    ws_state: Option<Arc<ws::WsState>>,
 }
 
 impl Devstack {
@@ -87,6 +112,26 @@ impl Devstack {
 
     pub fn executor(&self) -> Option<&FunctionHandle> {
         self.executor.as_ref()
+    }
+
+    /// The bound WebSocket / `@connections` address (None without a `ws` function).
+    pub fn ws_addr(&self) -> Option<SocketAddr> {
+        self.ws_addr
+    }
+
+    /// `http://<ws_addr>`: `ws://<ws_addr>/<stage>` for clients,
+    /// `<ws_url>/<stage>` as the management API's endpoint URL.
+    pub fn ws_url(&self) -> Option<String> {
+        self.ws_addr.map(|a| format!("http://{a}"))
+    }
+
+    pub fn ws(&self) -> Option<&FunctionHandle> {
+        self.ws.as_ref()
+    }
+
+    /// The WebSocket API's counters (as `GET /__control/stats` answers them).
+    pub fn ws_stats(&self) -> Option<serde_json::Value> {
+        self.ws_state.as_ref().map(|s| s.stats_json())
     }
 
     /// Stop pollers and the REST server, kill every function process and
@@ -121,15 +166,19 @@ impl Drop for Devstack {
     }
 }
 
-/// Start the devstack: bind the REST listener, start the function instances
-/// and the SQS pollers. Returns once the REST listener is bound; function
-/// instances become ready in the background (requests wait for them).
-pub async fn start(config: Config) -> anyhow::Result<Devstack> {
-    if !config.rest_listen.ip().is_loopback() {
-        warn!(
-            "devstack: --rest-listen {} is not a loopback address",
-            config.rest_listen
-        );
+/// Start the devstack: bind the REST (and WebSocket) listeners, start the
+/// function instances and the SQS pollers. Returns once the listeners are
+/// bound; function instances become ready in the background (requests wait
+/// for them).
+pub async fn start(mut config: Config) -> anyhow::Result<Devstack> {
+    let mut listens = vec![("--rest-listen", config.rest_listen)];
+    if config.ws.is_some() {
+        listens.push(("--ws-listen", config.ws_listen));
+    }
+    for (flag, addr) in listens {
+        if !addr.ip().is_loopback() {
+            warn!("devstack: {flag} {addr} is not a loopback address");
+        }
     }
     if config.sqs.is_some() && config.executor.is_none() {
         anyhow::bail!("an SQS queue is configured but no executor function (--executor-bin)");
@@ -138,6 +187,29 @@ pub async fn start(config: Config) -> anyhow::Result<Devstack> {
         .await
         .with_context(|| format!("binding {}", config.rest_listen))?;
     let rest_addr = listener.local_addr()?;
+
+    // The WebSocket listener is bound before any function starts, since
+    // every function learns its address (WS_MANAGEMENT_URL).
+    let ws_listener = match &config.ws {
+        Some(_) => Some(
+            TcpListener::bind(config.ws_listen)
+                .await
+                .with_context(|| format!("binding {}", config.ws_listen))?,
+        ),
+        None => None,
+    };
+    let ws_addr = ws_listener.as_ref().map(|l| l.local_addr()).transpose()?;
+    if let Some(addr) = ws_addr {
+        let url = format!("http://{addr}/{}", config.stage);
+        for fc in [&mut config.api, &mut config.executor, &mut config.ws]
+            .into_iter()
+            .flatten()
+        {
+            // First, so an explicit entry in `env` still wins.
+            fc.env
+                .insert(0, ("WS_MANAGEMENT_URL".to_string(), url.clone()));
+        }
+    }
 
     let (shutdown_tx, shutdown_rx) = watch::channel(false);
     let mut functions = Vec::new();
@@ -150,6 +222,12 @@ pub async fn start(config: Config) -> anyhow::Result<Devstack> {
         h
     });
     let executor = config.executor.clone().map(|fc| {
+        let f = LambdaFunction::start(fc, shutdown_rx.clone());
+        let h = f.handle();
+        functions.push(f);
+        h
+    });
+    let ws_fn = config.ws.clone().map(|fc| {
         let f = LambdaFunction::start(fc, shutdown_rx.clone());
         let h = f.handle();
         functions.push(f);
@@ -190,6 +268,40 @@ pub async fn start(config: Config) -> anyhow::Result<Devstack> {
     }));
     info!("devstack: API Gateway REST bound on http://{rest_addr}");
 
+    let mut ws_state = None;
+    if let (Some(listener), Some(addr), Some(function)) = (ws_listener, ws_addr, ws_fn.clone()) {
+        let state = ws::WsState::new(
+            function,
+            ws::WsSettings {
+                stage: config.stage.clone(),
+                timeout: config.ws_timeout,
+                idle_timeout: config.ws_idle_timeout,
+                max_connection: config.ws_max_connection,
+            },
+            addr,
+            shutdown_rx.clone(),
+        );
+        ws_state = Some(state.clone());
+        let app = ws::router(state);
+        let mut ws_shutdown = shutdown_rx.clone();
+        tasks.push(tokio::spawn(async move {
+            let serve = axum::serve(
+                listener,
+                app.into_make_service_with_connect_info::<SocketAddr>(),
+            )
+            .with_graceful_shutdown(async move {
+                let _ = ws_shutdown.wait_for(|stop| *stop).await;
+            });
+            if let Err(e) = serve.await {
+                warn!("devstack: WebSocket server stopped: {e}");
+            }
+        }));
+        info!(
+            "devstack: API Gateway WebSocket bound on ws://{addr}/{}, @connections at http://{addr}/{}",
+            config.stage, config.stage
+        );
+    }
+
     Ok(Devstack {
         rest_addr,
         shutdown_tx,
@@ -197,5 +309,8 @@ pub async fn start(config: Config) -> anyhow::Result<Devstack> {
         functions,
         api,
         executor,
+        ws_addr,
+        ws: ws_fn,
+        ws_state,
     })
 }

@@ -14,11 +14,17 @@ async fn main() -> anyhow::Result<()> {
         .init();
 
     let config = Cli::parse().into_config();
+    let stage = config.stage.clone();
     let mut sigterm = signal(SignalKind::terminate())?;
     let mut sigint = signal(SignalKind::interrupt())?;
 
     let stack = devstack::start(config).await?;
     println!("devstack: REST API on {}", stack.rest_url());
+    if let Some(addr) = stack.ws_addr() {
+        println!(
+            "devstack: WebSocket API on ws://{addr}/{stage}, @connections at http://{addr}/{stage}"
+        );
+    }
 
     tokio::select! {
         _ = sigint.recv() => {}

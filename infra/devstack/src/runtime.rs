@@ -132,7 +132,7 @@ struct Shared {
 
 /// Lock a std mutex, recovering from poisoning (the maps stay consistent:
 /// every critical section is a single insert/remove).
-fn lock<T>(m: &StdMutex<T>) -> MutexGuard<'_, T> {
+pub(crate) fn lock<T>(m: &StdMutex<T>) -> MutexGuard<'_, T> {
     m.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
 }
 

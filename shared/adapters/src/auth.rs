@@ -65,6 +65,88 @@ pub fn dummy_password_hash() -> &'static str {
     DUMMY.get_or_init(|| hash_password("not-a-real-password").unwrap_or_default())
 }
 
+/// Who is calling, and how they proved it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Principal {
+    pub user_id: uuid::Uuid,
+    pub account_id: uuid::Uuid,
+    pub via_session: bool,
+}
+
+/// What a caller presented: a session token, an API key pair, or nothing usable.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Credentials {
+    Session(String),
+    ApiKey {
+        key_id: String,
+        secret: String,
+    },
+    /// Only half of an API key pair.
+    IncompleteKey,
+    None,
+}
+
+impl Credentials {
+    /// From a bearer token and the two API key parts, whichever were sent (a token wins).
+    pub fn from_parts(
+        token: Option<String>,
+        key_id: Option<String>,
+        secret: Option<String>,
+    ) -> Self {
+        if let Some(t) = token.filter(|t| !t.is_empty()) {
+            return Credentials::Session(t);
+        }
+        match (
+            key_id.filter(|k| !k.is_empty()),
+            secret.filter(|s| !s.is_empty()),
+        ) {
+            (Some(key_id), Some(secret)) => Credentials::ApiKey { key_id, secret },
+            (Some(_), None) | (None, Some(_)) => Credentials::IncompleteKey,
+            (None, None) => Credentials::None,
+        }
+    }
+}
+
+/// Resolves credentials to a principal: a session by its digest in the cache (sliding
+/// expiry of `session_ttl_secs`), an API key by its id in the ledger and its secret's digest
+/// compared in constant time. `missing` is the message when nothing was presented.
+pub async fn resolve(
+    ledger: &crate::ledger::Ledger,
+    cache: &crate::cache::Cache,
+    session_ttl_secs: u64,
+    credentials: &Credentials,
+    missing: &str,
+) -> Result<Principal, crate::ApiError> {
+    use crate::ApiError;
+    match credentials {
+        Credentials::Session(token) => match cache
+            .touch_session(&digest(token), session_ttl_secs)
+            .await?
+        {
+            Some(s) => Ok(Principal {
+                user_id: s.user_id,
+                account_id: s.account_id,
+                via_session: true,
+            }),
+            None => Err(ApiError::unauthenticated(
+                "invalid or expired session token",
+            )),
+        },
+        Credentials::ApiKey { key_id, secret } => match ledger.api_key(key_id).await? {
+            Some(k) if !k.revoked && digest_matches(secret, &k.secret_hash) => Ok(Principal {
+                user_id: k.user_id,
+                account_id: k.account_id,
+                via_session: false,
+            }),
+            _ => Err(ApiError::unauthenticated("invalid API key or secret")),
+        },
+        Credentials::IncompleteKey => Err(ApiError::unauthenticated(
+            "send both the API key id and its secret",
+        )),
+        Credentials::None => Err(ApiError::unauthenticated(missing)),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

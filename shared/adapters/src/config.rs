@@ -26,6 +26,12 @@ pub struct Config {
     pub initial_cash: Decimal,
     /// `SESSION_TTL_SECS` (default 86400): sliding expiry of login sessions.
     pub session_ttl_secs: u64,
+    /// `CONNECTIONS_TABLE` (default `connections`): the DynamoDB WebSocket connection table.
+    pub connections_table: String,
+    /// `WS_MAX_CONNECTIONS_PER_USER` (default 5): open WebSocket connections per account.
+    pub ws_max_connections_per_user: usize,
+    /// `WS_MAX_SYMBOLS` (default 50): symbols one WebSocket connection may subscribe to.
+    pub ws_max_symbols: usize,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -61,6 +67,9 @@ impl Config {
             max_price_age_ms: parsed("MAX_PRICE_AGE_MS", 5_000)?,
             initial_cash: parsed("INITIAL_CASH", Decimal::from(100_000))?,
             session_ttl_secs: parsed("SESSION_TTL_SECS", 86_400)?,
+            connections_table: var("CONNECTIONS_TABLE").unwrap_or_else(|| "connections".into()),
+            ws_max_connections_per_user: parsed("WS_MAX_CONNECTIONS_PER_USER", 5)?,
+            ws_max_symbols: parsed("WS_MAX_SYMBOLS", domain::realtime::DEFAULT_MAX_SYMBOLS)?,
         })
     }
 

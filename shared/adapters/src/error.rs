@@ -30,6 +30,12 @@ impl DependencyError {
             detail: e.to_string(),
         }
     }
+    pub fn dynamodb(e: impl std::fmt::Display) -> Self {
+        DependencyError {
+            dependency: "dynamodb",
+            detail: e.to_string(),
+        }
+    }
 }
 
 /// Seconds a client should wait before retrying after a 503.

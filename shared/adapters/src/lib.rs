@@ -1,12 +1,17 @@
 //! Ports and their implementations: the ledger (PostgreSQL), the cache (Redis: prices,
-//! sessions, pending orders), the command queue (SQS FIFO), credentials, configuration,
-//! telemetry and the mapping of errors to HTTP answers.
+//! sessions, pending orders, positions snapshots and connection notifications), the command
+//! queue (SQS FIFO), the WebSocket connection table (DynamoDB), pushes to WebSocket clients
+//! (API Gateway management API), credentials, configuration, telemetry and the mapping of
+//! errors to HTTP answers.
 
 pub mod auth;
 pub mod cache;
 pub mod config;
+pub mod connections;
 pub mod error;
 pub mod ledger;
+pub mod live;
+pub mod push;
 pub mod queue;
 pub mod redis_conn;
 pub mod telemetry;

@@ -57,3 +57,25 @@ pub async fn put_quote(cache: &Cache, symbol: &str, bid: Decimal, ask: Decimal) 
     };
     cache.put_quote(&q, 60_000).await.expect("quote stored");
 }
+
+/// A fresh, empty connection table in moto, built by `infra/scripts/aws_setup.py` from
+/// template.yaml's definition (so tests use the deployed schema): its name.
+pub fn connection_table() -> String {
+    let name = format!("test-{}", Uuid::new_v4().simple());
+    let script = concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/../../infra/scripts/aws_setup.py"
+    );
+    let status = std::process::Command::new(service_env("PYTHON"))
+        .arg(script)
+        .arg("table")
+        .arg(service_env("AWS_ENDPOINT_URL"))
+        .arg(&name)
+        .status()
+        .expect("running infra/scripts/aws_setup.py");
+    assert!(
+        status.success(),
+        "creating the connection table {name} failed"
+    );
+    name
+}

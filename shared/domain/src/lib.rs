@@ -11,6 +11,7 @@ pub mod error;
 pub mod execution;
 pub mod order;
 pub mod quote;
+pub mod realtime;
 pub mod trigger;
 pub mod trigger_index;
 

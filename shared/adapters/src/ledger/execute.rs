@@ -23,6 +23,7 @@ use domain::engine::{Book, Execution, Market};
 use domain::execution::ExecutionParams;
 use domain::order::{NewOrder, Order};
 use domain::quote::Quote;
+use domain::realtime::{PositionsSnapshot, SnapshotPosition};
 use rust_decimal::Decimal;
 use sqlx::{Postgres, Row, Transaction};
 use uuid::Uuid;
@@ -38,6 +39,12 @@ use crate::error::DependencyError;
 pub struct BatchResult {
     pub outcomes: Vec<ExecOutcome>,
     pub changed: Vec<Order>,
+    /// The ids in `changed` of orders this batch created.
+    pub created: HashSet<Uuid>,
+    /// Every fill of the batch with its account, in execution order.
+    pub fills: Vec<(Uuid, FillRecord)>,
+    /// Cash and open positions after the batch of every account that had a fill.
+    pub snapshots: Vec<PositionsSnapshot>,
 }
 
 impl Ledger {
@@ -307,8 +314,38 @@ async fn apply_in_tx(
                 });
         }
     }
+    let created = inserted.iter().map(|o| o.id).collect();
     let changed = inserted.into_iter().chain(updated).cloned().collect();
-    Ok(BatchResult { outcomes, changed })
+    let at = now.timestamp_millis();
+    let snapshots = books
+        .values()
+        .filter(|b| !b.executions.is_empty())
+        .map(|b| {
+            let mut positions: Vec<SnapshotPosition> = b
+                .positions
+                .iter()
+                .filter(|(_, (_, p))| !p.is_flat())
+                .map(|(symbol, (_, p))| SnapshotPosition {
+                    symbol: symbol.clone(),
+                    position: p.clone(),
+                })
+                .collect();
+            positions.sort_by(|a, b| a.symbol.cmp(&b.symbol));
+            PositionsSnapshot {
+                account_id: b.account_id,
+                cash: b.cash + b.cash_delta,
+                positions,
+                at,
+            }
+        })
+        .collect();
+    Ok(BatchResult {
+        outcomes,
+        changed,
+        created,
+        fills,
+        snapshots,
+    })
 }
 
 fn fill_record(e: &Execution, orders: &HashMap<Uuid, Order>) -> FillRecord {
