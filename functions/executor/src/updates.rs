@@ -8,7 +8,6 @@
 
 use std::collections::HashMap;
 
-use adapters::connections::ConnectionTable;
 use adapters::ledger::BatchResult;
 use adapters::push::{PushError, Pusher};
 use domain::order::Side;
@@ -78,19 +77,17 @@ pub async fn publish(deps: &Deps, result: &BatchResult) {
     join_all(
         by_account
             .iter()
-            .map(|(account, msgs)| push_account(deps, &deps.connections, pusher, *account, msgs)),
+            .map(|(account, msgs)| push_account(deps, pusher, *account, msgs)),
     )
     .await;
 }
 
-async fn push_account(
-    deps: &Deps,
-    table: &ConnectionTable,
-    pusher: &Pusher,
-    account: Uuid,
-    messages: &[String],
-) {
-    let connections = match table.by_account(account, adapters::now_ms()).await {
+async fn push_account(deps: &Deps, pusher: &Pusher, account: Uuid, messages: &[String]) {
+    let connections = match deps
+        .connections
+        .by_account(account, adapters::now_ms())
+        .await
+    {
         Ok(c) => c,
         Err(e) => {
             tracing::warn!(error = %e, %account, "could not read the account's connections; order updates not pushed");

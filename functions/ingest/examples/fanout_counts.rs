@@ -90,7 +90,8 @@ fn main() {
     lines.sort_by_key(|(ts, _)| *ts);
     let first_ms = lines.first().map(|(t, _)| t / 1_000_000).expect("data");
     let last_ms = lines.last().map(|(t, _)| t / 1_000_000).expect("data");
-    let minutes = (last_ms - first_ms) as f64 / 60_000.0;
+    // Exact decimals: the counts feed a dollar figure.
+    let minutes = Decimal::from(last_ms - first_ms) / Decimal::from(60_000);
 
     // One connection per (row, rate), each on an account of its own.
     let mut fanout = Fanout::new();
@@ -164,9 +165,9 @@ fn main() {
     // A last tick: whatever had to wait goes out.
     flush(&mut book, &mut fanout, next_flush + 1_000, &mut sent);
 
-    let per_min = |n: u64| n as f64 / minutes;
+    let per_min = |n: u64| Decimal::from(n) / minutes;
     // API Gateway WebSocket: $1.00 per million messages; a connection open all month.
-    let month = |per_min: f64| per_min * 60.0 * 24.0 * 30.0 / 1e6;
+    let month = |per_min: Decimal| per_min * Decimal::from(60 * 24 * 30) / Decimal::from(1_000_000);
     let mut md = String::new();
     let _ = writeln!(
         md,

@@ -173,63 +173,48 @@ impl ConnectionTable {
         account_id: Uuid,
         now_ms: i64,
     ) -> Result<Vec<Connection>, DependencyError> {
-        let mut out = Vec::new();
-        let mut start: Option<Item> = None;
-        loop {
-            let page = self
-                .client()
-                .await
-                .query()
-                .table_name(&self.table)
-                .index_name(BY_ACCOUNT_INDEX)
-                .key_condition_expression("account_id = :a")
-                .expression_attribute_values(":a", s(&account_id.to_string()))
-                .set_exclusive_start_key(start.take())
-                .send()
-                .await
-                .map_err(dynamo)?;
-            out.extend(
-                page.items()
-                    .iter()
-                    .filter_map(from_item)
-                    .filter(|c| !c.is_expired(now_ms)),
-            );
-            match page.last_evaluated_key() {
-                Some(k) if !k.is_empty() => start = Some(k.clone()),
-                _ => break,
-            }
-        }
-        Ok(out)
+        let items = self
+            .client()
+            .await
+            .query()
+            .table_name(&self.table)
+            .index_name(BY_ACCOUNT_INDEX)
+            .key_condition_expression("account_id = :a")
+            .expression_attribute_values(":a", s(&account_id.to_string()))
+            .into_paginator()
+            .items()
+            .send()
+            .try_collect()
+            .await
+            .map_err(dynamo)?;
+        Ok(live(&items, now_ms))
     }
 
     /// Every live connection: what the fan-out index starts from. One paginated scan at
     /// start; after that the index follows change notifications.
     pub async fn scan(&self, now_ms: i64) -> Result<Vec<Connection>, DependencyError> {
-        let mut out = Vec::new();
-        let mut start: Option<Item> = None;
-        loop {
-            let page = self
-                .client()
-                .await
-                .scan()
-                .table_name(&self.table)
-                .set_exclusive_start_key(start.take())
-                .send()
-                .await
-                .map_err(dynamo)?;
-            out.extend(
-                page.items()
-                    .iter()
-                    .filter_map(from_item)
-                    .filter(|c| !c.is_expired(now_ms)),
-            );
-            match page.last_evaluated_key() {
-                Some(k) if !k.is_empty() => start = Some(k.clone()),
-                _ => break,
-            }
-        }
-        Ok(out)
+        let items = self
+            .client()
+            .await
+            .scan()
+            .table_name(&self.table)
+            .into_paginator()
+            .items()
+            .send()
+            .try_collect()
+            .await
+            .map_err(dynamo)?;
+        Ok(live(&items, now_ms))
     }
+}
+
+/// The readable, unexpired connections among `items`.
+fn live(items: &[Item], now_ms: i64) -> Vec<Connection> {
+    items
+        .iter()
+        .filter_map(from_item)
+        .filter(|c| !c.is_expired(now_ms))
+        .collect()
 }
 
 #[cfg(test)]
