@@ -88,6 +88,7 @@ fi
 bench_args=()
 want executor && bench_args+=(-p executor --bench fills)
 want api && bench_args+=(-p api --bench handler)
+want webhook && bench_args+=(-p webhook --bench webhook)
 want ingest && bench_args+=(-p ingest --bench ingest)
 want triggers && bench_args+=(-p domain --bench trigger_index)
 if [ ${#bench_args[@]} -gt 0 ]; then
@@ -99,13 +100,26 @@ if want executor; then
     log "executor bench (about $(( BENCH_SECS * 8 + 20 )) s)"
     BENCH_REPORT="$WORK/executor.md" timeout 600 cargo bench -q -p executor --bench fills
 else
-    keep_section '^#### Executor:' '^#### (api:|Ingest:|Trigger evaluation|Fan-out|WebSocket|Release binary sizes)' >"$WORK/executor.md"
+    keep_section '^#### Executor:' '^#### (api:|webhook:|Ingest:|Trigger evaluation|Fan-out|WebSocket|Release binary sizes)' >"$WORK/executor.md"
 fi
 if want api; then
     log "api bench (about $(( BENCH_SECS * 5 + 10 )) s)"
     BENCH_REPORT="$WORK/api.md" timeout 300 cargo bench -q -p api --bench handler
 else
-    keep_section '^#### api:' '^#### (Ingest:|Trigger evaluation|Fan-out|WebSocket|Release binary sizes)' >"$WORK/api.md"
+    keep_section '^#### api:' '^#### (webhook:|Ingest:|Trigger evaluation|Fan-out|WebSocket|Release binary sizes)' >"$WORK/api.md"
+fi
+if want webhook; then
+    log "webhook bench (about $(( BENCH_SECS * 5 + 10 )) s)"
+    {
+        echo "#### webhook: \`webhook::handle\` called directly, one TradingView alert at a time"
+        echo
+        echo "Alerts are API Gateway REST events for \`/v2/hooks/tradingview/{webhook_id}\` parsed by \`lambda_http\` (outside the timed region), from TradingView's address, to a webhook made through the ledger; the queue is a loopback SQS stub. Latencies in µs."
+        echo
+    } >"$WORK/webhook.md"
+    BENCH_REPORT="$WORK/webhook-table.md" timeout 300 cargo bench -q -p webhook --bench webhook
+    cat "$WORK/webhook-table.md" >>"$WORK/webhook.md"
+else
+    keep_section '^#### webhook:' '^#### (Ingest:|Trigger evaluation|Fan-out|WebSocket|Release binary sizes)' >"$WORK/webhook.md"
 fi
 if want ingest; then
     log "ingest bench (about $(( BENCH_SECS * 7 + 15 )) s)"
@@ -160,18 +174,18 @@ sizes="$WORK/sizes.md"
 if [ -z "${BENCH_SKIP_SIZES:-}" ] && want sizes; then
     log "release build of api, executor, ws, ingest, devstack, feed (workspace release profile: LTO, 1 codegen unit; slow)"
     # The bench overrides above are for the `bench` profile only; `--release` uses [profile.release].
-    cargo build --release -p api -p executor -p ws -p ingest -p devstack -p feed
+    cargo build --release -p api -p webhook -p executor -p ws -p ingest -p devstack -p feed
     {
         echo "#### Release binary sizes"
         echo
-        echo "\`cargo build --release -p api -p executor -p ws -p ingest -p devstack -p feed\` with the workspace release profile (lto = true, codegen-units = 1, panic = abort, strip = true), $(rustc -vV | sed -n 's/^host: //p'). Lambdas are deployed as these binaries (\`bootstrap\`), zipped."
+        echo "\`cargo build --release -p api -p webhook -p executor -p ws -p ingest -p devstack -p feed\` with the workspace release profile (lto = true, codegen-units = 1, panic = abort, strip = true), $(rustc -vV | sed -n 's/^host: //p'). Lambdas are deployed as these binaries (\`bootstrap\`), zipped."
         echo
         echo "| binary | role | bytes | MiB | zipped (gzip -6) MiB |"
         echo "|---|---|---:|---:|---:|"
-        for b in api executor ws ingest devstack feed; do
+        for b in api webhook executor ws ingest devstack feed; do
             f="$TARGET_DIR/release/$b"
             case "$b" in
-                api | executor | ws) role="Lambda" ;;
+                api | webhook | executor | ws) role="Lambda" ;;
                 ingest) role="Fargate task" ;;
                 *) role="local only (information)" ;;
             esac
@@ -216,6 +230,8 @@ gen="$WORK/generated.md"
     cat "$WORK/executor.md"
     echo
     cat "$WORK/api.md"
+    echo
+    cat "$WORK/webhook.md"
     echo
     cat "$WORK/ingest.md"
     echo

@@ -103,7 +103,7 @@ mkdir -p "$LOGD"
 
 start_proc feed "$BIN/feed" --listen "127.0.0.1:$FEED_PORT" --speed 1
 start_proc devstack "$BIN/devstack" --rest-listen "127.0.0.1:$REST_PORT" \
-    --api-bin "$BIN/api" --executor-bin "$BIN/executor" --queue-url "$COMMANDS_QUEUE_URL" \
+    --api-bin "$BIN/api" --webhook-bin "$BIN/webhook" --executor-bin "$BIN/executor" --queue-url "$COMMANDS_QUEUE_URL" \
     --ws-listen "127.0.0.1:$WS_PORT" --ws-bin "$BIN/ws"
 # Ingest writes prices, sends triggers to the queue, and fans out to the devstack's
 # @connections (connections from the moto table, kept fresh through Redis).

@@ -396,6 +396,7 @@ def stack():
                 "--ws-listen", f"127.0.0.1:{ws_ports['ws']}",
                 "--ws-bin", str(bin_dir / "ws"),
                 "--api-bin", str(bin_dir / "api"),
+                "--webhook-bin", str(bin_dir / "webhook"),
                 "--executor-bin", str(bin_dir / "executor"),
                 "--queue-url", queue_url,
                 "--visibility-timeout-secs", "2",

@@ -188,8 +188,10 @@ impl Stack {
     pub async fn start_with(options: StackOptions) -> Stack {
         let database_url = service_env("DATABASE_URL");
         let redis_url = service_env("REDIS_URL");
-        let [feed_bin, ingest_bin, devstack_bin, api_bin, executor_bin, ws_bin] =
-            ["feed", "ingest", "devstack", "api", "executor", "ws"].map(binary);
+        let [feed_bin, ingest_bin, devstack_bin, api_bin, executor_bin, ws_bin, webhook_bin] = [
+            "feed", "ingest", "devstack", "api", "executor", "ws", "webhook",
+        ]
+        .map(binary);
         let id = Uuid::new_v4().simple().to_string();
         let prefix = format!("e2e{}:", &id[..12]);
         migrate_once().await;
@@ -268,6 +270,10 @@ impl Stack {
                     .arg(options.ws_instances.unwrap_or(2).to_string())
                     .arg("--api-bin")
                     .arg(&api_bin)
+                    .arg("--webhook-bin")
+                    .arg(&webhook_bin)
+                    // Tests pick the source address of webhook alerts (IP allowlists).
+                    .arg("--trust-forwarded-for")
                     .arg("--executor-bin")
                     .arg(&executor_bin)
                     .arg("--queue-url")
@@ -286,7 +292,10 @@ impl Stack {
                     .env("REDIS_URL", &redis_url)
                     .env("KEY_PREFIX", &prefix)
                     .env("COMMANDS_QUEUE_URL", &queue_url)
-                    .env("CONNECTIONS_TABLE", &connections_table);
+                    .env("CONNECTIONS_TABLE", &connections_table)
+                    // Tests poll; the rate limit tests set their own limits.
+                    .env("RATE_REQUESTS_BURST", "100000")
+                    .env("RATE_ORDERS_BURST", "100000");
                 for var in [
                     "AWS_ENDPOINT_URL",
                     "AWS_REGION",
@@ -1002,4 +1011,53 @@ pub fn field<'a>(v: &'a Value, name: &str) -> &'a str {
     v[name]
         .as_str()
         .unwrap_or_else(|| panic!("no string field {name:?} in {v}"))
+}
+
+// ---- requests with headers of their own ---------------------------------------------------
+
+impl Stack {
+    /// One request with extra `headers` (e.g. `X-Forwarded-For`, the source address when the
+    /// devstack trusts it) and, optionally, a body sent byte for byte under its own content
+    /// type, `(content_type, body)` (e.g. a TradingView alert sent as `text/plain`).
+    pub async fn request_with(
+        &self,
+        method: Method,
+        path: &str,
+        auth: &Auth,
+        headers: &[(&str, &str)],
+        body: Option<(&str, String)>,
+    ) -> Resp {
+        let mut req = auth.apply(
+            self.http
+                .request(method.clone(), format!("{}{path}", self.rest_url)),
+        );
+        for (name, value) in headers {
+            req = req.header(*name, *value);
+        }
+        if let Some((content_type, b)) = body {
+            req = req.header("content-type", content_type).body(b);
+        }
+        let r = match req.send().await {
+            Ok(r) => r,
+            Err(e) => {
+                self.check_alive();
+                self.fail(&format!("{method} {path}: {e}"))
+            }
+        };
+        let status = r.status().as_u16();
+        let retry_after = r
+            .headers()
+            .get("retry-after")
+            .and_then(|v| v.to_str().ok())
+            .map(str::to_string);
+        let text = r.text().await.unwrap_or_default();
+        Resp {
+            method: method.to_string(),
+            path: path.to_string(),
+            status,
+            json: serde_json::from_str(&text).unwrap_or(Value::Null),
+            text,
+            retry_after,
+        }
+    }
 }

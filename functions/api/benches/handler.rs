@@ -5,9 +5,9 @@
 //! - `GET /v2/positions` (an account holding two positions, priced from Redis);
 //! - `POST /v2/orders` (market buy, a new `client_order_id` each time) in three forms:
 //!   1. without the queue call: the handler's own steps in the handler's order
-//!      (authenticate, parse, validate, ledger lookup, pre-trade reads, pending copy) with
-//!      only `CommandQueue::send` left out — a reconstruction, since the api crate has no
-//!      seam to leave the send out of `api::handle` itself;
+//!      (authenticate, parse, validate, ledger lookup, `pre_trade_checks`, pending copy)
+//!      with only `CommandQueue::send` left out — a reconstruction, since the api crate has
+//!      no seam to leave the send out of `api::handle` itself;
 //!   2. the real `api::handle`, with the SQS endpoint a loopback stub that answers
 //!      `SendMessage` at once (our code + the AWS SDK's signing and HTTP, ~no queue);
 //!   3. the real `api::handle` against moto (`AWS_ENDPOINT_URL`, `COMMANDS_QUEUE_URL`),
@@ -28,6 +28,7 @@ use adapters::cache::{Cache, PendingPut};
 use adapters::config::Config;
 use adapters::ledger::Ledger;
 use adapters::queue::CommandQueue;
+use adapters::testkit::measure;
 use adapters::{now_ms, ApiError};
 use api::Deps;
 use chrono::Utc;
@@ -39,11 +40,7 @@ use domain::quote::Quote;
 use lambda_http::{Body, Request, Response};
 use rust_decimal_macros::dec;
 use serde_json::json;
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::TcpListener;
 use uuid::Uuid;
-
-const MAX_REQUESTS: usize = 3_000;
 
 fn env(name: &str) -> String {
     std::env::var(name).ok().filter(|v| !v.is_empty()).unwrap_or_else(|| {
@@ -122,60 +119,6 @@ async fn put_quotes(cache: &Cache) {
     }
 }
 
-/// A loopback stand-in for SQS: answers every request with a `SendMessage` result at once
-/// (HTTP/1.1 keep-alive, AWS JSON 1.0). The SDK does not check the MD5.
-async fn sqs_stub() -> String {
-    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = listener.local_addr().unwrap().to_string();
-    tokio::spawn(async move {
-        while let Ok((mut s, _)) = listener.accept().await {
-            let _ = s.set_nodelay(true);
-            tokio::spawn(async move {
-                let mut buf: Vec<u8> = Vec::with_capacity(16384);
-                let mut chunk = vec![0u8; 16384];
-                loop {
-                    // One request: headers, then Content-Length bytes of body.
-                    let head_end = loop {
-                        if let Some(p) = buf.windows(4).position(|w| w == b"\r\n\r\n") {
-                            break p + 4;
-                        }
-                        match s.read(&mut chunk).await {
-                            Ok(n) if n > 0 => buf.extend_from_slice(&chunk[..n]),
-                            _ => return,
-                        }
-                    };
-                    let head = String::from_utf8_lossy(&buf[..head_end]).to_ascii_lowercase();
-                    let len: usize = head
-                        .lines()
-                        .find_map(|l| l.strip_prefix("content-length:"))
-                        .and_then(|v| v.trim().parse().ok())
-                        .unwrap_or(0);
-                    while buf.len() < head_end + len {
-                        match s.read(&mut chunk).await {
-                            Ok(n) if n > 0 => buf.extend_from_slice(&chunk[..n]),
-                            _ => return,
-                        }
-                    }
-                    buf.drain(..head_end + len);
-                    let body = format!(
-                        r#"{{"MD5OfMessageBody":"00000000000000000000000000000000","MessageId":"{}","SequenceNumber":"1"}}"#,
-                        Uuid::new_v4()
-                    );
-                    let resp = format!(
-                        "HTTP/1.1 200 OK\r\nContent-Type: application/x-amz-json-1.0\r\nx-amzn-RequestId: {}\r\nContent-Length: {}\r\n\r\n{body}",
-                        Uuid::new_v4(),
-                        body.len()
-                    );
-                    if s.write_all(resp.as_bytes()).await.is_err() {
-                        return;
-                    }
-                }
-            });
-        }
-    });
-    addr
-}
-
 /// A queue whose SDK client is built now, with `endpoint` as `AWS_ENDPOINT_URL` (the SDK
 /// reads it when its config loads, on first use).
 async fn queue_at(endpoint: &str, queue_url: &str) -> CommandQueue {
@@ -186,18 +129,17 @@ async fn queue_at(endpoint: &str, queue_url: &str) -> CommandQueue {
 }
 
 fn deps(config: &Config, queue: CommandQueue) -> Deps {
-    Deps {
-        config: config.clone(),
-        ledger: Ledger::connect_lazy(&config.database_url, config.database_max_connections)
+    Deps::with(
+        config.clone(),
+        Ledger::connect_lazy(&config.database_url, config.database_max_connections)
             .expect("database url"),
-        cache: Cache::new(&config.redis_url, &config.key_prefix).expect("redis url"),
+        Cache::new(&config.redis_url, &config.key_prefix).expect("redis url"),
         queue,
-        catalog: Catalog::builtin(),
-    }
+    )
+    .expect("redis url")
 }
 
 /// `POST /v2/orders` as `api::orders::place` does it, minus `CommandQueue::send`
-/// (api::orders::pre_trade_checks is private: its reads are made here in its order).
 async fn place_without_send(deps: &Deps, req: &Request) -> Result<Response<Body>, ApiError> {
     let p = api::auth::authenticate(deps, req).await?;
     let request: OrderRequest = api::http::json_body(req)?;
@@ -206,9 +148,7 @@ async fn place_without_send(deps: &Deps, req: &Request) -> Result<Response<Body>
     if let Some(existing) = deps.ledger.order(order.account_id, order.id).await? {
         return Ok(api::http::json(200, &existing.to_alpaca_json()));
     }
-    // pre_trade_checks: fresh quote, then the account's cash for a buy.
-    let _quote = deps.cache.quote(&order.symbol).await?;
-    let _account = deps.ledger.account(order.account_id).await?;
+    api::orders::pre_trade_checks(deps, &order).await?;
     match deps.cache.put_pending_order(&order).await? {
         PendingPut::Created | PendingPut::Exists(_) => {}
     }
@@ -222,69 +162,6 @@ async fn place_without_send(deps: &Deps, req: &Request) -> Result<Response<Body>
     Ok(api::http::json(200, &stored.pending().to_alpaca_json()))
 }
 
-fn pct(sorted: &[u64], p: f64) -> u64 {
-    if sorted.is_empty() {
-        return 0;
-    }
-    sorted[((sorted.len() as f64 - 1.0) * p).round() as usize]
-}
-
-struct Figure {
-    name: String,
-    lat: Vec<u64>,
-    status: String,
-}
-
-impl Figure {
-    fn row(&self) -> String {
-        let mean = self.lat.iter().sum::<u64>() as f64 / self.lat.len().max(1) as f64;
-        format!(
-            "| {} | {} | {:.0} | **{}** | **{}** | {} | {} |",
-            self.name,
-            self.lat.len(),
-            mean,
-            pct(&self.lat, 0.5),
-            pct(&self.lat, 0.99),
-            pct(&self.lat, 0.999),
-            self.status
-        )
-    }
-}
-
-/// Times `f` sequentially: warm-up requests first, then up to `secs` or MAX_REQUESTS.
-async fn measure<F, Fut>(name: &str, secs: f64, mut f: F) -> Figure
-where
-    F: FnMut(usize) -> Fut,
-    Fut: std::future::Future<Output = (Duration, u16)>,
-{
-    for i in 0..20 {
-        f(1_000_000 + i).await;
-    }
-    let mut lat = Vec::new();
-    let mut statuses = std::collections::BTreeMap::<u16, usize>::new();
-    let deadline = Instant::now() + Duration::from_secs_f64(secs);
-    let mut i = 0;
-    while Instant::now() < deadline && i < MAX_REQUESTS {
-        let (d, status) = f(i).await;
-        lat.push(d.as_micros() as u64);
-        *statuses.entry(status).or_default() += 1;
-        i += 1;
-    }
-    lat.sort_unstable();
-    let status = statuses
-        .iter()
-        .map(|(s, n)| format!("{n}× {s}"))
-        .collect::<Vec<_>>()
-        .join(", ");
-    let fig = Figure {
-        name: name.to_string(),
-        lat,
-        status,
-    };
-    eprintln!("{}", fig.row());
-    fig
-}
-
 async fn run() -> String {
     let secs: f64 = std::env::var("BENCH_SECS")
         .ok()
@@ -294,6 +171,13 @@ async fn run() -> String {
     config.database_url = env("DATABASE_URL");
     config.redis_url = env("REDIS_URL");
     config.key_prefix = format!("bench{}:", Uuid::new_v4().simple());
+    // One account sends every request: the per-account rate limits would measure 429s.
+    let off = adapters::ratelimit::BucketSpec {
+        burst: 0,
+        per_minute: 0,
+    };
+    config.rate_requests = off;
+    config.rate_orders = off;
     // The SDK needs credentials and a region to sign, even for loopback endpoints.
     for (k, v) in [
         ("AWS_ACCESS_KEY_ID", "test"),
@@ -352,7 +236,7 @@ async fn run() -> String {
         }
     });
 
-    let stub = sqs_stub().await;
+    let stub = adapters::testkit::sqs_stub().await;
     let stub_endpoint = format!("http://{stub}");
     let stub_queue_url = format!("http://{stub}/123456789012/bench.fifo");
     let run_tag = Uuid::new_v4().simple().to_string();

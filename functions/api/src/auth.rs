@@ -7,13 +7,14 @@ use adapters::auth::{
 };
 use adapters::cache::Session;
 use adapters::ledger::SignupError;
+use adapters::ratelimit::{BucketSpec, Decision};
 use adapters::ApiError;
 use chrono::Utc;
 use lambda_http::{Body, Request, Response};
 use serde::Deserialize;
 use serde_json::json;
 
-use crate::http::{header, json, json_body, no_content};
+use crate::http::{header, json, json_body, no_content, source_ip};
 use crate::Deps;
 
 pub use adapters::auth::Principal;
@@ -41,14 +42,41 @@ pub async fn authenticate(deps: &Deps, req: &Request) -> Result<Principal, ApiEr
             "send both APCA-API-KEY-ID and APCA-API-SECRET-KEY",
         ));
     }
-    resolve(
+    let p = resolve(
         &deps.ledger,
         &deps.cache,
         deps.config.session_ttl_secs,
         &credentials,
         MISSING,
     )
-    .await
+    .await?;
+    take(deps, "requests", &p, deps.config.rate_requests).await?;
+    Ok(p)
+}
+
+/// Takes a token from the account's bucket `name`; an empty bucket is a 429 with the
+/// seconds until the next token.
+pub async fn take(
+    deps: &Deps,
+    name: &str,
+    p: &Principal,
+    spec: BucketSpec,
+) -> Result<(), ApiError> {
+    match deps
+        .limiter
+        .take(name, &p.account_id.to_string(), spec)
+        .await?
+    {
+        Decision::Allowed { .. } => Ok(()),
+        Decision::Limited { retry_after_secs } => Err(ApiError::rate_limited(
+            "rate_limited",
+            format!(
+                "too many {name}: at most {} per minute (bursts of {}) per account; retry in {retry_after_secs} s",
+                spec.per_minute, spec.burst
+            ),
+            retry_after_secs,
+        )),
+    }
 }
 
 /// Key management needs a login session: a leaked API key cannot mint more keys.
@@ -149,6 +177,18 @@ pub async fn login(deps: &Deps, req: &Request) -> Result<Response<Body>, ApiErro
     let c: Login = json_body(req)?;
     let password = c.password.unwrap_or_default();
     let email = normalized_email(c.email.as_deref()).unwrap_or_default();
+    // Backoff per email and per address, the same for emails with and without an account.
+    let ip = source_ip(req);
+    let subject = c.email.as_deref().unwrap_or_default();
+    if let Some(secs) = deps.login_guard.check(subject, &ip).await? {
+        return Err(ApiError::rate_limited(
+            "too_many_login_attempts",
+            format!(
+                "too many failed logins for this email or from this address; retry in {secs} s"
+            ),
+            secs,
+        ));
+    }
     let creds = if email.is_empty() {
         None
     } else {
@@ -161,8 +201,10 @@ pub async fn login(deps: &Deps, req: &Request) -> Result<Response<Body>, ApiErro
         .unwrap_or_else(|| dummy_password_hash().to_string());
     let ok = verify_blocking(password, hash).await;
     let Some(creds) = creds.filter(|_| ok) else {
+        deps.login_guard.record_failure(subject, &ip).await?;
         return Err(ApiError::unauthenticated("invalid email or password"));
     };
+    deps.login_guard.record_success(subject, &ip).await?;
     let token = random_secret();
     let ttl = deps.config.session_ttl_secs;
     deps.cache

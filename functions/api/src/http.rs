@@ -151,3 +151,13 @@ pub fn query_bool(req: &Request, name: &str) -> Result<bool, ApiError> {
         Some(v) => Err(invalid_param(name, &v, "true or false")),
     }
 }
+
+/// The client's address as API Gateway saw it (`requestContext.identity.sourceIp`).
+pub fn source_ip(req: &Request) -> String {
+    match req.request_context_ref() {
+        Some(lambda_http::request::RequestContext::ApiGatewayV1(c)) => {
+            c.identity.source_ip.clone().unwrap_or_default()
+        }
+        _ => String::new(),
+    }
+}

@@ -9,11 +9,14 @@ pub mod health;
 pub mod http;
 pub mod orders;
 pub mod portfolio;
+pub mod risk;
+pub mod webhooks;
 
 use adapters::cache::Cache;
 use adapters::config::Config;
 use adapters::ledger::Ledger;
 use adapters::queue::CommandQueue;
+use adapters::ratelimit::{LoginGuard, LoginPolicy, RateLimiter};
 use adapters::ApiError;
 use domain::catalog::Catalog;
 use lambda_http::http::Method;
@@ -28,16 +31,37 @@ pub struct Deps {
     pub cache: Cache,
     pub queue: CommandQueue,
     pub catalog: &'static Catalog,
+    /// Per-account token buckets (requests, orders).
+    pub limiter: RateLimiter,
+    /// Login backoff per email and per source address.
+    pub login_guard: LoginGuard,
 }
 
 impl Deps {
     /// Builds clients without connecting: connections open on first use.
     pub fn from_config(config: Config) -> anyhow::Result<Deps> {
+        let ledger = Ledger::connect_lazy(&config.database_url, config.database_max_connections)?;
+        let cache = Cache::new(&config.redis_url, &config.key_prefix)?;
+        let queue = CommandQueue::new(&config.queue_url);
+        Ok(Deps::with(config, ledger, cache, queue)?)
+    }
+
+    /// From clients built elsewhere (tests, benchmarks); the rate limiter shares the
+    /// configuration's Redis and key prefix.
+    pub fn with(
+        config: Config,
+        ledger: Ledger,
+        cache: Cache,
+        queue: CommandQueue,
+    ) -> Result<Deps, adapters::DependencyError> {
+        let limiter = RateLimiter::new(&config.redis_url, &config.key_prefix)?;
         Ok(Deps {
-            ledger: Ledger::connect_lazy(&config.database_url, config.database_max_connections)?,
-            cache: Cache::new(&config.redis_url, &config.key_prefix)?,
-            queue: CommandQueue::new(&config.queue_url),
+            ledger,
+            cache,
+            queue,
             catalog: Catalog::builtin(),
+            login_guard: limiter.login_guard(LoginPolicy::default()),
+            limiter,
             config,
         })
     }
@@ -93,6 +117,17 @@ async fn dispatch(
             auth::delete_api_key(deps, &req, key_id).await
         }
         (Method::GET, ["v2", "account"]) => portfolio::account(deps, &req).await,
+        (Method::GET, ["v2", "account", "risk"]) => risk::get(deps, &req).await,
+        (Method::PATCH, ["v2", "account", "risk"]) => risk::patch(deps, &req).await,
+        (Method::POST, ["v2", "account", "kill"]) => risk::kill(deps, &req).await,
+        (Method::DELETE, ["v2", "account", "kill"]) => risk::reset(deps, &req).await,
+        (Method::POST, ["v2", "webhooks"]) => webhooks::create(deps, &req).await,
+        (Method::GET, ["v2", "webhooks"]) => webhooks::list(deps, &req).await,
+        (Method::DELETE, ["v2", "webhooks", id]) => webhooks::delete(deps, &req, id).await,
+        (Method::POST, ["v2", "webhooks", id, "rotate"]) => webhooks::rotate(deps, &req, id).await,
+        (Method::GET, ["v2", "webhooks", id, "deliveries"]) => {
+            webhooks::deliveries(deps, &req, id).await
+        }
         (Method::GET, ["v2", "account", "activities"]) => {
             portfolio::activities(deps, &req, None).await
         }

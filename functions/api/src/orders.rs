@@ -5,7 +5,7 @@ use adapters::cache::PendingPut;
 use adapters::ledger::{OrderQuery, StatusFilter};
 use adapters::{now_ms, ApiError};
 use chrono::Utc;
-use domain::amount::{Price, Quantity};
+use domain::amount::Price;
 use domain::command::Command;
 use domain::decimal::DecimalText;
 use domain::execution::reserve_for_buy;
@@ -16,7 +16,7 @@ use domain::RuleViolation;
 use lambda_http::{Body, Request, Response};
 use uuid::Uuid;
 
-use crate::auth::authenticate;
+use crate::auth::{authenticate, take};
 use crate::http::{
     invalid_query, json, json_body, no_content, query, query_ascending, query_bool, query_int,
     query_time,
@@ -27,6 +27,7 @@ use crate::Deps;
 /// repeated `client_order_id` with the same parameters; 422 for different parameters).
 pub async fn place(deps: &Deps, req: &Request) -> Result<Response<Body>, ApiError> {
     let p = authenticate(deps, req).await?;
+    take(deps, "orders", &p, deps.config.rate_orders).await?;
     let request: OrderRequest = json_body(req)?;
     let (valid, inst) = request.validate(deps.catalog)?;
     let order = NewOrder::new(p.account_id, valid, inst.asset_id, Utc::now());
@@ -45,13 +46,20 @@ pub async fn submit_checked(
     order: NewOrder,
     check_first: bool,
 ) -> Result<Order, ApiError> {
-    // Already applied by the executor?
-    if let Some(existing) = deps.ledger.order(order.account_id, order.id).await? {
+    // Already applied by the executor? Asked at the same time as the pre-trade reads; an
+    // order already there is the answer whatever the checks say now.
+    let checks = async {
+        if check_first {
+            pre_trade_checks(deps, &order).await
+        } else {
+            Ok(())
+        }
+    };
+    let (existing, checked) = tokio::join!(deps.ledger.order(order.account_id, order.id), checks);
+    if let Some(existing) = existing? {
         return stored_or_conflict(&order, existing);
     }
-    if check_first {
-        pre_trade_checks(deps, &order).await?;
-    }
+    checked?;
     // A retry gets the order the first request recorded (its id and submission time).
     let (order, created) = match deps.cache.put_pending_order(&order).await? {
         PendingPut::Created => {
@@ -104,18 +112,31 @@ fn conflict(order: &NewOrder) -> ApiError {
 }
 
 /// Cheap checks on cached data so obvious mistakes answer at once; the executor's checks,
-/// on the ledger itself, are the authoritative ones. Reservations follow the executor's own
-/// rules (`domain::engine::Book`), so both agree on what is available.
-async fn pre_trade_checks(deps: &Deps, order: &NewOrder) -> Result<(), ApiError> {
+/// on the ledger itself, are the authoritative ones. Reservations and risk limits follow
+/// the executor's own rules (`domain::engine::Book`, `domain::risk`), so both agree on what
+/// is refused.
+pub async fn pre_trade_checks(deps: &Deps, order: &NewOrder) -> Result<(), ApiError> {
     let Some(inst) = deps.catalog.get(&order.symbol) else {
         return Ok(());
     };
-    let quote = deps
+    let Some(book) = deps.ledger.book(order.account_id).await? else {
+        return Ok(());
+    };
+    domain::risk::check_kill(book.risk.kill.as_ref()).map_err(ApiError::rule)?;
+    // The order's quote, and those marking the positions for the gross exposure limit.
+    let mut symbols: Vec<String> = book.positions.keys().cloned().collect();
+    symbols.push(order.symbol.clone());
+    symbols.sort();
+    symbols.dedup();
+    let now = now_ms();
+    let quotes: std::collections::HashMap<String, domain::quote::Quote> = deps
         .cache
-        .quote(&order.symbol)
+        .quotes(&symbols)
         .await?
-        .filter(|q| q.is_fresh(now_ms(), deps.config.max_price_age_ms));
-    let touch = quote.as_ref().map(|q| match order.side {
+        .into_iter()
+        .filter(|(_, q)| q.is_fresh(now, deps.config.max_price_age_ms))
+        .collect();
+    let touch = quotes.get(&order.symbol).map(|q| match order.side {
         Side::Buy => q.ask,
         Side::Sell => q.bid,
     });
@@ -125,20 +146,32 @@ async fn pre_trade_checks(deps: &Deps, order: &NewOrder) -> Result<(), ApiError>
         OrderType::Stop => order.stop_price.map(Price::get),
         OrderType::Market | OrderType::TrailingStop => touch,
     };
-    let (Some(price), Some(qty)) = (reference, order.qty.map(Quantity::get)) else {
+    let Some(price) = reference.filter(|p| *p > rust_decimal::Decimal::ZERO) else {
         return Ok(());
     };
+    // A notional order buys what its notional buys at the touch.
+    let qty = match (order.qty, order.notional) {
+        (Some(q), _) => q.get(),
+        (None, Some(n)) => inst.floor_to_step(n.get() / price),
+        (None, None) => return Ok(()),
+    };
+    let params = deps.config.execution_params();
+    let market = domain::engine::Market {
+        catalog: deps.catalog,
+        quotes: &quotes,
+        now: Utc::now(),
+        now_ms: now,
+        params: &params,
+    };
+    book.check_risk(&order.pending(), qty, price, &market)?;
     if order.order_type == OrderType::Market {
         inst.check_notional(qty, price, true)
             .map_err(RuleViolation::from)?;
     }
-    let Some(book) = deps.ledger.book(order.account_id).await? else {
-        return Ok(());
-    };
     match order.side {
         Side::Buy => {
-            let need = reserve_for_buy(qty, price, &deps.config.execution_params());
-            let have = book.buying_power(None, &deps.config.execution_params());
+            let need = reserve_for_buy(qty, price, &params);
+            let have = book.buying_power(None, &params);
             if need > have {
                 return Err(ApiError::rule(RuleViolation::new(
                     "insufficient_buying_power",
@@ -280,6 +313,7 @@ pub async fn cancel(deps: &Deps, req: &Request, id: &str) -> Result<Response<Bod
 /// with `order_not_open`: one of the two wins, never both.
 pub async fn replace(deps: &Deps, req: &Request, id: &str) -> Result<Response<Body>, ApiError> {
     let p = authenticate(deps, req).await?;
+    take(deps, "orders", &p, deps.config.rate_orders).await?;
     let order_id = parse_order_id(id)?;
     let patch: ReplaceRequest = json_body(req)?;
     let old = deps

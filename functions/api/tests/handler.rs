@@ -6,7 +6,6 @@ use adapters::config::Config;
 use adapters::queue::CommandQueue;
 use adapters::testkit::{self, account_with_cash, put_quote};
 use api::{handle, Deps};
-use domain::catalog::Catalog;
 use lambda_http::{Body, Request};
 use rust_decimal_macros::dec;
 use serde_json::Value;
@@ -28,13 +27,13 @@ async fn deps() -> Deps {
     let cache = testkit::cache();
     let mut config = Config::from_env().unwrap();
     config.key_prefix = cache.prefix().to_string();
-    Deps {
-        ledger: testkit::ledger().await,
-        cache,
-        queue: CommandQueue::from_client(&url, client),
-        catalog: Catalog::builtin(),
+    Deps::with(
         config,
-    }
+        testkit::ledger().await,
+        cache,
+        CommandQueue::from_client(&url, client),
+    )
+    .unwrap()
 }
 
 /// A sample event with its credentials and body replaced.
@@ -299,6 +298,13 @@ async fn the_openapi_document_is_served_and_names_every_route() {
         "/v2/assets:",
         "/v2/assets/{symbol}:",
         "/v2/clock:",
+        "/v2/account/risk:",
+        "/v2/account/kill:",
+        "/v2/webhooks:",
+        "/v2/webhooks/{webhook_id}:",
+        "/v2/webhooks/{webhook_id}/rotate:",
+        "/v2/webhooks/{webhook_id}/deliveries:",
+        "/v2/hooks/tradingview/{webhook_id}:",
     ] {
         assert!(
             doc.contains(&format!("\n  {route}")),

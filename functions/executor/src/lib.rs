@@ -89,12 +89,34 @@ pub async fn apply_all(
         .filter_map(|c| match c {
             Command::PlaceOrder { order, .. } => Some(order.symbol.clone()),
             Command::TriggerOrder { symbol, .. } => Some(symbol.clone()),
-            Command::CancelOrder { .. } | Command::ExpireOrder { .. } => None,
+            Command::CancelOrder { .. } | Command::ExpireOrder { .. } | Command::Flatten { .. } => {
+                None
+            }
         })
         .collect();
     symbols.sort();
     symbols.dedup();
-    let quotes = deps.cache.quotes(&symbols).await?;
+    // New orders are checked against gross exposure, and a flatten sells every position:
+    // both need the quotes of what the account holds.
+    let mut exposed: Vec<uuid::Uuid> = commands
+        .iter()
+        .filter(|c| matches!(c, Command::PlaceOrder { .. } | Command::Flatten { .. }))
+        .map(Command::account_id)
+        .collect();
+    exposed.sort();
+    exposed.dedup();
+    let (held, quotes) = tokio::join!(
+        deps.ledger.held_symbols(&exposed),
+        deps.cache.quotes(&symbols)
+    );
+    let mut quotes = quotes?;
+    let more: Vec<String> = held?
+        .into_iter()
+        .filter(|s| !quotes.contains_key(s))
+        .collect();
+    if !more.is_empty() {
+        quotes.extend(deps.cache.quotes(&more).await?);
+    }
     let result = deps
         .ledger
         .apply_commands(commands, &quotes, deps.catalog, now_ms(), &deps.params)

@@ -31,6 +31,22 @@ pub struct Cli {
     #[arg(long, env = "DEVSTACK_API_INSTANCES", default_value_t = 2)]
     pub api_instances: usize,
 
+    /// The `webhook` Lambda binary (lambda_http, REST proxy events for
+    /// `POST /v2/hooks/tradingview/{webhook_id}`).
+    #[arg(long, env = "DEVSTACK_WEBHOOK_BIN")]
+    pub webhook_bin: Option<PathBuf>,
+
+    /// Number of `webhook` instances (processes).
+    #[arg(long, env = "DEVSTACK_WEBHOOK_INSTANCES", default_value_t = 1)]
+    pub webhook_instances: usize,
+
+    /// Test aid: take REST events' `requestContext.identity.sourceIp` from
+    /// the first address of the request's X-Forwarded-For header (API
+    /// Gateway takes it from the TCP peer). Never in front of real clients.
+    #[arg(long, env = "DEVSTACK_TRUST_FORWARDED_FOR", default_value_t = false,
+          value_parser = boolish_or_empty)]
+    pub trust_forwarded_for: bool,
+
     /// API Gateway integration timeout in seconds (29 on AWS), REST and WebSocket.
     #[arg(long, env = "DEVSTACK_API_TIMEOUT_SECS", default_value_t = 29)]
     pub api_timeout_secs: u64,
@@ -94,6 +110,16 @@ pub struct Cli {
     pub ws_max_connection_secs: u64,
 }
 
+/// `true`/`false`, `1`/`0`, `yes`/`no`, `on`/`off`; empty is false (an
+/// exported but empty environment variable).
+fn boolish_or_empty(s: &str) -> Result<bool, String> {
+    match s.trim().to_ascii_lowercase().as_str() {
+        "" | "false" | "0" | "no" | "n" | "off" | "f" => Ok(false),
+        "true" | "1" | "yes" | "y" | "on" | "t" => Ok(true),
+        other => Err(format!("{other:?} is not a boolean")),
+    }
+}
+
 impl Cli {
     pub fn into_config(self) -> Config {
         let region = default_region();
@@ -107,6 +133,10 @@ impl Cli {
             .api_bin
             .clone()
             .map(|b| function("api", b, self.api_instances));
+        let webhook = self
+            .webhook_bin
+            .clone()
+            .map(|b| function("webhook", b, self.webhook_instances));
         let executor = self
             .executor_bin
             .clone()
@@ -136,6 +166,8 @@ impl Cli {
             rest_listen: self.rest_listen,
             stage: self.stage,
             api,
+            webhook,
+            trust_forwarded_for: self.trust_forwarded_for,
             api_timeout: Duration::from_secs(self.api_timeout_secs),
             max_request_body: crate::rest::MAX_REQUEST_BODY,
             executor,

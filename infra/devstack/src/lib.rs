@@ -31,8 +31,15 @@ pub struct Config {
     pub rest_listen: SocketAddr,
     /// API Gateway stage name.
     pub stage: String,
-    /// The `api` function behind API Gateway (None: every request gets 502).
+    /// The `api` function behind API Gateway's `/{proxy+}` (None: its
+    /// requests get 502).
     pub api: Option<FunctionConfig>,
+    /// The `webhook` function behind `POST /v2/hooks/tradingview/{webhook_id}`
+    /// (None: its requests get 502).
+    pub webhook: Option<FunctionConfig>,
+    /// Take REST events' `sourceIp` from the first `X-Forwarded-For` address
+    /// when there is one (a test aid: API Gateway takes it from the TCP peer).
+    pub trust_forwarded_for: bool,
     /// API Gateway integration timeout (29 s on AWS).
     pub api_timeout: Duration,
     /// API Gateway's maximum request body.
@@ -62,6 +69,8 @@ impl Config {
             rest_listen: SocketAddr::from(([127, 0, 0, 1], 0)),
             stage: "local".into(),
             api: None,
+            webhook: None,
+            trust_forwarded_for: false,
             api_timeout: rest::DEFAULT_TIMEOUT,
             max_request_body: rest::MAX_REQUEST_BODY,
             executor: None,
@@ -89,6 +98,7 @@ pub struct Devstack {
     tasks: Vec<JoinHandle<()>>,
     functions: Vec<LambdaFunction>,
     api: Option<FunctionHandle>,
+    webhook: Option<FunctionHandle>,
     executor: Option<FunctionHandle>,
     ws_addr: Option<SocketAddr>,
     ws: Option<FunctionHandle>,
@@ -108,6 +118,10 @@ impl Devstack {
 
     pub fn api(&self) -> Option<&FunctionHandle> {
         self.api.as_ref()
+    }
+
+    pub fn webhook(&self) -> Option<&FunctionHandle> {
+        self.webhook.as_ref()
     }
 
     pub fn executor(&self) -> Option<&FunctionHandle> {
@@ -201,9 +215,14 @@ pub async fn start(mut config: Config) -> anyhow::Result<Devstack> {
     let ws_addr = ws_listener.as_ref().map(|l| l.local_addr()).transpose()?;
     if let Some(addr) = ws_addr {
         let url = format!("http://{addr}/{}", config.stage);
-        for fc in [&mut config.api, &mut config.executor, &mut config.ws]
-            .into_iter()
-            .flatten()
+        for fc in [
+            &mut config.api,
+            &mut config.webhook,
+            &mut config.executor,
+            &mut config.ws,
+        ]
+        .into_iter()
+        .flatten()
         {
             // First, so an explicit entry in `env` still wins.
             fc.env
@@ -216,6 +235,12 @@ pub async fn start(mut config: Config) -> anyhow::Result<Devstack> {
     let mut tasks = Vec::new();
 
     let api = config.api.clone().map(|fc| {
+        let f = LambdaFunction::start(fc, shutdown_rx.clone());
+        let h = f.handle();
+        functions.push(f);
+        h
+    });
+    let webhook = config.webhook.clone().map(|fc| {
         let f = LambdaFunction::start(fc, shutdown_rx.clone());
         let h = f.handle();
         functions.push(f);
@@ -249,9 +274,11 @@ pub async fn start(mut config: Config) -> anyhow::Result<Devstack> {
 
     let app = rest::router(rest::RestState {
         api: api.clone(),
+        webhook: webhook.clone(),
         stage: config.stage.clone(),
         timeout: config.api_timeout,
         max_body: config.max_request_body,
+        trust_forwarded_for: config.trust_forwarded_for,
     });
     let mut rest_shutdown = shutdown_rx.clone();
     tasks.push(tokio::spawn(async move {
@@ -267,6 +294,9 @@ pub async fn start(mut config: Config) -> anyhow::Result<Devstack> {
         }
     }));
     info!("devstack: API Gateway REST bound on http://{rest_addr}");
+    if config.trust_forwarded_for {
+        warn!("devstack: --trust-forwarded-for: REST sourceIp comes from X-Forwarded-For (test aid, not API Gateway's behaviour)");
+    }
 
     let mut ws_state = None;
     if let (Some(listener), Some(addr), Some(function)) = (ws_listener, ws_addr, ws_fn.clone()) {
@@ -308,6 +338,7 @@ pub async fn start(mut config: Config) -> anyhow::Result<Devstack> {
         tasks,
         functions,
         api,
+        webhook,
         executor,
         ws_addr,
         ws: ws_fn,

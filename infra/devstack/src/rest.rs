@@ -1,8 +1,16 @@
 //! API Gateway REST API emulation (Lambda proxy integration, payload 1.0).
 //!
-//! Every request on any method and path (except `/__devstack/*`) becomes an
-//! `ApiGatewayProxyRequest` event for the `api` function, on a `/{proxy+}`
-//! resource; the function's `ApiGatewayProxyResponse` becomes the HTTP answer.
+//! The REST API has two integrations:
+//!
+//! - `POST /v2/hooks/tradingview/{webhook_id}` → the `webhook` function, on
+//!   that resource with `pathParameters: {"webhook_id": ...}`; any other
+//!   method on that resource gets API Gateway's answer for a method that does
+//!   not exist (403 `{"message":"Missing Authentication Token"}`);
+//! - every other request on any method and path (except `/__devstack/*`) →
+//!   the `api` function, on the `/{proxy+}` resource (`/` for the root).
+//!
+//! Each request becomes an `ApiGatewayProxyRequest` event; the function's
+//! `ApiGatewayProxyResponse` becomes the HTTP answer. See [`route`].
 
 use std::net::{IpAddr, SocketAddr};
 use std::time::{Duration, Instant};
@@ -31,13 +39,67 @@ pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(29);
 pub const API_ID: &str = "devstack01";
 /// The made-up resource id of `/{proxy+}`.
 pub const RESOURCE_ID: &str = "proxy0";
+/// The webhook function's resource.
+pub const WEBHOOK_RESOURCE: &str = "/v2/hooks/tradingview/{webhook_id}";
+/// The made-up resource id of [`WEBHOOK_RESOURCE`].
+pub const WEBHOOK_RESOURCE_ID: &str = "hook01";
+/// The paths of [`WEBHOOK_RESOURCE`] are this prefix and one segment.
+const WEBHOOK_PATH_PREFIX: &str = "/v2/hooks/tradingview/";
 
 #[derive(Clone)]
 pub struct RestState {
     pub api: Option<FunctionHandle>,
+    /// The function behind [`WEBHOOK_RESOURCE`] (None: its requests get 502).
+    pub webhook: Option<FunctionHandle>,
     pub stage: String,
     pub timeout: Duration,
     pub max_body: usize,
+    /// Take `sourceIp` from the first `X-Forwarded-For` address (a test aid;
+    /// API Gateway takes it from the TCP peer).
+    pub trust_forwarded_for: bool,
+}
+
+/// Where API Gateway sends a request.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Route {
+    /// `ANY /{proxy+}` (and `ANY /`): the `api` function.
+    Api,
+    /// `POST /v2/hooks/tradingview/{webhook_id}`: the `webhook` function;
+    /// `webhook_id` is percent-decoded.
+    Webhook { webhook_id: String },
+    /// A method the matching resource does not have: API Gateway answers 403
+    /// `Missing Authentication Token` without invoking anything.
+    MissingMethod,
+}
+
+/// Route a request as API Gateway would with the two resources
+/// `/{proxy+}` (ANY) and `/v2/hooks/tradingview/{webhook_id}` (POST only):
+/// the more specific resource wins, and a path parameter is exactly one
+/// non-empty segment. `path` is the raw (not decoded) URI path.
+pub fn route(method: &Method, path: &str) -> Route {
+    let Some(id) = path.strip_prefix(WEBHOOK_PATH_PREFIX) else {
+        return Route::Api;
+    };
+    if id.is_empty() || id.contains('/') {
+        return Route::Api;
+    }
+    if method != Method::POST {
+        return Route::MissingMethod;
+    }
+    Route::Webhook {
+        webhook_id: percent_decode(id),
+    }
+}
+
+/// The first address of the request's `X-Forwarded-For` header(s), if it is
+/// an IP address (`1.2.3.4`, `1.2.3.4:5678`, `2001:db8::1`, `[2001:db8::1]:5678`).
+pub fn first_forwarded_for(headers: &HeaderMap) -> Option<IpAddr> {
+    let first = headers.get("x-forwarded-for")?.to_str().ok()?;
+    let first = first.split(',').next()?.trim();
+    first
+        .parse::<IpAddr>()
+        .ok()
+        .or_else(|| first.parse::<SocketAddr>().ok().map(|a| a.ip()))
 }
 
 pub fn router(state: RestState) -> Router {
@@ -48,16 +110,24 @@ pub fn router(state: RestState) -> Router {
 }
 
 async fn health(State(st): State<RestState>) -> Response {
-    let api = st.api.as_ref().map(|a| {
-        json!({
-            "name": a.name(),
-            "running": a.running_instances(),
-            "idle": a.idle_instances(),
+    let function = |f: &Option<FunctionHandle>| {
+        f.as_ref().map(|a| {
+            json!({
+                "name": a.name(),
+                "running": a.running_instances(),
+                "idle": a.idle_instances(),
+            })
         })
-    });
+    };
     (
         StatusCode::OK,
-        axum::Json(json!({"status": "ok", "stage": st.stage, "api": api})),
+        axum::Json(json!({
+            "status": "ok",
+            "stage": st.stage,
+            "api": function(&st.api),
+            "webhook": function(&st.webhook),
+            "trust_forwarded_for": st.trust_forwarded_for,
+        })),
     )
         .into_response()
 }
@@ -68,7 +138,12 @@ pub struct IncomingRequest<'a> {
     pub uri: &'a Uri,
     pub headers: &'a HeaderMap,
     pub body: &'a [u8],
+    /// `requestContext.identity.sourceIp`.
     pub source_ip: IpAddr,
+    /// `source_ip` was taken from the request's `X-Forwarded-For`
+    /// (`--trust-forwarded-for`): that header is passed on as received
+    /// instead of getting `source_ip` appended.
+    pub source_ip_from_forwarded_for: bool,
     /// Port the client connected to (for `X-Forwarded-Port`).
     pub local_port: u16,
 }
@@ -113,6 +188,15 @@ async fn proxy(
 }
 
 async fn handle(st: &RestState, peer: SocketAddr, req: Request, request_id: &str) -> Response {
+    let routed = route(req.method(), req.uri().path());
+    if routed == Route::MissingMethod {
+        return gateway_error(
+            StatusCode::FORBIDDEN,
+            "Missing Authentication Token",
+            "MissingAuthenticationTokenException",
+            request_id,
+        );
+    }
     let too_long = || {
         gateway_error(
             StatusCode::PAYLOAD_TOO_LARGE,
@@ -155,21 +239,35 @@ async fn handle(st: &RestState, peer: SocketAddr, req: Request, request_id: &str
         .and_then(|h| h.rsplit_once(':'))
         .and_then(|(_, p)| p.parse().ok())
         .unwrap_or(80);
-    let event = build_proxy_event(
-        &IncomingRequest {
-            method: &parts.method,
-            uri: &parts.uri,
-            headers: &parts.headers,
-            body: &body,
-            source_ip: peer.ip(),
-            local_port,
-        },
-        &st.stage,
-        request_id,
-        Utc::now(),
-    );
-    let Some(api) = &st.api else {
-        warn!("no api function configured (--api-bin)");
+    let forwarded = if st.trust_forwarded_for {
+        first_forwarded_for(&parts.headers)
+    } else {
+        None
+    };
+    let incoming = IncomingRequest {
+        method: &parts.method,
+        uri: &parts.uri,
+        headers: &parts.headers,
+        body: &body,
+        source_ip: forwarded.unwrap_or(peer.ip()),
+        source_ip_from_forwarded_for: forwarded.is_some(),
+        local_port,
+    };
+    let now = Utc::now();
+    let (function, flag, event) = match &routed {
+        Route::Webhook { webhook_id } => (
+            &st.webhook,
+            "--webhook-bin",
+            build_webhook_event(&incoming, webhook_id, &st.stage, request_id, now),
+        ),
+        _ => (
+            &st.api,
+            "--api-bin",
+            build_proxy_event(&incoming, &st.stage, request_id, now),
+        ),
+    };
+    let Some(function) = function else {
+        warn!("no function configured for {} ({flag})", parts.uri.path());
         return gateway_error(
             StatusCode::BAD_GATEWAY,
             "Internal server error",
@@ -177,7 +275,7 @@ async fn handle(st: &RestState, peer: SocketAddr, req: Request, request_id: &str
             request_id,
         );
     };
-    match api.invoke(&event, st.timeout).await {
+    match function.invoke(&event, st.timeout).await {
         Ok(v) => match proxy_response_to_http(v, request_id) {
             Ok(resp) => resp,
             Err(why) => {
@@ -197,7 +295,7 @@ async fn handle(st: &RestState, peer: SocketAddr, req: Request, request_id: &str
             request_id,
         ),
         Err(e) => {
-            warn!("api invocation failed: {e}");
+            warn!("{} invocation failed: {e}", function.name());
             gateway_error(
                 StatusCode::BAD_GATEWAY,
                 "Internal server error",
@@ -234,10 +332,61 @@ fn header_str(v: &HeaderValue) -> String {
     String::from_utf8_lossy(v.as_bytes()).into_owned()
 }
 
-/// Build the API Gateway REST proxy event (payload format 1.0) for a request,
-/// as `aws_lambda_events::apigw::ApiGatewayProxyRequest` (de)serializes it.
+/// Build the API Gateway REST proxy event (payload format 1.0) for a request
+/// to the `api` function (resource `/{proxy+}`, or `/` for the root), as
+/// `aws_lambda_events::apigw::ApiGatewayProxyRequest` (de)serializes it.
 pub fn build_proxy_event(
     req: &IncomingRequest<'_>,
+    stage: &str,
+    request_id: &str,
+    now: DateTime<Utc>,
+) -> Value {
+    let path = req.uri.path();
+    let path = if path.is_empty() { "/" } else { path };
+    let (resource, path_parameters) = if path == "/" {
+        ("/", Value::Null)
+    } else {
+        (
+            "/{proxy+}",
+            json!({ "proxy": percent_decode(path.trim_start_matches('/')) }),
+        )
+    };
+    build_event(
+        req,
+        resource,
+        RESOURCE_ID,
+        path_parameters,
+        stage,
+        request_id,
+        now,
+    )
+}
+
+/// Build the proxy event for a request to the `webhook` function (resource
+/// [`WEBHOOK_RESOURCE`], `pathParameters: {"webhook_id": webhook_id}`).
+pub fn build_webhook_event(
+    req: &IncomingRequest<'_>,
+    webhook_id: &str,
+    stage: &str,
+    request_id: &str,
+    now: DateTime<Utc>,
+) -> Value {
+    build_event(
+        req,
+        WEBHOOK_RESOURCE,
+        WEBHOOK_RESOURCE_ID,
+        json!({ "webhook_id": webhook_id }),
+        stage,
+        request_id,
+        now,
+    )
+}
+
+fn build_event(
+    req: &IncomingRequest<'_>,
+    resource: &str,
+    resource_id: &str,
+    path_parameters: Value,
     stage: &str,
     request_id: &str,
     now: DateTime<Utc>,
@@ -249,6 +398,7 @@ pub fn build_proxy_event(
     let mut headers = req.headers.clone();
     let source_ip = req.source_ip.to_string();
     let xff = match headers.get("x-forwarded-for") {
+        Some(prev) if req.source_ip_from_forwarded_for => header_str(prev),
         Some(prev) => format!("{}, {source_ip}", header_str(prev)),
         None => source_ip.clone(),
     };
@@ -297,15 +447,6 @@ pub fn build_proxy_event(
         _ => (Value::Null, Value::Null),
     };
 
-    let (resource, path_parameters) = if path == "/" {
-        ("/", Value::Null)
-    } else {
-        (
-            "/{proxy+}",
-            json!({ "proxy": percent_decode(path.trim_start_matches('/')) }),
-        )
-    };
-
     let (body, is_base64) = if req.body.is_empty() {
         (Value::Null, false)
     } else {
@@ -342,7 +483,7 @@ pub fn build_proxy_event(
         "pathParameters": path_parameters,
         "stageVariables": Value::Null,
         "requestContext": {
-            "resourceId": RESOURCE_ID,
+            "resourceId": resource_id,
             "resourcePath": resource,
             "httpMethod": method,
             "extendedRequestId": request_id,

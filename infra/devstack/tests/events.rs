@@ -7,7 +7,7 @@ use std::path::PathBuf;
 use aws_lambda_events::apigw::ApiGatewayProxyRequest;
 use aws_lambda_events::sqs::SqsEvent;
 use axum::http::{HeaderMap, HeaderValue, Method, Uri};
-use devstack::rest::{build_proxy_event, IncomingRequest};
+use devstack::rest::{build_proxy_event, build_webhook_event, route, IncomingRequest, Route};
 use lambda_http::RequestExt;
 use serde_json::Value;
 
@@ -119,6 +119,7 @@ fn built_event(uri: &str, method: Method, body: &[u8]) -> Value {
             headers: &headers,
             body,
             source_ip: IpAddr::V4(Ipv4Addr::new(127, 0, 0, 9)),
+            source_ip_from_forwarded_for: false,
             local_port: 3000,
         },
         "local",
@@ -209,4 +210,96 @@ fn built_event_for_root_path() {
     assert_eq!(ev.resource.as_deref(), Some("/"));
     assert!(ev.path_parameters.is_empty());
     assert!(ev.query_string_parameters.is_empty());
+}
+
+#[test]
+fn built_webhook_event_round_trips_through_aws_lambda_events() {
+    let uri: Uri = "/v2/hooks/tradingview/wh%20abc".parse().unwrap();
+    let mut headers = HeaderMap::new();
+    headers.insert("host", HeaderValue::from_static("127.0.0.1:3000"));
+    headers.insert("content-type", HeaderValue::from_static("text/plain"));
+    headers.insert("x-forwarded-for", HeaderValue::from_static("203.0.113.7"));
+    let body = br#"{"ticker":"BTCUSDT","action":"buy"}"#;
+    let v = build_webhook_event(
+        &IncomingRequest {
+            method: &Method::POST,
+            uri: &uri,
+            headers: &headers,
+            body,
+            source_ip: IpAddr::V4(Ipv4Addr::new(203, 0, 113, 7)),
+            source_ip_from_forwarded_for: true,
+            local_port: 3000,
+        },
+        "wh abc",
+        "local",
+        "11111111-2222-3333-4444-555555555555",
+        chrono::Utc::now(),
+    );
+    let ev: ApiGatewayProxyRequest = serde_json::from_value(v.clone()).unwrap();
+    assert_eq!(
+        ev.resource.as_deref(),
+        Some("/v2/hooks/tradingview/{webhook_id}")
+    );
+    assert_eq!(ev.path.as_deref(), Some("/v2/hooks/tradingview/wh%20abc"));
+    assert_eq!(ev.path_parameters.len(), 1);
+    assert_eq!(
+        ev.path_parameters.get("webhook_id").map(String::as_str),
+        Some("wh abc")
+    );
+    assert_eq!(ev.http_method, Method::POST);
+    assert_eq!(
+        ev.body.as_deref(),
+        Some(r#"{"ticker":"BTCUSDT","action":"buy"}"#)
+    );
+    assert!(!ev.is_base64_encoded);
+    let rc = &ev.request_context;
+    assert_eq!(
+        rc.resource_path.as_deref(),
+        Some("/v2/hooks/tradingview/{webhook_id}")
+    );
+    assert_eq!(rc.resource_id.as_deref(), Some("hook01"));
+    assert_eq!(rc.identity.source_ip.as_deref(), Some("203.0.113.7"));
+    // The trusted X-Forwarded-For is passed on as received.
+    assert_eq!(ev.headers.get("x-forwarded-for").unwrap(), "203.0.113.7");
+
+    // lambda_http gives the handler the path parameter and the body.
+    let req = lambda_http::request::from_str(&v.to_string()).unwrap();
+    assert_eq!(req.path_parameters().first("webhook_id"), Some("wh abc"));
+    assert_eq!(req.raw_http_path(), "/v2/hooks/tradingview/wh%20abc");
+    assert_eq!(req.body().as_ref(), body);
+}
+
+#[test]
+fn routes_as_api_gateway_with_proxy_and_webhook_resources() {
+    let hook = |id: &str| Route::Webhook {
+        webhook_id: id.to_string(),
+    };
+    assert_eq!(
+        route(&Method::POST, "/v2/hooks/tradingview/abc"),
+        hook("abc")
+    );
+    assert_eq!(
+        route(&Method::POST, "/v2/hooks/tradingview/a%2Fb"),
+        hook("a/b")
+    );
+    for m in [Method::GET, Method::PUT, Method::DELETE, Method::OPTIONS] {
+        assert_eq!(
+            route(&m, "/v2/hooks/tradingview/abc"),
+            Route::MissingMethod,
+            "{m}"
+        );
+    }
+    for p in [
+        "/",
+        "/v2/account",
+        "/v2/hooks/tradingview",
+        "/v2/hooks/tradingview/",
+        "/v2/hooks/tradingview/abc/",
+        "/v2/hooks/tradingview/abc/more",
+        "/v2/hooks/other/abc",
+        "/V2/hooks/tradingview/abc",
+    ] {
+        assert_eq!(route(&Method::POST, p), Route::Api, "{p}");
+        assert_eq!(route(&Method::GET, p), Route::Api, "{p}");
+    }
 }

@@ -32,6 +32,12 @@ pub struct Config {
     pub ws_max_connections_per_user: usize,
     /// `WS_MAX_SYMBOLS` (default 50): symbols one WebSocket connection may subscribe to.
     pub ws_max_symbols: usize,
+    /// `RATE_REQUESTS_PER_MINUTE` (default 1200) and `RATE_REQUESTS_BURST` (default 200):
+    /// the token bucket of every authenticated request of an account; 0 switches it off.
+    pub rate_requests: crate::ratelimit::BucketSpec,
+    /// `RATE_ORDERS_PER_MINUTE` (default 300) and `RATE_ORDERS_BURST` (default 50): the
+    /// token bucket of new and replaced orders of an account (REST and webhooks).
+    pub rate_orders: crate::ratelimit::BucketSpec,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -70,6 +76,14 @@ impl Config {
             connections_table: var("CONNECTIONS_TABLE").unwrap_or_else(|| "connections".into()),
             ws_max_connections_per_user: parsed("WS_MAX_CONNECTIONS_PER_USER", 5)?,
             ws_max_symbols: parsed("WS_MAX_SYMBOLS", domain::realtime::DEFAULT_MAX_SYMBOLS)?,
+            rate_requests: crate::ratelimit::BucketSpec {
+                burst: parsed("RATE_REQUESTS_BURST", 200)?,
+                per_minute: parsed("RATE_REQUESTS_PER_MINUTE", 1200)?,
+            },
+            rate_orders: crate::ratelimit::BucketSpec {
+                burst: parsed("RATE_ORDERS_BURST", 50)?,
+                per_minute: parsed("RATE_ORDERS_PER_MINUTE", 300)?,
+            },
         })
     }
 

@@ -83,6 +83,15 @@ impl ApiError {
     pub fn rule(v: RuleViolation) -> Self {
         Self::new(422, v.code, v.message)
     }
+    /// 429 with `Retry-After`.
+    pub fn rate_limited(code: &str, message: impl Into<String>, retry_after_secs: u64) -> Self {
+        ApiError {
+            status: 429,
+            code: code.into(),
+            message: message.into(),
+            retry_after: Some(u32::try_from(retry_after_secs).unwrap_or(u32::MAX)),
+        }
+    }
     pub fn unavailable(dependency: &str) -> Self {
         ApiError {
             status: 503,

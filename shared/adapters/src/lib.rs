@@ -13,9 +13,11 @@ pub mod ledger;
 pub mod live;
 pub mod push;
 pub mod queue;
+pub mod ratelimit;
 pub mod redis_conn;
 pub mod telemetry;
 pub mod watch;
+pub mod webhooks;
 
 pub mod testkit;
 

@@ -4,6 +4,9 @@
 
 use domain::quote::Quote;
 use rust_decimal::Decimal;
+use std::time::{Duration, Instant};
+
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use uuid::Uuid;
 
 use crate::cache::Cache;
@@ -78,4 +81,131 @@ pub fn connection_table() -> String {
         "creating the connection table {name} failed"
     );
     name
+}
+
+/// Benchmarks use it to time handlers without a queue's latency.
+/// A loopback stand-in for SQS: answers every request with a `SendMessage` result at once
+/// (HTTP/1.1 keep-alive, AWS JSON 1.0). The SDK does not check the MD5.
+pub async fn sqs_stub() -> String {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap().to_string();
+    tokio::spawn(async move {
+        while let Ok((mut s, _)) = listener.accept().await {
+            let _ = s.set_nodelay(true);
+            tokio::spawn(async move {
+                let mut buf: Vec<u8> = Vec::with_capacity(16384);
+                let mut chunk = vec![0u8; 16384];
+                loop {
+                    // One request: headers, then Content-Length bytes of body.
+                    let head_end = loop {
+                        if let Some(p) = buf.windows(4).position(|w| w == b"\r\n\r\n") {
+                            break p + 4;
+                        }
+                        match s.read(&mut chunk).await {
+                            Ok(n) if n > 0 => buf.extend_from_slice(&chunk[..n]),
+                            _ => return,
+                        }
+                    };
+                    let head = String::from_utf8_lossy(&buf[..head_end]).to_ascii_lowercase();
+                    let len: usize = head
+                        .lines()
+                        .find_map(|l| l.strip_prefix("content-length:"))
+                        .and_then(|v| v.trim().parse().ok())
+                        .unwrap_or(0);
+                    while buf.len() < head_end + len {
+                        match s.read(&mut chunk).await {
+                            Ok(n) if n > 0 => buf.extend_from_slice(&chunk[..n]),
+                            _ => return,
+                        }
+                    }
+                    buf.drain(..head_end + len);
+                    let body = format!(
+                        r#"{{"MD5OfMessageBody":"00000000000000000000000000000000","MessageId":"{}","SequenceNumber":"1"}}"#,
+                        Uuid::new_v4()
+                    );
+                    let resp = format!(
+                        "HTTP/1.1 200 OK\r\nContent-Type: application/x-amz-json-1.0\r\nx-amzn-RequestId: {}\r\nContent-Length: {}\r\n\r\n{body}",
+                        Uuid::new_v4(),
+                        body.len()
+                    );
+                    if s.write_all(resp.as_bytes()).await.is_err() {
+                        return;
+                    }
+                }
+            });
+        }
+    });
+    addr
+}
+
+// ---- benchmarks: sequential latency figures ------------------------------------------
+
+/// The most samples one figure takes.
+pub const MAX_SAMPLES: usize = 3_000;
+
+/// The `p` quantile (0..=1) of sorted samples.
+pub fn pct(sorted: &[u64], p: f64) -> u64 {
+    if sorted.is_empty() {
+        return 0;
+    }
+    sorted[((sorted.len() as f64 - 1.0) * p).round() as usize]
+}
+
+pub struct Figure {
+    pub name: String,
+    /// Latencies in µs, sorted.
+    pub lat: Vec<u64>,
+    pub status: String,
+}
+
+impl Figure {
+    /// A markdown table row: name, n, mean, p50, p99, p99.9, statuses.
+    pub fn row(&self) -> String {
+        let mean = self.lat.iter().sum::<u64>() as f64 / self.lat.len().max(1) as f64;
+        format!(
+            "| {} | {} | {:.0} | **{}** | **{}** | {} | {} |",
+            self.name,
+            self.lat.len(),
+            mean,
+            pct(&self.lat, 0.5),
+            pct(&self.lat, 0.99),
+            pct(&self.lat, 0.999),
+            self.status
+        )
+    }
+}
+
+/// Times `f` (which returns its own duration and an HTTP status) sequentially, as one Lambda
+/// instance serves requests: 20 warm-up calls, then up to `secs` seconds or MAX_SAMPLES.
+pub async fn measure<F, Fut>(name: &str, secs: f64, mut f: F) -> Figure
+where
+    F: FnMut(usize) -> Fut,
+    Fut: std::future::Future<Output = (Duration, u16)>,
+{
+    for i in 0..20 {
+        f(1_000_000 + i).await;
+    }
+    let mut lat = Vec::new();
+    let mut statuses = std::collections::BTreeMap::<u16, usize>::new();
+    let deadline = Instant::now() + Duration::from_secs_f64(secs);
+    let mut i = 0;
+    while Instant::now() < deadline && i < MAX_SAMPLES {
+        let (d, status) = f(i).await;
+        lat.push(d.as_micros() as u64);
+        *statuses.entry(status).or_default() += 1;
+        i += 1;
+    }
+    lat.sort_unstable();
+    let status = statuses
+        .iter()
+        .map(|(s, n)| format!("{n}× {s}"))
+        .collect::<Vec<_>>()
+        .join(", ");
+    let fig = Figure {
+        name: name.to_string(),
+        lat,
+        status,
+    };
+    eprintln!("{}", fig.row());
+    fig
 }

@@ -37,6 +37,9 @@ pub enum Command {
         account_id: Uuid,
         order_id: Uuid,
     },
+    /// The kill switch's flatten, asked for by hand: cancel every open order of the
+    /// account and sell every position at market.
+    Flatten { command_id: Uuid, account_id: Uuid },
 }
 
 /// Namespaces for derived command ids (UUID v5 of the order id).
@@ -86,12 +89,21 @@ impl Command {
         }
     }
 
+    /// A flatten gets a fresh id: each request to flatten is one more.
+    pub fn flatten(account_id: Uuid) -> Command {
+        Command::Flatten {
+            command_id: Uuid::new_v4(),
+            account_id,
+        }
+    }
+
     pub fn command_id(&self) -> Uuid {
         match self {
             Command::PlaceOrder { command_id, .. }
             | Command::CancelOrder { command_id, .. }
             | Command::TriggerOrder { command_id, .. }
-            | Command::ExpireOrder { command_id, .. } => *command_id,
+            | Command::ExpireOrder { command_id, .. }
+            | Command::Flatten { command_id, .. } => *command_id,
         }
     }
 
@@ -100,17 +112,19 @@ impl Command {
             Command::PlaceOrder { order, .. } => order.account_id,
             Command::CancelOrder { account_id, .. }
             | Command::TriggerOrder { account_id, .. }
-            | Command::ExpireOrder { account_id, .. } => *account_id,
+            | Command::ExpireOrder { account_id, .. }
+            | Command::Flatten { account_id, .. } => *account_id,
         }
     }
 
-    /// The order the command is about.
+    /// The order the command is about (nil for a flatten, which is about the account).
     pub fn order_id(&self) -> Uuid {
         match self {
             Command::PlaceOrder { order, .. } => order.id,
             Command::CancelOrder { order_id, .. }
             | Command::TriggerOrder { order_id, .. }
             | Command::ExpireOrder { order_id, .. } => *order_id,
+            Command::Flatten { .. } => Uuid::nil(),
         }
     }
 
@@ -121,6 +135,7 @@ impl Command {
             Command::CancelOrder { .. } => "cancel_order",
             Command::TriggerOrder { .. } => "trigger_order",
             Command::ExpireOrder { .. } => "expire_order",
+            Command::Flatten { .. } => "flatten",
         }
     }
 
@@ -138,6 +153,7 @@ impl Command {
             Command::CancelOrder { command_id, .. } => format!("cancel-{command_id}"),
             Command::TriggerOrder { command_id, .. } => format!("trigger-{command_id}"),
             Command::ExpireOrder { command_id, .. } => format!("expire-{command_id}"),
+            Command::Flatten { command_id, .. } => format!("flatten-{command_id}"),
         }
     }
 }

@@ -29,9 +29,13 @@ use uuid::Uuid;
 
 use crate::accounting::{self, Position};
 use crate::catalog::Catalog;
+use crate::decimal::DecimalText;
 use crate::execution::{reserve_for_buy, ExecutionParams};
-use crate::order::{NewOrder, Order, OrderClass, OrderStatus, OrderType, Side, TimeInForce};
+use crate::order::{
+    NewOrder, Order, OrderClass, OrderRequest, OrderStatus, OrderType, Side, TimeInForce,
+};
 use crate::quote::Quote;
+use crate::risk::{self, Kill, OrderExposure, RiskState};
 use crate::trigger::{next_hwm, touch, Condition};
 use crate::RuleViolation;
 
@@ -100,6 +104,10 @@ pub struct Book {
     pub executions: Vec<Execution>,
     /// Symbols whose position changed.
     pub touched: HashSet<String>,
+    /// Limits, the kill switch and the day's realized PnL (no limits unless loaded).
+    pub risk: RiskState,
+    /// Orders the book placed itself to flatten the account: exempt from the limits.
+    exempt: HashSet<Uuid>,
 }
 
 /// What a command did to its order.
@@ -294,6 +302,112 @@ impl Book {
             }
         }
         Ok(())
+    }
+
+    /// The mark of a position: the bid of a fresh-enough quote (what selling it would get),
+    /// else its average entry price.
+    fn mark(&self, symbol: &str, avg_entry: Decimal, m: &Market) -> Decimal {
+        match m.quotes.get(symbol) {
+            Some(q) if q.bid > Decimal::ZERO => q.bid,
+            _ => avg_entry,
+        }
+    }
+
+    /// Gross exposure (Σ |qty| × mark) and equity (cash + Σ qty × mark).
+    pub fn exposure(&self, m: &Market) -> (Decimal, Decimal) {
+        let mut gross = Decimal::ZERO;
+        let mut net = Decimal::ZERO;
+        for (symbol, (_, p)) in &self.positions {
+            let value = p.qty * self.mark(symbol, p.avg_entry_price, m);
+            gross += value.abs();
+            net += value;
+        }
+        (gross, self.current_cash() + net)
+    }
+
+    /// Checks a new order of `qty` at `price` against the account's limits and kill switch.
+    pub fn check_risk(
+        &self,
+        o: &Order,
+        qty: Decimal,
+        price: Decimal,
+        m: &Market,
+    ) -> Result<(), RuleViolation> {
+        let (gross, equity) = self.exposure(m);
+        let notional = qty * price;
+        let open_orders = self
+            .orders
+            .values()
+            .filter(|x| x.id != o.id && x.status.is_open() && x.status != OrderStatus::Held)
+            .count();
+        let x = OrderExposure {
+            side: o.side,
+            symbol: o.symbol.clone(),
+            notional,
+            position_after: (self.position_qty(&o.symbol) + qty) * price,
+            open_orders,
+            gross,
+            equity,
+            replaces: o.replaces.is_some(),
+        };
+        risk::check_order(&self.risk, &x)
+    }
+
+    /// Turns the kill switch on; with `flatten_on_kill` every open order is canceled and
+    /// every position sold at market.
+    pub fn trip(&mut self, reason: String, m: &Market) {
+        if self.risk.kill.is_some() {
+            return;
+        }
+        self.risk.kill = Some(Kill { at: m.now, reason });
+        self.risk.tripped = true;
+        if self.risk.limits.flatten_on_kill {
+            self.flatten(m);
+        }
+    }
+
+    /// Cancels every open order and sells every position at market (the kill switch's
+    /// flatten). A position below the instrument's minimum quantity cannot be sold and stays.
+    pub fn flatten(&mut self, m: &Market) {
+        let mut open: Vec<Uuid> = self
+            .orders
+            .values()
+            .filter(|o| o.status.is_open() && o.parent_id.is_none())
+            .map(|o| o.id)
+            .collect();
+        open.sort();
+        for id in open {
+            self.finish(
+                id,
+                OrderStatus::Canceled,
+                Some("kill switch: flatten".into()),
+                m.now,
+            );
+        }
+        let mut held: Vec<(String, Decimal)> = self
+            .positions
+            .iter()
+            .filter(|(_, (_, p))| p.qty > Decimal::ZERO)
+            .map(|(s, (_, p))| (s.clone(), p.qty))
+            .collect();
+        held.sort();
+        for (symbol, qty) in held {
+            let request = OrderRequest {
+                symbol: Some(symbol),
+                qty: Some(DecimalText(qty.normalize().to_string())),
+                side: Some("sell".into()),
+                order_type: Some("market".into()),
+                time_in_force: Some("gtc".into()),
+                client_order_id: Some(format!("flatten-{}", Uuid::new_v4().simple())),
+                ..OrderRequest::default()
+            };
+            let Ok((valid, inst)) = request.validate(m.catalog) else {
+                continue;
+            };
+            let order = NewOrder::new(self.account_id, valid, inst.asset_id, m.now);
+            self.exempt.insert(order.id);
+            self.place(&order, m);
+        }
     }
 
     // ---- commands --------------------------------------------------------------------------
@@ -512,6 +626,17 @@ impl Book {
             }
         }
         let qty = self.orders[&id].remaining();
+        // Legs carry their parent's exposure out of the market; they are not new risk.
+        if o.parent_id.is_none() && !self.exempt.contains(&id) {
+            let price = match o.order_type {
+                OrderType::Limit | OrderType::StopLimit => o.limit_price.unwrap_or(px),
+                OrderType::Stop => o.stop_price.unwrap_or(px),
+                OrderType::Market | OrderType::TrailingStop => px,
+            };
+            if let Err(v) = self.check_risk(&self.orders[&id], qty, price, m) {
+                return self.finish(id, OrderStatus::Rejected, Some(v.to_string()), m.now);
+            }
+        }
         match o.order_type {
             OrderType::Market => self.fill(id, qty, px, true, m),
             OrderType::Limit => self.limit_logic(id, px, m),
@@ -599,6 +724,12 @@ impl Book {
         if let Err(v) = self.check_funds(&o, qty, price, m.params) {
             return fail(self, v);
         }
+        // A resting buy triggered while the kill switch is on would add exposure.
+        if o.side == Side::Buy && !self.exempt.contains(&id) {
+            if let Err(v) = risk::check_kill(self.risk.kill.as_ref()) {
+                return fail(self, v);
+            }
+        }
         let fee = accounting::fee(qty * price, m.params.fee_bps);
         let entry = self
             .positions
@@ -619,6 +750,7 @@ impl Book {
         self.touched.insert(o.symbol.clone());
         self.cash_delta += effect.cash_delta;
         self.realized_delta += effect.realized_pnl;
+        let trips = risk::record_realized(&mut self.risk, effect.realized_pnl);
         self.fees_delta += fee;
         self.executions.push(Execution {
             order_id: id,
@@ -672,6 +804,10 @@ impl Book {
                 self.mark_changed(leg.id, m.now);
                 self.go_live(leg.id, m);
             }
+        }
+        // Tripped by this fill's loss: after the fill's own consequences are settled.
+        if let Some(reason) = trips {
+            self.trip(reason, m);
         }
     }
 

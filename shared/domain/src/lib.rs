@@ -2,6 +2,7 @@
 //! filters, orders, average-cost accounting, and the commands that flow through the queue.
 
 pub mod accounting;
+pub mod alert;
 pub mod amount;
 pub mod catalog;
 pub mod command;
@@ -12,6 +13,7 @@ pub mod execution;
 pub mod order;
 pub mod quote;
 pub mod realtime;
+pub mod risk;
 pub mod trigger;
 pub mod trigger_index;
 

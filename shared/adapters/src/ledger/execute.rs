@@ -28,6 +28,7 @@ use rust_decimal::Decimal;
 use sqlx::{Postgres, Row, Transaction};
 use uuid::Uuid;
 
+use super::risk::{kill_from_row, limits_from_row, realized_today, RISK_COLUMNS};
 use super::{
     nest_legs, orders_from_rows, pg, ExecOutcome, FillRecord, Ledger, OPEN_STATUSES, ORDER_COLUMNS,
 };
@@ -163,15 +164,22 @@ async fn apply_in_tx(
     live.dedup();
     let mut books: HashMap<Uuid, Book> = HashMap::new();
     if !live.is_empty() {
-        let rows =
-            sqlx::query("SELECT id, cash FROM accounts WHERE id = ANY($1) ORDER BY id FOR UPDATE")
-                .bind(&live)
-                .fetch_all(&mut **tx)
-                .await
-                .map_err(pg)?;
+        // The limits are read with the lock: the api writes them and the kill switch
+        // directly, and an update waiting on this lock applies to the next batch.
+        let rows = sqlx::query(&format!(
+            "SELECT a.id, a.cash, {RISK_COLUMNS} FROM accounts a LEFT JOIN risk_limits r ON r.account_id = a.id
+             WHERE a.id = ANY($1) ORDER BY a.id FOR UPDATE OF a"
+        ))
+        .bind(&live)
+        .fetch_all(&mut **tx)
+        .await
+        .map_err(pg)?;
         for r in rows {
             let id: Uuid = r.try_get("id").map_err(pg)?;
-            books.insert(id, Book::new(id, r.try_get("cash").map_err(pg)?));
+            let mut book = Book::new(id, r.try_get("cash").map_err(pg)?);
+            book.risk.limits = limits_from_row(&r).map_err(pg)?;
+            book.risk.kill = kill_from_row(&r).map_err(pg)?;
+            books.insert(id, book);
         }
     }
 
@@ -209,6 +217,17 @@ async fn apply_in_tx(
         for order in orders_from_rows(&rows)? {
             if let Some(book) = books.get_mut(&order.account_id) {
                 book.load(order);
+            }
+        }
+        // The day's realized PnL, for the daily loss limit.
+        let limited: Vec<Uuid> = books
+            .values()
+            .filter(|b| b.risk.limits.daily_loss_limit.is_some())
+            .map(|b| b.account_id)
+            .collect();
+        for (account, realized) in realized_today(&mut **tx, &limited, now).await? {
+            if let Some(book) = books.get_mut(&account) {
+                book.risk.realized_today = realized;
             }
         }
     }
@@ -251,6 +270,9 @@ async fn apply_in_tx(
             }
             Command::ExpireOrder { .. } => {
                 book.expire(order_id, m);
+            }
+            Command::Flatten { .. } => {
+                book.flatten(m);
             }
         }
         let fill = book
@@ -557,21 +579,30 @@ async fn update_accounts(
 ) -> Result<(), DependencyError> {
     let changed: Vec<(&Uuid, &Book)> = books
         .iter()
-        .filter(|(_, b)| !b.touched.is_empty())
+        .filter(|(_, b)| !b.touched.is_empty() || b.risk.tripped)
         .collect();
     if changed.is_empty() {
         return Ok(());
     }
+    // A kill switch tripped in this batch is set; one already on (or reset meanwhile by
+    // hand, which waits for this lock) is left as it is.
+    fn tripped(b: &Book) -> Option<&domain::risk::Kill> {
+        b.risk.kill.as_ref().filter(|_| b.risk.tripped)
+    }
     sqlx::query(
         "UPDATE accounts a SET cash = a.cash + v.cash, realized_pnl = a.realized_pnl + v.realized, fees_paid = a.fees_paid + v.fees,
-           updated_at = $5
-         FROM UNNEST($1::uuid[], $2::numeric[], $3::numeric[], $4::numeric[]) AS v(id, cash, realized, fees)
+           killed_at = COALESCE(v.killed_at, a.killed_at), kill_reason = COALESCE(v.kill_reason, a.kill_reason),
+           updated_at = $7
+         FROM UNNEST($1::uuid[], $2::numeric[], $3::numeric[], $4::numeric[], $5::timestamptz[], $6::text[])
+           AS v(id, cash, realized, fees, killed_at, kill_reason)
          WHERE a.id = v.id",
     )
     .bind(changed.iter().map(|(id, _)| **id).collect::<Vec<_>>())
     .bind(changed.iter().map(|(_, b)| b.cash_delta).collect::<Vec<_>>())
     .bind(changed.iter().map(|(_, b)| b.realized_delta).collect::<Vec<_>>())
     .bind(changed.iter().map(|(_, b)| b.fees_delta).collect::<Vec<_>>())
+    .bind(changed.iter().map(|(_, b)| tripped(b).map(|k| k.at)).collect::<Vec<_>>())
+    .bind(changed.iter().map(|(_, b)| tripped(b).map(|k| k.reason.clone())).collect::<Vec<_>>())
     .bind(now)
     .execute(&mut **tx)
     .await

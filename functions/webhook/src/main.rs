@@ -1,0 +1,15 @@
+//! Wires the `webhook` Lambda: configuration and clients once, then the runtime loop.
+
+use adapters::config::Config;
+use api::Deps;
+use lambda_http::{service_fn, Error, Request};
+
+#[tokio::main]
+async fn main() -> Result<(), Error> {
+    adapters::telemetry::init();
+    let deps: &'static Deps = Box::leak(Box::new(Deps::from_config(Config::from_env()?)?));
+    lambda_http::run(service_fn(move |req: Request| async move {
+        Ok::<_, Error>(webhook::handle(deps, req).await)
+    }))
+    .await
+}

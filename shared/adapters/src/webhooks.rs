@@ -1,0 +1,241 @@
+//! TradingView webhooks and their deliveries, in PostgreSQL.
+//!
+//! A webhook's id is the secret in its URL (`wh_` + 256 random bits); the passphrase the
+//! alert body carries is stored as its SHA-256 (a random 256-bit value: a fast hash is
+//! enough). The api manages webhooks; the webhook function reads them and records every
+//! alert a live webhook receives.
+
+use chrono::{DateTime, Utc};
+use sqlx::postgres::PgRow;
+use sqlx::Row;
+use uuid::Uuid;
+
+use crate::error::DependencyError;
+use crate::ledger::Ledger;
+
+fn pg(e: sqlx::Error) -> DependencyError {
+    DependencyError::postgres(e)
+}
+
+/// Prefix of webhook ids: recognisable in a URL, and never confused with an order id.
+pub const WEBHOOK_ID_PREFIX: &str = "wh_";
+
+/// A new webhook id: the prefix and 256 random bits.
+pub fn new_webhook_id() -> String {
+    format!("{WEBHOOK_ID_PREFIX}{}", crate::auth::random_secret())
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Webhook {
+    pub id: String,
+    pub account_id: Uuid,
+    pub name: String,
+    pub passphrase_hash: String,
+    /// `None`: any sender.
+    pub allowed_ips: Option<Vec<String>>,
+    pub created_at: DateTime<Utc>,
+    pub rotated_at: Option<DateTime<Utc>>,
+}
+
+impl Webhook {
+    /// Whether `ip` may send to this webhook.
+    pub fn allows(&self, ip: &str) -> bool {
+        self.allowed_ips
+            .as_ref()
+            .is_none_or(|ips| ips.iter().any(|a| a == ip))
+    }
+}
+
+/// What became of one alert.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Delivery {
+    pub id: Uuid,
+    pub webhook_id: String,
+    pub account_id: Uuid,
+    pub received_at: DateTime<Utc>,
+    pub source_ip: Option<String>,
+    pub content_type: Option<String>,
+    /// As received, the passphrase redacted.
+    pub body: String,
+    pub status: u16,
+    /// `accepted` or `rejected`.
+    pub outcome: String,
+    pub code: Option<String>,
+    pub message: Option<String>,
+    pub order_id: Option<Uuid>,
+    pub client_order_id: Option<String>,
+}
+
+const WEBHOOK_COLUMNS: &str =
+    "id, account_id, name, passphrase_hash, allowed_ips, created_at, rotated_at";
+
+fn webhook_from_row(r: &PgRow) -> Result<Webhook, sqlx::Error> {
+    Ok(Webhook {
+        id: r.try_get("id")?,
+        account_id: r.try_get("account_id")?,
+        name: r.try_get("name")?,
+        passphrase_hash: r.try_get("passphrase_hash")?,
+        allowed_ips: r.try_get("allowed_ips")?,
+        created_at: r.try_get("created_at")?,
+        rotated_at: r.try_get("rotated_at")?,
+    })
+}
+
+fn delivery_from_row(r: &PgRow) -> Result<Delivery, sqlx::Error> {
+    let status: i32 = r.try_get("status")?;
+    Ok(Delivery {
+        id: r.try_get("id")?,
+        webhook_id: r.try_get("webhook_id")?,
+        account_id: r.try_get("account_id")?,
+        received_at: r.try_get("received_at")?,
+        source_ip: r.try_get("source_ip")?,
+        content_type: r.try_get("content_type")?,
+        body: r.try_get("body")?,
+        status: u16::try_from(status).unwrap_or(0),
+        outcome: r.try_get("outcome")?,
+        code: r.try_get("code")?,
+        message: r.try_get("message")?,
+        order_id: r.try_get("order_id")?,
+        client_order_id: r.try_get("client_order_id")?,
+    })
+}
+
+impl Ledger {
+    /// Stores a new webhook of the account.
+    pub async fn create_webhook(
+        &self,
+        account_id: Uuid,
+        name: &str,
+        passphrase_hash: &str,
+        allowed_ips: Option<&[String]>,
+    ) -> Result<Webhook, DependencyError> {
+        let row = sqlx::query(&format!(
+            "INSERT INTO webhooks (id, account_id, name, passphrase_hash, allowed_ips) VALUES ($1, $2, $3, $4, $5)
+             RETURNING {WEBHOOK_COLUMNS}"
+        ))
+        .bind(new_webhook_id())
+        .bind(account_id)
+        .bind(name)
+        .bind(passphrase_hash)
+        .bind(allowed_ips)
+        .fetch_one(self.pool())
+        .await
+        .map_err(pg)?;
+        webhook_from_row(&row).map_err(pg)
+    }
+
+    /// The account's live webhooks, oldest first.
+    pub async fn webhooks(&self, account_id: Uuid) -> Result<Vec<Webhook>, DependencyError> {
+        let rows = sqlx::query(&format!(
+            "SELECT {WEBHOOK_COLUMNS} FROM webhooks WHERE account_id = $1 AND deleted_at IS NULL ORDER BY created_at, id"
+        ))
+        .bind(account_id)
+        .fetch_all(self.pool())
+        .await
+        .map_err(pg)?;
+        rows.iter()
+            .map(webhook_from_row)
+            .collect::<Result<_, _>>()
+            .map_err(pg)
+    }
+
+    /// A live webhook by its id (the secret in its URL).
+    pub async fn webhook(&self, id: &str) -> Result<Option<Webhook>, DependencyError> {
+        let row = sqlx::query(&format!(
+            "SELECT {WEBHOOK_COLUMNS} FROM webhooks WHERE id = $1 AND deleted_at IS NULL"
+        ))
+        .bind(id)
+        .fetch_optional(self.pool())
+        .await
+        .map_err(pg)?;
+        row.as_ref().map(webhook_from_row).transpose().map_err(pg)
+    }
+
+    /// Replaces the passphrase of the account's webhook; `None` if it has no such webhook.
+    pub async fn rotate_webhook(
+        &self,
+        account_id: Uuid,
+        id: &str,
+        passphrase_hash: &str,
+    ) -> Result<Option<Webhook>, DependencyError> {
+        let row = sqlx::query(&format!(
+            "UPDATE webhooks SET passphrase_hash = $3, rotated_at = now()
+             WHERE id = $1 AND account_id = $2 AND deleted_at IS NULL RETURNING {WEBHOOK_COLUMNS}"
+        ))
+        .bind(id)
+        .bind(account_id)
+        .bind(passphrase_hash)
+        .fetch_optional(self.pool())
+        .await
+        .map_err(pg)?;
+        row.as_ref().map(webhook_from_row).transpose().map_err(pg)
+    }
+
+    /// Deletes the account's webhook (its deliveries stay readable to nobody); false if it
+    /// has no such webhook.
+    pub async fn delete_webhook(
+        &self,
+        account_id: Uuid,
+        id: &str,
+    ) -> Result<bool, DependencyError> {
+        let done = sqlx::query(
+            "UPDATE webhooks SET deleted_at = now() WHERE id = $1 AND account_id = $2 AND deleted_at IS NULL",
+        )
+        .bind(id)
+        .bind(account_id)
+        .execute(self.pool())
+        .await
+        .map_err(pg)?;
+        Ok(done.rows_affected() == 1)
+    }
+
+    pub async fn record_delivery(&self, d: &Delivery) -> Result<(), DependencyError> {
+        sqlx::query(
+            "INSERT INTO webhook_deliveries (id, webhook_id, account_id, received_at, source_ip, content_type, body,
+               status, outcome, code, message, order_id, client_order_id)
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13)",
+        )
+        .bind(d.id)
+        .bind(&d.webhook_id)
+        .bind(d.account_id)
+        .bind(d.received_at)
+        .bind(&d.source_ip)
+        .bind(&d.content_type)
+        .bind(&d.body)
+        .bind(i32::from(d.status))
+        .bind(&d.outcome)
+        .bind(&d.code)
+        .bind(&d.message)
+        .bind(d.order_id)
+        .bind(&d.client_order_id)
+        .execute(self.pool())
+        .await
+        .map_err(pg)?;
+        Ok(())
+    }
+
+    /// The latest `limit` deliveries of the account's webhook, newest first.
+    pub async fn deliveries(
+        &self,
+        account_id: Uuid,
+        webhook_id: &str,
+        limit: i64,
+    ) -> Result<Vec<Delivery>, DependencyError> {
+        let rows = sqlx::query(
+            "SELECT id, webhook_id, account_id, received_at, source_ip, content_type, body, status, outcome, code,
+               message, order_id, client_order_id
+             FROM webhook_deliveries WHERE webhook_id = $1 AND account_id = $2
+             ORDER BY received_at DESC, id DESC LIMIT $3",
+        )
+        .bind(webhook_id)
+        .bind(account_id)
+        .bind(limit)
+        .fetch_all(self.pool())
+        .await
+        .map_err(pg)?;
+        rows.iter()
+            .map(delivery_from_row)
+            .collect::<Result<_, _>>()
+            .map_err(pg)
+    }
+}
