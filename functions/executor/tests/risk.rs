@@ -233,7 +233,18 @@ async fn flatten_on_kill_sells_every_position_and_cancels_open_orders() {
     run(&deps, market(a, "ETHUSDT", "buy", "1")).await;
     let resting = run(&deps, limit(a, "buy", "0.01", "50000")).await;
     assert_eq!(resting.status, OrderStatus::New);
-    // Fees of 9, then selling half the BTC 1,000 lower loses 50 + 2.95: the day reaches -61.95.
+    // A filled bracket's exits rest and hold the quantity they would sell.
+    let bracket = run(
+        &deps,
+        order(
+            a,
+            r#"{"symbol":"ETHUSDT","qty":"0.5","side":"buy","type":"market","time_in_force":"gtc","order_class":"bracket","take_profit":{"limit_price":"3500"},"stop_loss":{"stop_price":"2500"}}"#,
+        ),
+    )
+    .await;
+    assert_eq!(bracket.status, OrderStatus::Filled);
+    assert_eq!(deps.ledger.open_orders(a).await.unwrap().len(), 3);
+    // Fees of 10.5, then selling half the BTC 1,000 lower loses 50 + 2.95: the day reaches -63.45.
     put_quote(&deps.cache, "BTCUSDT", dec!(59000), dec!(59000)).await;
     run(&deps, market(a, "BTCUSDT", "sell", "0.05")).await;
     let risk = deps.ledger.risk(a).await.unwrap().unwrap();

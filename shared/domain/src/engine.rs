@@ -369,10 +369,11 @@ impl Book {
     /// Cancels every open order and sells every position at market (the kill switch's
     /// flatten). A position below the instrument's minimum quantity cannot be sold and stays.
     pub fn flatten(&mut self, m: &Market) {
+        // Every open order, live exit legs included: what they hold back could not be sold.
         let mut open: Vec<Uuid> = self
             .orders
             .values()
-            .filter(|o| o.status.is_open() && o.parent_id.is_none())
+            .filter(|o| o.status.is_open())
             .map(|o| o.id)
             .collect();
         open.sort();
