@@ -163,7 +163,6 @@ pub async fn pre_trade_checks(deps: &Deps, order: &NewOrder) -> Result<(), ApiEr
         now_ms: now,
         params: &params,
     };
-    book.check_risk(&order.pending(), qty, price, &market)?;
     if order.order_type == OrderType::Market {
         inst.check_notional(qty, price, true)
             .map_err(RuleViolation::from)?;
@@ -190,6 +189,8 @@ pub async fn pre_trade_checks(deps: &Deps, order: &NewOrder) -> Result<(), ApiEr
             }
         }
     }
+    // The limits after the funds: an order the account cannot pay for says so first.
+    book.check_risk(&order.pending(), qty, price, &market)?;
     Ok(())
 }
 
