@@ -105,15 +105,26 @@ fn free_port() -> u16 {
 }
 
 /// Migrates the shared ledger once per test process.
-async fn migrate_once() {
-    static DONE: tokio::sync::Mutex<bool> = tokio::sync::Mutex::const_new(false);
-    let mut done = DONE.lock().await;
-    if !*done {
-        // Connects, migrates (sqlx serializes concurrent migrators with an advisory lock)
-        // and drops the pool again: the pool belongs to this test's runtime only.
-        drop(adapters::testkit::ledger().await);
-        *done = true;
-    }
+/// A database of the stack's own, migrated: the ingest task's trigger engine watches every
+/// live resting order in its database, so stacks sharing one would trigger each other's
+/// orders on their own prices.
+async fn stack_database(base_url: &str, id: &str) -> String {
+    let name = format!("e2e_{id}");
+    let admin = sqlx::PgPool::connect(base_url)
+        .await
+        .unwrap_or_else(|e| panic!("connecting to {base_url}: {e}"));
+    sqlx::query(&format!("CREATE DATABASE {name}"))
+        .execute(&admin)
+        .await
+        .unwrap_or_else(|e| panic!("CREATE DATABASE {name}: {e}"));
+    admin.close().await;
+    let mut url = reqwest::Url::parse(base_url).expect("DATABASE_URL is a URL");
+    url.set_path(&format!("/{name}"));
+    let url = url.to_string();
+    let ledger = adapters::ledger::Ledger::connect_lazy(&url, 2).expect("database url parses");
+    ledger.migrate().await.expect("migrations apply");
+    drop(ledger);
+    url
 }
 
 async fn sqs_client() -> aws_sdk_sqs::Client {
@@ -186,7 +197,7 @@ impl Stack {
     /// Creates the queue, starts feed, ingest and devstack, and waits until the API's
     /// `GET /health` answers 200.
     pub async fn start_with(options: StackOptions) -> Stack {
-        let database_url = service_env("DATABASE_URL");
+        let shared_database_url = service_env("DATABASE_URL");
         let redis_url = service_env("REDIS_URL");
         let [feed_bin, ingest_bin, devstack_bin, api_bin, executor_bin, ws_bin, webhook_bin] = [
             "feed", "ingest", "devstack", "api", "executor", "ws", "webhook",
@@ -194,7 +205,7 @@ impl Stack {
         .map(binary);
         let id = Uuid::new_v4().simple().to_string();
         let prefix = format!("e2e{}:", &id[..12]);
-        migrate_once().await;
+        let database_url = stack_database(&shared_database_url, &id[..12]).await;
         let sqs = sqs_client().await;
         let queue_url = sqs
             .create_queue()
