@@ -117,7 +117,9 @@ async fn receive(
     ip: &str,
 ) -> Result<Response<Body>, ApiError> {
     let webhook = deps.ledger.webhook(id).await?;
-    let text = body_text(req).unwrap_or_default();
+    // `None`: a body that is not UTF-8 text.
+    let body = body_text(req);
+    let text = body.unwrap_or_default();
     let passphrase = domain::alert::alert_passphrase(text).unwrap_or_default();
     let stored = webhook
         .as_ref()
@@ -132,7 +134,7 @@ async fn receive(
         Outcome::error(&ApiError::forbidden(format!(
             "alerts to this webhook are only accepted from its allowed addresses; {ip} is not one"
         )))
-    } else if text.len() > MAX_ALERT_BYTES || body_text(req).is_none() {
+    } else if text.len() > MAX_ALERT_BYTES || body.is_none() {
         Outcome::error(&ApiError::new(
             413,
             "alert_too_large",

@@ -605,13 +605,7 @@ impl Ledger {
         let Some(account) = account else {
             return Ok(None);
         };
-        let mut book = Book::new(account_id, account.cash);
-        for p in positions {
-            book.positions.insert(p.symbol, (p.asset_id, p.position));
-        }
-        for o in open {
-            book.load(o);
-        }
+        let mut book = assemble(account_id, account.cash, &positions, open);
         if let Some(risk) = risk {
             book.risk = risk;
         }
@@ -626,15 +620,8 @@ impl Ledger {
         cash: Decimal,
         positions: &[PositionRecord],
     ) -> Result<Book, DependencyError> {
-        let mut book = Book::new(account_id, cash);
-        for p in positions {
-            book.positions
-                .insert(p.symbol.clone(), (p.asset_id, p.position.clone()));
-        }
-        for o in self.open_orders(account_id).await? {
-            book.load(o);
-        }
-        Ok(book)
+        let open = self.open_orders(account_id).await?;
+        Ok(assemble(account_id, cash, positions, open))
     }
 
     pub async fn fills(
@@ -668,6 +655,24 @@ impl Ledger {
             .collect::<Result<_, _>>()
             .map_err(pg)
     }
+}
+
+/// A book from what was read: cash, positions and open orders.
+fn assemble(
+    account_id: Uuid,
+    cash: Decimal,
+    positions: &[PositionRecord],
+    open: Vec<Order>,
+) -> Book {
+    let mut book = Book::new(account_id, cash);
+    for p in positions {
+        book.positions
+            .insert(p.symbol.clone(), (p.asset_id, p.position.clone()));
+    }
+    for o in open {
+        book.load(o);
+    }
+    book
 }
 
 fn position_from_row(r: &PgRow) -> Result<PositionRecord, sqlx::Error> {

@@ -139,6 +139,7 @@ pub async fn sqs_stub() -> String {
 }
 
 // ---- benchmarks: sequential latency figures ------------------------------------------
+// The floats below are latency statistics (quantiles, means, seconds), never money.
 
 /// The most samples one figure takes.
 pub const MAX_SAMPLES: usize = 3_000;
