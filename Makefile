@@ -8,7 +8,13 @@
 #   make services-up    start local Postgres/Redis/moto (ENV=dev|test)
 #   make services-down  stop them
 #   make services-status
-#   make lint | fmt | bench
+#   make lint           cfn-lint + sam validate --lint on template.yaml, cargo fmt --check,
+#                       clippy -D warnings (also the first step of make test)
+#   make package        sam build for arm64 and x86_64 (cargo-lambda), the ingest image
+#                       context, GLIBC <= 2.34 check, binary sizes (ARCHS=arm64 for one)
+#   make deploy         sam deploy --guided of the arm64 build (DEPLOY.md)
+#   make cost           monthly AWS bill of a workload (COST_ARGS="--users 1000 ...")
+#   make fmt | bench
 #   make clean-local    stop local services and delete .local/ (venv included)
 #
 # Local services, ports and environment variables: infra/scripts/services.sh.
@@ -22,10 +28,10 @@ ENV ?= dev
 SCRIPTS := infra/scripts
 
 .PHONY: help dev test migrate install services-up services-down services-status \
-        lint fmt bench clean-local
+        lint package deploy cost fmt bench clean-local
 
 help:
-	@sed -n '3,13p' Makefile | sed 's/^# \{0,1\}//'
+	@sed -n '3,19p' Makefile | sed 's/^# \{0,1\}//'
 
 dev:
 	@bash $(SCRIPTS)/dev.sh
@@ -52,8 +58,22 @@ services-status:
 	@bash $(SCRIPTS)/services.sh status $(ENV)
 
 lint:
-	cargo fmt --all -- --check
-	cargo clippy --workspace --all-targets -- -D warnings
+	@bash $(SCRIPTS)/lint.sh
+
+package:
+	@bash $(SCRIPTS)/package.sh
+
+# Deploys what `make package` built for ARCH (arm64 unless told otherwise).
+ARCH ?= arm64
+deploy:
+	@test -f .aws-sam/build-$(ARCH)/template.yaml || { echo "run make package first" >&2; exit 1; }
+	SAM_CLI_TELEMETRY=0 .local/venv/bin/sam deploy --guided \
+	    --template-file .aws-sam/build-$(ARCH)/template.yaml \
+	    --capabilities CAPABILITY_IAM --parameter-overrides Architecture=$(ARCH)
+
+COST_ARGS ?=
+cost:
+	@cargo run -q -p cost -- $(COST_ARGS)
 
 fmt:
 	cargo fmt --all

@@ -70,28 +70,44 @@ def ensure_queue(sqs, name: str, attributes: dict) -> str:
     return sqs.get_queue_url(QueueName=name)["QueueUrl"]
 
 
-def create(endpoint: str) -> None:
-    sqs = client(endpoint)
-    dlq_url = ensure_queue(
-        sqs, "commands-dlq.fifo", {"FifoQueue": "true", "MessageRetentionPeriod": "1209600"}
-    )
-    dlq_arn = sqs.get_queue_attributes(QueueUrl=dlq_url, AttributeNames=["QueueArn"])[
-        "Attributes"
-    ]["QueueArn"]
-    url = ensure_queue(
-        sqs,
-        "commands.fifo",
-        {
+# The local queues, by name: the attributes template.yaml gives CommandsDlq and
+# CommandsQueue (tests/python/test_template_agreement.py holds them equal), except the
+# visibility timeout, which is short here so that tests see retries quickly, and the
+# encryption, which moto does not model. "redrive_to" names the dead-letter queue.
+QUEUES = {
+    "commands-dlq.fifo": {
+        "attributes": {"FifoQueue": "true", "MessageRetentionPeriod": "1209600"},
+    },
+    "commands.fifo": {
+        "attributes": {
             "FifoQueue": "true",
             "ContentBasedDeduplication": "false",
             "DeduplicationScope": "messageGroup",
             "FifoThroughputLimit": "perMessageGroupId",
             "VisibilityTimeout": "30",
-            "RedrivePolicy": json.dumps({"deadLetterTargetArn": dlq_arn, "maxReceiveCount": 5}),
         },
-    )
-    print(url)
-    print(dlq_url)
+        "redrive_to": "commands-dlq.fifo",
+        "max_receive_count": 5,
+    },
+}
+
+
+def create(endpoint: str) -> None:
+    sqs = client(endpoint)
+    urls = {}
+    # Dead-letter queues first: the others' redrive policies name them.
+    for name, spec in sorted(QUEUES.items(), key=lambda kv: "redrive_to" in kv[1]):
+        attributes = dict(spec["attributes"])
+        if "redrive_to" in spec:
+            dlq_arn = sqs.get_queue_attributes(
+                QueueUrl=urls[spec["redrive_to"]], AttributeNames=["QueueArn"]
+            )["Attributes"]["QueueArn"]
+            attributes["RedrivePolicy"] = json.dumps(
+                {"deadLetterTargetArn": dlq_arn, "maxReceiveCount": spec["max_receive_count"]}
+            )
+        urls[name] = ensure_queue(sqs, name, attributes)
+    print(urls["commands.fifo"])
+    print(urls["commands-dlq.fifo"])
 
 
 def template_resource(name: str) -> dict:

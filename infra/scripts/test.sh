@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
-# `make test`: hermetic test services (own ports, see services.sh), migrations,
+# `make test`: the linters (`make lint`: template.yaml and Rust), hermetic test
+# services (own ports, see services.sh), migrations,
 # the Rust suite (cargo-nextest, else cargo test), then the Python suite in
 # tests/python (if it has tests) with the venv's python. The test services are
 # stopped at the end whatever happens; the exit status is the tests'.
@@ -20,6 +21,11 @@ SERVICES=(bash "$ROOT/infra/scripts/services.sh")
 say() { printf '[test] %s\n' "$*" >&2; }
 
 "${SERVICES[@]}" install
+
+# A lint failure fails the run, but the tests still run, so one run shows everything.
+lint_status=0
+bash "$ROOT/infra/scripts/lint.sh" || lint_status=$?
+
 trap '"${SERVICES[@]}" stop test || true' EXIT
 "${SERVICES[@]}" start test
 eval "$("${SERVICES[@]}" env test)"
@@ -76,5 +82,9 @@ if [ -d tests/python ] && find tests/python \( -name 'test_*.py' -o -name '*_tes
     [ "$py_status" -ne 0 ] && [ "$status" -eq 0 ] && status=$py_status
 fi
 
+if [ "$lint_status" -ne 0 ]; then
+    say "lint FAILED (see the [lint] lines above)"
+    [ "$status" -eq 0 ] && status=$lint_status
+fi
 if [ "$status" -eq 0 ]; then say "all tests passed"; else say "tests FAILED (status $status)"; fi
 exit "$status"

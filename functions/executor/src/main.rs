@@ -9,7 +9,7 @@ use lambda_runtime::{service_fn, Error, LambdaEvent};
 #[tokio::main]
 async fn main() -> Result<(), Error> {
     adapters::telemetry::init();
-    let deps: &'static Deps = Box::leak(Box::new(Deps::from_config(&Config::from_env()?)?));
+    let deps: &'static Deps = Box::leak(Box::new(Deps::from_config(&Config::load().await?)?));
     lambda_runtime::run(service_fn(move |event: LambdaEvent<SqsEvent>| async move {
         handle_batch(deps, &event.payload.records)
             .await

@@ -10,6 +10,8 @@
 //!   at most one message per connection per flush and per its `max_rate_ms`.
 //! - [`stream`]: WebSocket client: pings answered, connections rotated without a gap (max
 //!   age, `serverShutdown`, stall), jittered exponential backoff after a loss.
+//! - [`health`]: the heartbeat file behind `ingest health`, and the `ingest
+//!   heartbeat` log line with the age of the freshest price.
 //!
 //! # What is in Redis
 //!
@@ -36,14 +38,30 @@
 //!
 //! [`stream::StreamStats`], [`flush::FlushStats`] and [`Book::coalesced`], logged every
 //! `STATS_INTERVAL_SECS` as `ingest stats`.
+//!
+//! # Health and price freshness
+//!
+//! - Container health check: `ingest health` exits 0 while the heartbeat file
+//!   (`HEARTBEAT_FILE`), rewritten at most once a second after successful flushes, is at
+//!   most `HEALTH_MAX_AGE_SECS` old, and 1 otherwise; it prints why. In an ECS task
+//!   definition: `["CMD", "/usr/local/bin/ingest", "health"]`.
+//! - Every `HEARTBEAT_INTERVAL_SECS` one `ingest heartbeat` line: `price_age_ms` (now minus
+//!   the receive time of the freshest price written; from the process start until the
+//!   first write), `symbols`, `stale`, and the interval's `flushes` (that wrote prices) and
+//!   `flush_failures`. With `LOG_FORMAT=json` (see `adapters::telemetry`) the line is
+//!   `{"level":"INFO","fields":{"message":"ingest heartbeat","price_age_ms":42,...}}`:
+//!   CloudWatch metric filter pattern `{ $.fields.message = "ingest heartbeat" }`, metric
+//!   value `$.fields.price_age_ms`.
 
 pub mod book;
 pub mod fanout;
 pub mod flush;
+pub mod health;
 pub mod parse;
 pub mod stream;
 pub mod triggers;
 
+use std::path::PathBuf;
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
@@ -115,7 +133,31 @@ pub struct Config {
     /// and another connection is opened.
     #[arg(long, env = "STALL_TIMEOUT_MS", default_value_t = 5_000)]
     pub stall_timeout_ms: u64,
+    /// Rewritten (at most once a second) after flushes that wrote prices to Redis; read by
+    /// `ingest health`.
+    #[arg(long, env = "HEARTBEAT_FILE", default_value = DEFAULT_HEARTBEAT_FILE, global = true)]
+    pub heartbeat_file: PathBuf,
+    /// `ingest health` fails when the heartbeat file is older than this.
+    #[arg(long, env = "HEALTH_MAX_AGE_SECS", default_value_t = 15, global = true)]
+    pub health_max_age_secs: u64,
+    /// How often the `ingest heartbeat` line (price age, flushes) is logged, in seconds
+    /// (0 = never).
+    #[arg(long, env = "HEARTBEAT_INTERVAL_SECS", default_value_t = 10)]
+    pub heartbeat_interval_secs: u64,
+    /// Without a command: run.
+    #[command(subcommand)]
+    pub command: Option<Command>,
 }
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::Subcommand)]
+pub enum Command {
+    /// The container health check: exit 0 when the heartbeat file is at most
+    /// HEALTH_MAX_AGE_SECS old, 1 otherwise (printing why); nothing else is started.
+    Health,
+}
+
+/// Where the heartbeat file is unless `HEARTBEAT_FILE` says otherwise.
+pub const DEFAULT_HEARTBEAT_FILE: &str = "/tmp/ingest-heartbeat";
 
 impl Config {
     /// Defaults, as if no environment variable were set.
@@ -130,6 +172,10 @@ impl Config {
             stats_interval_secs: 60,
             connection_max_age_secs: 84_600,
             stall_timeout_ms: 5_000,
+            heartbeat_file: DEFAULT_HEARTBEAT_FILE.into(),
+            health_max_age_secs: 15,
+            heartbeat_interval_secs: 10,
+            command: None,
         }
     }
 
@@ -152,6 +198,7 @@ pub struct Ingest {
     pub book: Arc<Mutex<Book>>,
     pub stream_stats: Arc<stream::StreamStats>,
     pub flush_stats: Arc<flush::FlushStats>,
+    pub freshness: Arc<health::Freshness>,
     tasks: Vec<JoinHandle<()>>,
     flush_requests: mpsc::Sender<flush::FlushRequest>,
 }
@@ -186,7 +233,7 @@ impl Drop for Ingest {
     }
 }
 
-/// Starts the reader, the flusher and the stats logger as separate tasks.
+/// Starts the reader, the flusher, the heartbeat writer and the loggers as separate tasks.
 pub fn spawn(config: &Config) -> anyhow::Result<Ingest> {
     spawn_with_hook(config, None)
 }
@@ -205,9 +252,13 @@ pub fn spawn_with_hook(
     )));
     let stream_stats = Arc::new(stream::StreamStats::default());
     let stall = Duration::from_millis(config.stall_timeout_ms);
+    let freshness = Arc::new(health::Freshness::new(stream::now_ms()));
+    // The caller's hooks first: they act on prices; the freshness tap only takes note.
+    let mut hooks: Vec<Box<dyn FlushHook>> = hook.into_iter().collect();
+    hooks.push(Box::new(health::FreshnessTap(freshness.clone())));
     let flusher = flush::Flusher::new(&config.redis_url, &config.key_prefix, config.price_ttl_ms)?
         .with_staleness(stall, stream_stats.clone())
-        .with_hook(hook);
+        .with_hook(Hooks::boxed(hooks));
     let flush_stats = flusher.stats.clone();
     tracing::info!(%url, prefix = %config.key_prefix, flush_ms = config.flush_interval_ms,
         ttl_ms = config.price_ttl_ms, max_age_secs = config.connection_max_age_secs,
@@ -230,7 +281,19 @@ pub fn spawn_with_hook(
             Duration::from_millis(config.flush_interval_ms),
             requests,
         )),
+        tokio::spawn(health::write_heartbeats(
+            freshness.clone(),
+            config.heartbeat_file.clone(),
+        )),
     ];
+    if config.heartbeat_interval_secs > 0 {
+        tasks.push(tokio::spawn(health::log_heartbeats(
+            freshness.clone(),
+            flush_stats.clone(),
+            book.clone(),
+            Duration::from_secs(config.heartbeat_interval_secs),
+        )));
+    }
     if config.stats_interval_secs > 0 {
         let (ss, fs, book) = (stream_stats.clone(), flush_stats.clone(), book.clone());
         let every = Duration::from_secs(config.stats_interval_secs);
@@ -274,6 +337,7 @@ pub fn spawn_with_hook(
         book,
         stream_stats,
         flush_stats,
+        freshness,
         tasks,
         flush_requests,
     })

@@ -1,19 +1,45 @@
-use clap::Parser;
-use tracing_subscriber::EnvFilter;
+use std::process::ExitCode;
+use std::time::Duration;
 
-#[tokio::main]
-async fn main() -> anyhow::Result<()> {
-    tracing_subscriber::fmt()
-        .with_env_filter(
-            EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info")),
-        )
-        .init();
+use clap::Parser;
+
+fn main() -> ExitCode {
+    let config = ingest::Config::parse();
+    // The container health check runs every few seconds: answer from the heartbeat file
+    // alone, before any logging, runtime or connection is set up.
+    if config.command == Some(ingest::Command::Health) {
+        return ingest::health::health_check_command(
+            &config.heartbeat_file,
+            Duration::from_secs(config.health_max_age_secs),
+        );
+    }
+    // JSON lines with LOG_FORMAT=json (CloudWatch via awslogs), as the Lambdas log.
+    adapters::telemetry::init();
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => {
+            tracing::error!(error = %e, "cannot start the tokio runtime");
+            return ExitCode::FAILURE;
+        }
+    };
+    match runtime.block_on(run(config)) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            tracing::error!(error = %format!("{e:#}"), "ingest failed");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+async fn run(config: ingest::Config) -> anyhow::Result<()> {
     // tokio-tungstenite's rustls has no default crypto provider: install ring's. An error
     // only means a provider is already installed, which is what we want anyway.
     let _ = rustls::crypto::ring::default_provider().install_default();
-    let config = ingest::Config::parse();
     let mut hooks: Vec<Box<dyn ingest::FlushHook>> = Vec::new();
-    if let Some((tap, _stats)) = ingest::triggers::spawn_from_env()? {
+    if let Some((tap, _stats)) = ingest::triggers::spawn_from_env().await? {
         hooks.push(Box::new(tap));
     }
     // Kept alive until shutdown: dropping it stops the fan-out.

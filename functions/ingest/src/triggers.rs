@@ -48,7 +48,8 @@ pub struct TriggerConfig {
     pub redis_url: String,
     /// `KEY_PREFIX`: prefix of every Redis key.
     pub key_prefix: String,
-    /// `DATABASE_URL`: the ledger the index is rebuilt from (none: no rebuilds).
+    /// The ledger the index is rebuilt from (none: no rebuilds): `DATABASE_URL`, or on AWS
+    /// the URL built from the `DATABASE_SECRET_ARN` secret (see [`database_url_from_env`]).
     pub database_url: Option<String>,
     /// `COMMANDS_QUEUE_URL`: the SQS FIFO queue commands go to (none: no triggers).
     pub queue_url: Option<String>,
@@ -74,7 +75,8 @@ impl TriggerConfig {
         }
     }
 
-    /// From the environment variables named on the fields.
+    /// From the environment variables named on the fields, without AWS calls:
+    /// `database_url` is `DATABASE_URL` as given ([`spawn_from_env`] resolves the secret).
     pub fn from_env() -> anyhow::Result<TriggerConfig> {
         use crate::{env_num as num, env_var as var};
         let mut cfg = TriggerConfig::new(
@@ -500,21 +502,36 @@ impl<S: CommandSink> Runner<S> {
     }
 }
 
+/// The ledger's URL for rebuilds: with `DATABASE_SECRET_ARN` set (AWS), built from that
+/// secret ([`adapters::config::database_url_from_env`]: one Secrets Manager call, an error
+/// when it fails, so a broken deployment fails at start rather than when a rebuild is
+/// needed); else `DATABASE_URL`; `None` when neither is set.
+pub async fn database_url_from_env() -> anyhow::Result<Option<String>> {
+    if crate::env_var("DATABASE_SECRET_ARN").is_none() && crate::env_var("DATABASE_URL").is_none() {
+        return Ok(None);
+    }
+    Ok(Some(adapters::config::database_url_from_env().await?))
+}
+
 /// Starts the trigger engine from the environment ([`TriggerConfig::from_env`]): the hook to
 /// give the flusher, and the runner's counters. Without `COMMANDS_QUEUE_URL` there is nowhere
 /// to send triggers, so the engine is off (prices alone, as a price-only deployment wants);
-/// without `DATABASE_URL` a lost index cannot be rebuilt, which is logged.
-pub fn spawn_from_env() -> anyhow::Result<Option<(FlushTap, Arc<TriggerStats>)>> {
-    let cfg = TriggerConfig::from_env()?;
+/// without a database ([`database_url_from_env`]) a lost index cannot be rebuilt, which is
+/// logged.
+pub async fn spawn_from_env() -> anyhow::Result<Option<(FlushTap, Arc<TriggerStats>)>> {
+    let mut cfg = TriggerConfig::from_env()?;
     let Some(queue_url) = cfg.queue_url.clone() else {
         tracing::warn!("COMMANDS_QUEUE_URL is not set: resting orders will not be triggered");
         return Ok(None);
     };
+    cfg.database_url = database_url_from_env().await?;
     let index = WatchIndex::new(&cfg.redis_url, &cfg.key_prefix)?;
     let loader = match cfg.database_url.as_deref() {
         Some(url) => Some(ledger_loader(Ledger::connect_lazy(url, 2)?)),
         None => {
-            tracing::warn!("DATABASE_URL is not set: a lost trigger index cannot be rebuilt");
+            tracing::warn!(
+                "neither DATABASE_URL nor DATABASE_SECRET_ARN is set: a lost trigger index cannot be rebuilt"
+            );
             None
         }
     };

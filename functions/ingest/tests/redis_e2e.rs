@@ -77,6 +77,7 @@ async fn scripted_quotes_land_in_redis_exactly() {
         flush_interval_ms: 50,
         price_ttl_ms: 60_000,
         stats_interval_secs: 0,
+        heartbeat_file: common::heartbeat_path(&prefix),
         ..ingest::Config::defaults()
     };
     let ingest = ingest::spawn(&config).unwrap();
@@ -166,6 +167,7 @@ async fn reconnects_after_the_feed_goes_away() {
         key_prefix: prefix.clone(),
         flush_interval_ms: 50,
         stats_interval_secs: 0,
+        heartbeat_file: common::heartbeat_path(&prefix),
         ..ingest::Config::defaults()
     })
     .unwrap();

@@ -9,7 +9,7 @@ use ws::{handle, Deps, WsRequest};
 #[tokio::main]
 async fn main() -> Result<(), Error> {
     adapters::telemetry::init();
-    let deps: &'static Deps = Box::leak(Box::new(Deps::from_config(Config::from_env()?)?));
+    let deps: &'static Deps = Box::leak(Box::new(Deps::from_config(Config::load().await?)?));
     lambda_runtime::run(service_fn(
         move |event: LambdaEvent<ApiGatewayWebsocketProxyRequest>| async move {
             let response = handle(deps, WsRequest::from(event.payload)).await;

@@ -15,6 +15,11 @@ use crate::Config;
 #[derive(Debug, Clone, Parser)]
 #[command(name = "devstack", version, about)]
 pub struct Cli {
+    /// Print what the devstack emulates (routes, queue source, functions) as JSON and
+    /// exit; the tests compare it with template.yaml.
+    #[arg(long)]
+    pub describe: bool,
+
     /// Address for API Gateway REST.
     #[arg(long, env = "DEVSTACK_REST_LISTEN", default_value = "127.0.0.1:3000")]
     pub rest_listen: SocketAddr,

@@ -8,6 +8,7 @@ pub mod connections;
 pub mod rest;
 pub mod runtime;
 pub mod sqs;
+pub mod topology;
 pub mod ws;
 pub mod ws_events;
 

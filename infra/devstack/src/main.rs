@@ -13,7 +13,15 @@ async fn main() -> anyhow::Result<()> {
         .with_writer(std::io::stderr)
         .init();
 
-    let config = Cli::parse().into_config();
+    let cli = Cli::parse();
+    if cli.describe {
+        println!(
+            "{}",
+            serde_json::to_string_pretty(&devstack::topology::topology())?
+        );
+        return Ok(());
+    }
+    let config = cli.into_config();
     let stage = config.stage.clone();
     let mut sigterm = signal(SignalKind::terminate())?;
     let mut sigint = signal(SignalKind::interrupt())?;

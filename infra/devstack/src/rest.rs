@@ -40,7 +40,7 @@ pub const API_ID: &str = "devstack01";
 /// The made-up resource id of `/{proxy+}`.
 pub const RESOURCE_ID: &str = "proxy0";
 /// The webhook function's resource.
-pub const WEBHOOK_RESOURCE: &str = "/v2/hooks/tradingview/{webhook_id}";
+pub use crate::topology::WEBHOOK_RESOURCE;
 /// The made-up resource id of [`WEBHOOK_RESOURCE`].
 pub const WEBHOOK_RESOURCE_ID: &str = "hook01";
 /// The paths of [`WEBHOOK_RESOURCE`] are this prefix and one segment.

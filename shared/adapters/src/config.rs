@@ -1,13 +1,22 @@
 //! Configuration from the environment, read once at start. Every variable is documented
 //! in the README.
+//!
+//! The ledger's connection URL is either given (`DATABASE_URL`, locally and in tests) or
+//! built from a Secrets Manager secret (`DATABASE_SECRET_ARN`, on AWS): see
+//! [`DatabaseSource`]. [`Config::load`] resolves it; [`Config::from_env`] reads the
+//! environment only and never calls AWS.
 
+use std::fmt;
 use std::str::FromStr;
+use std::time::Duration;
 
 use rust_decimal::Decimal;
 
-#[derive(Debug, Clone)]
+/// `Debug` masks the database password (see the impl below).
+#[derive(Clone)]
 pub struct Config {
-    /// `DATABASE_URL`: the ledger.
+    /// The ledger's connection URL: `DATABASE_URL`, or, with [`Config::load`] and
+    /// `DATABASE_SECRET_ARN` set, the URL built from that secret (see [`DatabaseSource`]).
     pub database_url: String,
     /// `DATABASE_MAX_CONNECTIONS` (default 5): pool size per process.
     pub database_max_connections: u32,
@@ -40,6 +49,31 @@ pub struct Config {
     pub rate_orders: crate::ratelimit::BucketSpec,
 }
 
+/// Every field, the database URL without its password: a logged config must not leak it.
+impl fmt::Debug for Config {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Config")
+            .field("database_url", &redact_url(&self.database_url))
+            .field("database_max_connections", &self.database_max_connections)
+            .field("redis_url", &self.redis_url)
+            .field("key_prefix", &self.key_prefix)
+            .field("queue_url", &self.queue_url)
+            .field("fee_bps", &self.fee_bps)
+            .field("max_price_age_ms", &self.max_price_age_ms)
+            .field("initial_cash", &self.initial_cash)
+            .field("session_ttl_secs", &self.session_ttl_secs)
+            .field("connections_table", &self.connections_table)
+            .field(
+                "ws_max_connections_per_user",
+                &self.ws_max_connections_per_user,
+            )
+            .field("ws_max_symbols", &self.ws_max_symbols)
+            .field("rate_requests", &self.rate_requests)
+            .field("rate_orders", &self.rate_orders)
+            .finish()
+    }
+}
+
 #[derive(Debug, thiserror::Error)]
 #[error("configuration: {0}")]
 pub struct ConfigError(String);
@@ -61,10 +95,19 @@ where
 }
 
 impl Config {
+    /// The configuration of a deployed function: [`Config::from_env`], then the database URL
+    /// resolved by [`database_url_from_env`] (one Secrets Manager call when
+    /// `DATABASE_SECRET_ARN` is set).
+    pub async fn load() -> Result<Config, ConfigError> {
+        let mut config = Config::from_env()?;
+        config.database_url = database_url_from_env().await?;
+        Ok(config)
+    }
+
+    /// The environment only, without AWS calls: `database_url` is `DATABASE_URL` as given.
     pub fn from_env() -> Result<Config, ConfigError> {
         Ok(Config {
-            database_url: var("DATABASE_URL")
-                .unwrap_or_else(|| "postgres://trading:trading@127.0.0.1:5432/trading".into()),
+            database_url: var("DATABASE_URL").unwrap_or_else(|| DEFAULT_DATABASE_URL.into()),
             database_max_connections: parsed("DATABASE_MAX_CONNECTIONS", 5)?,
             redis_url: var("REDIS_URL").unwrap_or_else(|| "redis://127.0.0.1:6379/".into()),
             key_prefix: var("KEY_PREFIX").unwrap_or_default(),
@@ -92,5 +135,425 @@ impl Config {
             fee_bps: self.fee_bps,
             max_price_age_ms: self.max_price_age_ms,
         }
+    }
+}
+
+/// The ledger's connection URL from the environment (see [`DatabaseSource::from_env`]): the
+/// Secrets Manager secret is fetched once per call, so call it once at start.
+pub async fn database_url_from_env() -> Result<String, ConfigError> {
+    DatabaseSource::from_env()?.resolve().await
+}
+
+/// Where the ledger's connection URL comes from.
+#[derive(Clone)]
+pub enum DatabaseSource {
+    /// `DATABASE_URL`, used as given (default
+    /// `postgres://trading:trading@127.0.0.1:5432/trading`).
+    Url(String),
+    /// `DATABASE_SECRET_ARN` is set: the URL is built from that secret.
+    Secret(DatabaseSecretSource),
+}
+
+/// A database secret in Secrets Manager in the shape RDS writes (a JSON object with
+/// `username`, `password` and usually `host`, `port`, `dbname`), plus the environment's
+/// overrides of its address.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DatabaseSecretSource {
+    /// `DATABASE_SECRET_ARN`: the secret's ARN (or name).
+    pub secret_id: String,
+    /// `DATABASE_HOST`: the host to connect to, typically the RDS Proxy endpoint; it wins over
+    /// the secret's `host` (the cluster's own endpoint). Required when the secret has none.
+    pub host: Option<String>,
+    /// `DATABASE_PORT`: wins over the secret's `port`; default 5432.
+    pub port: Option<u16>,
+    /// `DATABASE_NAME`: wins over the secret's `dbname`; default `trading`.
+    pub dbname: Option<String>,
+    /// `DATABASE_SSL_MODE` (default `require`): the URL's `sslmode`. RDS Proxy refuses
+    /// connections without TLS; `verify-full` also checks its certificate against the
+    /// bundled public roots.
+    pub ssl_mode: String,
+}
+
+const DEFAULT_DATABASE_URL: &str = "postgres://trading:trading@127.0.0.1:5432/trading";
+const DEFAULT_DATABASE_NAME: &str = "trading";
+const DEFAULT_DATABASE_PORT: u16 = 5432;
+const DEFAULT_SSL_MODE: &str = "require";
+/// The `sslmode` values libpq and sqlx know.
+const SSL_MODES: [&str; 6] = [
+    "disable",
+    "allow",
+    "prefer",
+    "require",
+    "verify-ca",
+    "verify-full",
+];
+/// Bounds the Secrets Manager call, so a function without a route to the service fails at
+/// start with a clear error instead of hanging until its timeout.
+const SECRETS_OPERATION_TIMEOUT: Duration = Duration::from_secs(5);
+
+impl DatabaseSource {
+    /// `DATABASE_SECRET_ARN` set: a secret source with `DATABASE_HOST`, `DATABASE_PORT`,
+    /// `DATABASE_NAME` and `DATABASE_SSL_MODE`; otherwise `DATABASE_URL`.
+    pub fn from_env() -> Result<DatabaseSource, ConfigError> {
+        let Some(secret_id) = var("DATABASE_SECRET_ARN") else {
+            return Ok(DatabaseSource::Url(
+                var("DATABASE_URL").unwrap_or_else(|| DEFAULT_DATABASE_URL.into()),
+            ));
+        };
+        let port = match var("DATABASE_PORT") {
+            None => None,
+            Some(v) => Some(
+                v.parse()
+                    .map_err(|e| ConfigError(format!("DATABASE_PORT={v}: {e}")))?,
+            ),
+        };
+        let ssl_mode = var("DATABASE_SSL_MODE").unwrap_or_else(|| DEFAULT_SSL_MODE.into());
+        if !SSL_MODES.contains(&ssl_mode.as_str()) {
+            return Err(ConfigError(format!(
+                "DATABASE_SSL_MODE={ssl_mode}: not one of {}",
+                SSL_MODES.join(", ")
+            )));
+        }
+        Ok(DatabaseSource::Secret(DatabaseSecretSource {
+            secret_id,
+            host: var("DATABASE_HOST"),
+            port,
+            dbname: var("DATABASE_NAME"),
+            ssl_mode,
+        }))
+    }
+
+    /// The connection URL; fetches the secret with a client from the default AWS
+    /// configuration (which honours `AWS_ENDPOINT_URL`, as every SDK client here does).
+    pub async fn resolve(&self) -> Result<String, ConfigError> {
+        match self {
+            DatabaseSource::Url(url) => Ok(url.clone()),
+            DatabaseSource::Secret(source) => source.fetch_url(&secrets_client().await).await,
+        }
+    }
+}
+
+/// Never shows a password: a URL's is masked.
+impl fmt::Debug for DatabaseSource {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            DatabaseSource::Url(url) => f.debug_tuple("Url").field(&redact_url(url)).finish(),
+            DatabaseSource::Secret(source) => f.debug_tuple("Secret").field(source).finish(),
+        }
+    }
+}
+
+/// A Secrets Manager client from the default AWS configuration, with a bounded call time.
+pub async fn secrets_client() -> aws_sdk_secretsmanager::Client {
+    let shared = aws_config::load_defaults(aws_config::BehaviorVersion::latest()).await;
+    let config = aws_sdk_secretsmanager::config::Builder::from(&shared)
+        .timeout_config(
+            aws_config::timeout::TimeoutConfig::builder()
+                .operation_timeout(SECRETS_OPERATION_TIMEOUT)
+                .build(),
+        )
+        .build();
+    aws_sdk_secretsmanager::Client::from_conf(config)
+}
+
+impl DatabaseSecretSource {
+    /// Fetches the secret's current value and builds the URL from it.
+    pub async fn fetch_url(
+        &self,
+        client: &aws_sdk_secretsmanager::Client,
+    ) -> Result<String, ConfigError> {
+        let output = client
+            .get_secret_value()
+            .secret_id(&self.secret_id)
+            .send()
+            .await
+            .map_err(|e| {
+                ConfigError(format!(
+                    "reading the database secret {}: {}",
+                    self.secret_id,
+                    aws_sdk_secretsmanager::error::DisplayErrorContext(e)
+                ))
+            })?;
+        let secret = output.secret_string().ok_or_else(|| {
+            ConfigError(format!(
+                "the database secret {} has no SecretString",
+                self.secret_id
+            ))
+        })?;
+        self.url_from_secret(secret)
+    }
+
+    /// The URL from the secret's JSON and this source's overrides. User, password and
+    /// database name are percent-encoded, so any character in them survives. Errors name the
+    /// secret and the field, never a value.
+    pub fn url_from_secret(&self, secret_json: &str) -> Result<String, ConfigError> {
+        let invalid =
+            |what: &str| ConfigError(format!("the database secret {} {what}", self.secret_id));
+        // Parsed as a map rather than into a struct: serde's type errors quote the value,
+        // which could be the password.
+        let fields: serde_json::Map<String, serde_json::Value> =
+            serde_json::from_str(secret_json).map_err(|_| invalid("is not a JSON object"))?;
+        let text = |name: &str| -> Result<Option<&str>, ConfigError> {
+            match fields.get(name) {
+                None | Some(serde_json::Value::Null) => Ok(None),
+                Some(serde_json::Value::String(s)) if s.is_empty() => Ok(None),
+                Some(serde_json::Value::String(s)) => Ok(Some(s)),
+                Some(_) => Err(invalid(&format!("has a `{name}` that is not a string"))),
+            }
+        };
+        let username = text("username")?.ok_or_else(|| invalid("has no `username`"))?;
+        let password = text("password")?.ok_or_else(|| invalid("has no `password`"))?;
+        let host = match &self.host {
+            Some(host) => host.as_str(),
+            None => text("host")?
+                .ok_or_else(|| invalid("has no `host` and DATABASE_HOST is not set"))?,
+        };
+        let port = match self.port {
+            Some(port) => port,
+            None => match fields.get("port") {
+                None | Some(serde_json::Value::Null) => DEFAULT_DATABASE_PORT,
+                // RDS writes a number; hand-made secrets often hold a string.
+                Some(serde_json::Value::Number(n)) => n
+                    .as_u64()
+                    .and_then(|n| u16::try_from(n).ok())
+                    .ok_or_else(|| invalid("has a `port` that is not a port number"))?,
+                Some(serde_json::Value::String(s)) => s
+                    .parse()
+                    .map_err(|_| invalid("has a `port` that is not a port number"))?,
+                Some(_) => return Err(invalid("has a `port` that is not a port number")),
+            },
+        };
+        let dbname = match &self.dbname {
+            Some(name) => name.as_str(),
+            None => text("dbname")?.unwrap_or(DEFAULT_DATABASE_NAME),
+        };
+        Ok(postgres_url(
+            username,
+            password,
+            host,
+            port,
+            dbname,
+            &self.ssl_mode,
+        ))
+    }
+}
+
+/// `postgres://user:password@host:port/dbname?sslmode=…`, user, password and database name
+/// percent-encoded.
+pub fn postgres_url(
+    username: &str,
+    password: &str,
+    host: &str,
+    port: u16,
+    dbname: &str,
+    ssl_mode: &str,
+) -> String {
+    // An IPv6 literal needs brackets to be told from the port.
+    let host = if host.contains(':') && !host.starts_with('[') {
+        format!("[{host}]")
+    } else {
+        host.to_string()
+    };
+    format!(
+        "postgres://{}:{}@{host}:{port}/{}?sslmode={}",
+        percent_encode(username),
+        percent_encode(password),
+        percent_encode(dbname),
+        percent_encode(ssl_mode),
+    )
+}
+
+/// Every byte but the URL-unreserved ones (`A-Z a-z 0-9 - . _ ~`) as `%XX`, so the result is
+/// safe in any part of a URL. (The `url` crate leaves `%` in user info as is, which would
+/// turn a password's `%41` into `A` on decoding.)
+fn percent_encode(text: &str) -> String {
+    let mut encoded = String::with_capacity(text.len());
+    for byte in text.bytes() {
+        if byte.is_ascii_alphanumeric() || matches!(byte, b'-' | b'.' | b'_' | b'~') {
+            encoded.push(char::from(byte));
+        } else {
+            encoded.push_str(&format!("%{byte:02X}"));
+        }
+    }
+    encoded
+}
+
+/// The password of a `scheme://user:password@host/…` URL as written (still percent-encoded),
+/// if it has one.
+fn url_password(url: &str) -> Option<&str> {
+    let (_, rest) = url.split_once("://")?;
+    let authority = rest.split(['/', '?', '#']).next()?;
+    let (userinfo, _) = authority.rsplit_once('@')?;
+    let (_, password) = userinfo.split_once(':')?;
+    (!password.is_empty()).then_some(password)
+}
+
+/// The URL with its password replaced by `***`, for logs.
+pub fn redact_url(url: &str) -> String {
+    match url_password(url) {
+        Some(password) => url.replacen(&format!(":{password}@"), ":***@", 1),
+        None => url.to_string(),
+    }
+}
+
+/// `text` with every occurrence of the password of `database_url` (as written in the URL and
+/// percent-decoded) replaced by `***`: for error messages that leave the process, in case a
+/// library quoted its connection string.
+pub fn scrub_password(text: &str, database_url: &str) -> String {
+    let Some(encoded) = url_password(database_url) else {
+        return text.to_string();
+    };
+    let mut scrubbed = text.replace(encoded, "***");
+    if let Some(decoded) = percent_decode(encoded) {
+        if !decoded.is_empty() {
+            scrubbed = scrubbed.replace(&decoded, "***");
+        }
+    }
+    scrubbed
+}
+
+fn percent_decode(text: &str) -> Option<String> {
+    let bytes = text.as_bytes();
+    let mut decoded = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    while i < bytes.len() {
+        if bytes[i] == b'%' {
+            let hex = text.get(i + 1..i + 3)?;
+            decoded.push(u8::from_str_radix(hex, 16).ok()?);
+            i += 3;
+        } else {
+            decoded.push(bytes[i]);
+            i += 1;
+        }
+    }
+    String::from_utf8(decoded).ok()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn source() -> DatabaseSecretSource {
+        DatabaseSecretSource {
+            secret_id: "arn:aws:secretsmanager:us-east-1:123456789012:secret:db-AbCdEf".into(),
+            host: None,
+            port: None,
+            dbname: None,
+            ssl_mode: "require".into(),
+        }
+    }
+
+    const RDS_SECRET: &str = r#"{"username":"ledger","password":"p@ss:w/rd%41?#&= +ü","engine":"postgres","host":"cluster.cluster-abc.us-east-1.rds.amazonaws.com","port":5432,"dbname":"ledgerdb","dbClusterIdentifier":"cluster"}"#;
+
+    #[test]
+    fn special_characters_of_the_password_are_percent_encoded() {
+        let url = source().url_from_secret(RDS_SECRET).unwrap();
+        assert_eq!(
+            url,
+            "postgres://ledger:p%40ss%3Aw%2Frd%2541%3F%23%26%3D%20%2B%C3%BC@cluster.cluster-abc.us-east-1.rds.amazonaws.com:5432/ledgerdb?sslmode=require"
+        );
+    }
+
+    #[test]
+    fn sqlx_reads_back_the_exact_credentials() {
+        use sqlx::postgres::{PgConnectOptions, PgSslMode};
+        let url = source().url_from_secret(RDS_SECRET).unwrap();
+        let options = PgConnectOptions::from_str(&url).unwrap();
+        assert_eq!(options.get_username(), "ledger");
+        assert_eq!(
+            options.get_host(),
+            "cluster.cluster-abc.us-east-1.rds.amazonaws.com"
+        );
+        assert_eq!(options.get_port(), 5432);
+        assert_eq!(options.get_database(), Some("ledgerdb"));
+        assert!(matches!(options.get_ssl_mode(), PgSslMode::Require));
+        // PgConnectOptions has no password getter: decode it as sqlx does.
+        assert_eq!(
+            percent_decode(url_password(&url).unwrap()).unwrap(),
+            "p@ss:w/rd%41?#&= +ü"
+        );
+    }
+
+    #[test]
+    fn the_environment_overrides_host_port_and_database() {
+        let source = DatabaseSecretSource {
+            host: Some("proxy.proxy-abc.us-east-1.rds.amazonaws.com".into()),
+            port: Some(6432),
+            dbname: Some("trading".into()),
+            ssl_mode: "verify-full".into(),
+            ..source()
+        };
+        assert_eq!(
+            source.url_from_secret(RDS_SECRET).unwrap(),
+            "postgres://ledger:p%40ss%3Aw%2Frd%2541%3F%23%26%3D%20%2B%C3%BC@proxy.proxy-abc.us-east-1.rds.amazonaws.com:6432/trading?sslmode=verify-full"
+        );
+    }
+
+    #[test]
+    fn a_secret_with_credentials_only_takes_defaults_and_needs_a_host() {
+        // The shape of an RDS-managed master user secret.
+        let secret = r#"{"username":"postgres","password":"secret"}"#;
+        let error = source().url_from_secret(secret).unwrap_err().to_string();
+        assert!(error.contains("DATABASE_HOST"), "{error}");
+        let with_host = DatabaseSecretSource {
+            host: Some("proxy.example".into()),
+            ..source()
+        };
+        assert_eq!(
+            with_host.url_from_secret(secret).unwrap(),
+            "postgres://postgres:secret@proxy.example:5432/trading?sslmode=require"
+        );
+    }
+
+    #[test]
+    fn a_port_may_be_a_string_and_ipv6_hosts_get_brackets() {
+        let secret = r#"{"username":"u","password":"p","host":"::1","port":"5433"}"#;
+        assert_eq!(
+            source().url_from_secret(secret).unwrap(),
+            "postgres://u:p@[::1]:5433/trading?sslmode=require"
+        );
+    }
+
+    #[test]
+    fn errors_never_show_the_password() {
+        let password = "hunter2-very-secret";
+        for secret in [
+            format!(r#"{{"username":"u","password":"{password}","port":"{password}","host":"h"}}"#),
+            format!(r#"{{"username":"u","password":"{password}","port":{{"x":1}},"host":"h"}}"#),
+            format!(r#"{{"username":{{"p":"{password}"}},"password":"{password}"}}"#),
+            format!(r#"["{password}"]"#),
+            password.to_string(),
+            format!(r#"{{"username":"u","password":"{password}""#),
+        ] {
+            let error = source().url_from_secret(&secret).unwrap_err().to_string();
+            assert!(!error.contains(password), "{error}");
+            assert!(error.contains(&source().secret_id), "{error}");
+        }
+    }
+
+    #[test]
+    fn passwords_are_redacted_and_scrubbed() {
+        let url = "postgres://ledger:p%40ss%3Aw@host:5432/trading?sslmode=require";
+        assert_eq!(
+            redact_url(url),
+            "postgres://ledger:***@host:5432/trading?sslmode=require"
+        );
+        assert_eq!(
+            format!("{:?}", DatabaseSource::Url(url.into())),
+            r#"Url("postgres://ledger:***@host:5432/trading?sslmode=require")"#
+        );
+        assert_eq!(
+            scrub_password("failed for p@ss:w and p%40ss%3Aw", url),
+            "failed for *** and ***"
+        );
+        assert_eq!(redact_url("postgres://host/db"), "postgres://host/db");
+        let config = Config {
+            database_url: url.into(),
+            ..Config::from_env().unwrap()
+        };
+        let shown = format!("{config:?}");
+        assert!(shown.contains("ledger:***@host"), "{shown}");
+        assert!(!shown.contains("p%40ss"), "{shown}");
+        assert_eq!(scrub_password("text", "postgres://u@host/db"), "text");
     }
 }

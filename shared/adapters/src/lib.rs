@@ -15,6 +15,7 @@ pub mod push;
 pub mod queue;
 pub mod ratelimit;
 pub mod redis_conn;
+pub mod schema;
 pub mod telemetry;
 pub mod watch;
 pub mod webhooks;

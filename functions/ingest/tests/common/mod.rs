@@ -67,8 +67,24 @@ pub fn ingest_config(feed: &feed::Feed, symbols: &[&str], prefix: &str) -> inges
         flush_interval_ms: 50,
         price_ttl_ms: 60_000,
         stats_interval_secs: 0,
+        heartbeat_file: heartbeat_path(prefix),
         ..ingest::Config::defaults()
     }
+}
+
+/// A heartbeat file of this test's own (not the default path, which a local ingest may use).
+pub fn heartbeat_path(prefix: &str) -> std::path::PathBuf {
+    let name: String = prefix
+        .chars()
+        .map(|c| {
+            if c.is_ascii_alphanumeric() || c == '-' {
+                c
+            } else {
+                '_'
+            }
+        })
+        .collect();
+    std::env::temp_dir().join(format!("{name}heartbeat"))
 }
 
 pub async fn post_quote(feed: &feed::Feed, body: &str) {
