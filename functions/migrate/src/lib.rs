@@ -76,6 +76,19 @@ pub enum HandlerError {
     Respond(String),
 }
 
+/// The ids every answer repeats. Create, Update and Delete requests are distinct types in
+/// aws_lambda_events with the same fields, hence a macro rather than a function.
+macro_rules! request_ids {
+    ($request:expr) => {
+        RequestIds {
+            response_url: $request.response_url,
+            stack_id: $request.stack_id,
+            request_id: $request.request_id,
+            logical_resource_id: $request.logical_resource_id,
+        }
+    };
+}
+
 /// Handles one custom resource event and PUTs the answer to its `ResponseURL`; returns the
 /// answer sent. `database_url` is awaited only for Create and Update, so a Delete succeeds
 /// even where the database configuration is broken.
@@ -97,32 +110,15 @@ where
     };
     let (ids, physical_resource_id, outcome) = match request {
         CloudFormationCustomResourceRequest::Create(r) => {
-            let ids = RequestIds {
-                response_url: r.response_url,
-                stack_id: r.stack_id,
-                request_id: r.request_id,
-                logical_resource_id: r.logical_resource_id,
-            };
             let outcome = apply(database_url, limits).await;
-            (ids, PHYSICAL_RESOURCE_ID.to_string(), outcome)
+            (request_ids!(r), PHYSICAL_RESOURCE_ID.to_string(), outcome)
         }
         CloudFormationCustomResourceRequest::Update(r) => {
-            let ids = RequestIds {
-                response_url: r.response_url,
-                stack_id: r.stack_id,
-                request_id: r.request_id,
-                logical_resource_id: r.logical_resource_id,
-            };
             let outcome = apply(database_url, limits).await;
-            (ids, PHYSICAL_RESOURCE_ID.to_string(), outcome)
+            (request_ids!(r), PHYSICAL_RESOURCE_ID.to_string(), outcome)
         }
         CloudFormationCustomResourceRequest::Delete(r) => {
-            let ids = RequestIds {
-                response_url: r.response_url,
-                stack_id: r.stack_id,
-                request_id: r.request_id,
-                logical_resource_id: r.logical_resource_id,
-            };
+            let ids = request_ids!(r);
             tracing::info!("delete: the schema stays");
             // The id CloudFormation asks about, whatever an older version of this function
             // answered at Create.
