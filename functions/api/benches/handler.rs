@@ -34,7 +34,7 @@ use api::Deps;
 use chrono::Utc;
 use domain::catalog::Catalog;
 use domain::command::Command;
-use domain::execution::ExecutionParams;
+use domain::engine::ExecutionParams;
 use domain::order::{NewOrder, OrderRequest};
 use domain::quote::Quote;
 use lambda_http::{Body, Request, Response};

@@ -8,7 +8,6 @@ use chrono::Utc;
 use domain::amount::Price;
 use domain::command::Command;
 use domain::decimal::DecimalText;
-use domain::execution::reserve_for_buy;
 use domain::order::{
     order_id_for, NewOrder, Order, OrderRequest, OrderStatus, OrderType, Side, Trail,
 };
@@ -122,7 +121,8 @@ pub async fn pre_trade_checks(deps: &Deps, order: &NewOrder) -> Result<(), ApiEr
     let Some(book) = deps.ledger.book(order.account_id).await? else {
         return Ok(());
     };
-    domain::risk::check_kill(book.risk.kill.as_ref()).map_err(ApiError::rule)?;
+    // The kill switch needs no price: refused even when the rest cannot be checked here.
+    domain::risk::check_kill(book.risk.kill.as_ref())?;
     // The order's quote, and those marking the positions for the gross exposure limit.
     let mut symbols: Vec<String> = book.positions.keys().cloned().collect();
     symbols.push(order.symbol.clone());
@@ -167,30 +167,7 @@ pub async fn pre_trade_checks(deps: &Deps, order: &NewOrder) -> Result<(), ApiEr
         inst.check_notional(qty, price, true)
             .map_err(RuleViolation::from)?;
     }
-    match order.side {
-        Side::Buy => {
-            let need = reserve_for_buy(qty, price, &params);
-            let have = book.buying_power(None, &params);
-            if need > have {
-                return Err(ApiError::rule(RuleViolation::new(
-                    "insufficient_buying_power",
-                    format!("buying {qty} {} at about {price} needs {} USDT including the fee; buying power is {} USDT", order.symbol, need.normalize(), have.normalize()),
-                )));
-            }
-        }
-        Side::Sell => {
-            // An OCO's two halves sell the same quantity once.
-            let held = book.qty_available(&order.symbol, None);
-            if qty > held && order.replaces.is_none() {
-                return Err(ApiError::rule(RuleViolation::new(
-                    "insufficient_qty",
-                    format!("selling {qty} {} needs that quantity available; available is {} (spot accounts cannot short)", order.symbol, held.max(rust_decimal::Decimal::ZERO).normalize()),
-                )));
-            }
-        }
-    }
-    // The limits after the funds: an order the account cannot pay for says so first.
-    book.check_risk(&order.pending(), qty, price, &market)?;
+    book.pre_check(&order.pending(), qty, price, &market)?;
     Ok(())
 }
 

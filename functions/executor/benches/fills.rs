@@ -32,7 +32,7 @@ use aws_lambda_events::sqs::SqsMessage;
 use chrono::Utc;
 use domain::catalog::Catalog;
 use domain::command::Command;
-use domain::execution::ExecutionParams;
+use domain::engine::ExecutionParams;
 use domain::order::{NewOrder, OrderRequest};
 use domain::quote::Quote;
 use executor::{handle_batch, Deps};

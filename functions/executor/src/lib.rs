@@ -22,7 +22,7 @@ use adapters::{now_ms, DependencyError};
 use aws_lambda_events::sqs::{SqsBatchResponse, SqsMessage};
 use domain::catalog::Catalog;
 use domain::command::Command;
-use domain::execution::ExecutionParams;
+use domain::engine::ExecutionParams;
 use domain::trigger::Watch;
 
 pub struct Deps {

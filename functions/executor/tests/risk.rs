@@ -20,7 +20,7 @@ async fn deps() -> Deps {
         ledger: testkit::ledger().await,
         cache: adapters::cache::Cache::new(&redis, &prefix).unwrap(),
         catalog: Catalog::builtin(),
-        params: domain::execution::ExecutionParams::default(),
+        params: domain::engine::ExecutionParams::default(),
         watches: adapters::watch::WatchIndex::new(&redis, &prefix).unwrap(),
         connections: adapters::connections::ConnectionTable::new("unused"),
         pusher: None,

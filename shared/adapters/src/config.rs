@@ -130,8 +130,8 @@ impl Config {
         })
     }
 
-    pub fn execution_params(&self) -> domain::execution::ExecutionParams {
-        domain::execution::ExecutionParams {
+    pub fn execution_params(&self) -> domain::engine::ExecutionParams {
+        domain::engine::ExecutionParams {
             fee_bps: self.fee_bps,
             max_price_age_ms: self.max_price_age_ms,
         }

@@ -245,10 +245,6 @@ impl Ledger {
         Ok(Ledger { pool })
     }
 
-    pub fn from_pool(pool: PgPool) -> Ledger {
-        Ledger { pool }
-    }
-
     pub fn pool(&self) -> &PgPool {
         &self.pool
     }

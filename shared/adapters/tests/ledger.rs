@@ -55,7 +55,7 @@ async fn place_order_fills_once_and_books_cash_position_and_fill() {
     let (_, account) = account_with_cash(&ledger, dec!(100000)).await;
     put_quote(&cache, "BTCUSDT", dec!(60000.00), dec!(60000.50)).await;
     let quote = cache.quote("BTCUSDT").await.unwrap().unwrap();
-    let params = domain::execution::ExecutionParams::default();
+    let params = domain::engine::ExecutionParams::default();
     let o = order(
         account,
         r#"{"symbol":"BTCUSDT","qty":"0.01","side":"buy","type":"market","time_in_force":"gtc","client_order_id":"c1"}"#,
@@ -135,7 +135,7 @@ async fn resting_limit_is_canceled_once() {
         account,
         r#"{"symbol":"BTCUSDT","qty":"0.01","side":"buy","type":"limit","limit_price":"50000","time_in_force":"gtc"}"#,
     );
-    let params = domain::execution::ExecutionParams::default();
+    let params = domain::engine::ExecutionParams::default();
     let placed = ledger
         .place_order(o.id, &o, Some(&quote), quote.ts, &params)
         .await

@@ -9,7 +9,7 @@ use adapters::testkit::{self, account_with_cash};
 use chrono::Utc;
 use domain::catalog::Catalog;
 use domain::command::Command;
-use domain::execution::ExecutionParams;
+use domain::engine::ExecutionParams;
 use domain::order::{leg_id, LegRole, NewOrder, Order, OrderRequest, OrderStatus};
 use domain::quote::Quote;
 use rust_decimal::Decimal;

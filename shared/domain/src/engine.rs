@@ -30,7 +30,6 @@ use uuid::Uuid;
 use crate::accounting::{self, Position};
 use crate::catalog::Catalog;
 use crate::decimal::DecimalText;
-use crate::execution::{reserve_for_buy, ExecutionParams};
 use crate::order::{
     NewOrder, Order, OrderClass, OrderRequest, OrderStatus, OrderType, Side, TimeInForce,
 };
@@ -38,6 +37,30 @@ use crate::quote::Quote;
 use crate::risk::{self, Kill, OrderExposure, RiskState};
 use crate::trigger::{next_hwm, touch, Condition};
 use crate::RuleViolation;
+
+/// The venue's rules: the paper fee and how old a price may be.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ExecutionParams {
+    /// Paper fee in basis points of the fill notional (default 10 = 0.1 %).
+    pub fee_bps: Decimal,
+    /// A quote older than this many milliseconds is treated as no quote.
+    pub max_price_age_ms: i64,
+}
+
+impl Default for ExecutionParams {
+    fn default() -> Self {
+        ExecutionParams {
+            fee_bps: Decimal::TEN,
+            max_price_age_ms: 5_000,
+        }
+    }
+}
+
+/// Cash a resting buy of `qty` at `limit` holds back: its notional plus the fee on it.
+pub fn reserve_for_buy(qty: Decimal, limit: Decimal, params: &ExecutionParams) -> Decimal {
+    let notional = qty * limit;
+    notional + accounting::fee(notional, params.fee_bps)
+}
 
 /// The prices and rules a batch is decided with.
 pub struct Market<'a> {
@@ -263,6 +286,28 @@ impl Book {
             .unwrap_or_default()
     }
 
+    /// The pre-trade rule of a new order of `qty` at `price` (the price it would pay at
+    /// worst), the one both the api's pre-check and the executor apply: the kill switch, then
+    /// the funds it needs (an order the account cannot pay for says so before any limit),
+    /// then the account's risk limits. A replacement is checked as if the order it replaces
+    /// were gone, as it will be when the executor applies it.
+    pub fn pre_check(
+        &self,
+        o: &Order,
+        qty: Decimal,
+        price: Decimal,
+        m: &Market,
+    ) -> Result<(), RuleViolation> {
+        risk::check_kill(self.risk.kill.as_ref())?;
+        let exclude = o
+            .replaces
+            .and_then(|id| self.orders.get(&id))
+            .map_or_else(|| Self::group(o), Self::group);
+        self.funds(o, qty, price, m.params, exclude)?;
+        self.check_risk(o, qty, price, m)
+    }
+
+    /// [`Book::funds`] of an order, its own group (its OCO partner) left out.
     fn check_funds(
         &self,
         o: &Order,
@@ -270,7 +315,20 @@ impl Book {
         price: Decimal,
         params: &ExecutionParams,
     ) -> Result<(), RuleViolation> {
-        let group = Some(Self::group(o));
+        self.funds(o, qty, price, params, Self::group(o))
+    }
+
+    /// Whether the account can pay for `qty` of `o` at `price` (buys: cash with the fee;
+    /// sells: the quantity, no shorting), leaving out what the group `exclude` holds.
+    fn funds(
+        &self,
+        o: &Order,
+        qty: Decimal,
+        price: Decimal,
+        params: &ExecutionParams,
+        exclude: Uuid,
+    ) -> Result<(), RuleViolation> {
+        let group = Some(exclude);
         match o.side {
             Side::Buy => {
                 let need = reserve_for_buy(qty, price, params);
@@ -627,14 +685,15 @@ impl Book {
             }
         }
         let qty = self.orders[&id].remaining();
-        // Legs carry their parent's exposure out of the market; they are not new risk.
+        // Legs carry their parent's exposure out of the market; they are not new risk (and
+        // their funds are checked when they rest or fill).
         if o.parent_id.is_none() && !self.exempt.contains(&id) {
             let price = match o.order_type {
                 OrderType::Limit | OrderType::StopLimit => o.limit_price.unwrap_or(px),
                 OrderType::Stop => o.stop_price.unwrap_or(px),
                 OrderType::Market | OrderType::TrailingStop => px,
             };
-            if let Err(v) = self.check_risk(&self.orders[&id], qty, price, m) {
+            if let Err(v) = self.pre_check(&self.orders[&id], qty, price, m) {
                 return self.finish(id, OrderStatus::Rejected, Some(v.to_string()), m.now);
             }
         }

@@ -9,7 +9,6 @@ pub mod command;
 pub mod decimal;
 pub mod engine;
 pub mod error;
-pub mod execution;
 pub mod order;
 pub mod quote;
 pub mod realtime;
