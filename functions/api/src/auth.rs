@@ -10,6 +10,7 @@ use adapters::ledger::SignupError;
 use adapters::ratelimit::{BucketSpec, Decision};
 use adapters::ApiError;
 use chrono::Utc;
+use domain::RejectCode;
 use lambda_http::{Body, Request, Response};
 use serde::Deserialize;
 use serde_json::json;
@@ -69,7 +70,7 @@ pub async fn take(
     {
         Decision::Allowed { .. } => Ok(()),
         Decision::Limited { retry_after_secs } => Err(ApiError::rate_limited(
-            "rate_limited",
+            RejectCode::RateLimited,
             format!(
                 "too many {name}: at most {} per minute (bursts of {}) per account; retry in {retry_after_secs} s",
                 spec.per_minute, spec.burst
@@ -122,7 +123,7 @@ fn normalized_email(email: Option<&str>) -> Result<String, ApiError> {
     } else {
         Err(ApiError::new(
             422,
-            "invalid_email",
+            RejectCode::InvalidEmail,
             "email must be an address like name@example.com",
         ))
     }
@@ -131,8 +132,8 @@ fn normalized_email(email: Option<&str>) -> Result<String, ApiError> {
 async fn hash_blocking(password: String) -> Result<String, ApiError> {
     tokio::task::spawn_blocking(move || hash_password(&password))
         .await
-        .map_err(|e| ApiError::new(500, "internal", format!("hashing failed: {e}")))?
-        .map_err(|e| ApiError::new(500, "internal", format!("hashing failed: {e}")))
+        .map_err(|e| ApiError::new(500, RejectCode::Internal, format!("hashing failed: {e}")))?
+        .map_err(|e| ApiError::new(500, RejectCode::Internal, format!("hashing failed: {e}")))
 }
 
 async fn verify_blocking(password: String, hash: String) -> bool {
@@ -150,7 +151,7 @@ pub async fn signup(deps: &Deps, req: &Request) -> Result<Response<Body>, ApiErr
     if !(MIN_PASSWORD..=MAX_PASSWORD).contains(&chars) {
         return Err(ApiError::new(
             422,
-            "invalid_password",
+            RejectCode::InvalidPassword,
             format!("password must be {MIN_PASSWORD} to {MAX_PASSWORD} characters"),
         ));
     }
@@ -165,7 +166,7 @@ pub async fn signup(deps: &Deps, req: &Request) -> Result<Response<Body>, ApiErr
             &json!({ "user_id": user_id, "account_id": account_id, "email": email }),
         )),
         Err(SignupError::EmailTaken) => Err(ApiError::conflict(
-            "email_taken",
+            RejectCode::EmailTaken,
             "an account with this email already exists",
         )),
         Err(SignupError::Dependency(e)) => Err(e.into()),
@@ -182,7 +183,7 @@ pub async fn login(deps: &Deps, req: &Request) -> Result<Response<Body>, ApiErro
     let subject = c.email.as_deref().unwrap_or_default();
     if let Some(secs) = deps.login_guard.check(subject, &ip).await? {
         return Err(ApiError::rate_limited(
-            "too_many_login_attempts",
+            RejectCode::TooManyLoginAttempts,
             format!(
                 "too many failed logins for this email or from this address; retry in {secs} s"
             ),

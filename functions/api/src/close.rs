@@ -7,6 +7,7 @@ use chrono::Utc;
 use domain::catalog::Instrument;
 use domain::decimal::parse_decimal;
 use domain::order::{NewOrder, OrderType, Side, TimeInForce, ValidOrder};
+use domain::RejectCode;
 use domain::RuleViolation;
 use lambda_http::{Body, Request, Response};
 use rust_decimal::Decimal;
@@ -21,7 +22,7 @@ use crate::Deps;
 /// The market sell that closes `qty` of a position.
 fn close_order(account_id: Uuid, inst: &Instrument, qty: Decimal) -> Result<NewOrder, ApiError> {
     let qty = domain::amount::Quantity::new(qty)
-        .map_err(|e| ApiError::rule(RuleViolation::new("invalid_qty", e.to_string())))?;
+        .map_err(|e| ApiError::rule(RuleViolation::new(RejectCode::InvalidQty, e.to_string())))?;
     let valid = ValidOrder {
         symbol: inst.symbol.clone(),
         side: Side::Sell,
@@ -53,29 +54,28 @@ pub async fn close(deps: &Deps, req: &Request, symbol: &str) -> Result<Response<
         .map(|pos| pos.position.qty)
         .filter(|q| *q > Decimal::ZERO)
         .ok_or_else(|| ApiError::not_found(format!("no open position in {}", inst.symbol)))?;
-    let number = |name: &str| -> Result<Option<Decimal>, ApiError> {
+    let number = |name: &str, code: RejectCode| -> Result<Option<Decimal>, ApiError> {
         query(req, name)
             .map(|v| {
-                parse_decimal(&v).map_err(|e| {
-                    ApiError::rule(RuleViolation::new(
-                        format!("invalid_{name}"),
-                        format!("{name}: {e}"),
-                    ))
-                })
+                parse_decimal(&v)
+                    .map_err(|e| ApiError::rule(RuleViolation::new(code, format!("{name}: {e}"))))
             })
             .transpose()
     };
-    let qty = match (number("qty")?, number("percentage")?) {
+    let qty = match (
+        number("qty", RejectCode::InvalidQty)?,
+        number("percentage", RejectCode::InvalidPercentage)?,
+    ) {
         (Some(_), Some(_)) => {
             return Err(ApiError::rule(RuleViolation::new(
-                "qty_and_percentage",
+                RejectCode::QtyAndPercentage,
                 "give either qty or percentage, not both",
             )))
         }
         (Some(q), None) => {
             if q <= Decimal::ZERO || q > held {
                 return Err(ApiError::rule(RuleViolation::new(
-                    "invalid_qty",
+                    RejectCode::InvalidQty,
                     format!(
                         "qty must be greater than 0 and at most the position, {}",
                         held.normalize()
@@ -87,7 +87,7 @@ pub async fn close(deps: &Deps, req: &Request, symbol: &str) -> Result<Response<
         (None, Some(pct)) => {
             if pct <= Decimal::ZERO || pct > Decimal::ONE_HUNDRED {
                 return Err(ApiError::rule(RuleViolation::new(
-                    "invalid_percentage",
+                    RejectCode::InvalidPercentage,
                     "percentage must be greater than 0 and at most 100",
                 )));
             }

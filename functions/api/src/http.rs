@@ -2,6 +2,7 @@
 
 use adapters::ApiError;
 use chrono::{DateTime, NaiveDate, Utc};
+use domain::RejectCode;
 use lambda_http::http::{header, StatusCode};
 use lambda_http::{Body, Request, RequestExt, Response};
 use serde::de::DeserializeOwned;
@@ -51,14 +52,14 @@ pub fn json_body<T: DeserializeOwned>(req: &Request) -> Result<T, ApiError> {
     if bytes.iter().all(|b| b.is_ascii_whitespace()) {
         return Err(ApiError::new(
             400,
-            "malformed_json",
+            RejectCode::MalformedJson,
             "request body is empty; a JSON object is required",
         ));
     }
     serde_json::from_slice(bytes).map_err(|e| {
         ApiError::new(
             400,
-            "malformed_json",
+            RejectCode::MalformedJson,
             format!("request body is not valid JSON for this route: {e}"),
         )
     })
@@ -82,7 +83,7 @@ pub fn header(req: &Request, name: &str) -> Option<String> {
 fn invalid_param(name: &str, value: &str, expected: &str) -> ApiError {
     ApiError::new(
         422,
-        "invalid_parameter",
+        RejectCode::InvalidParameter,
         format!("query parameter {name}='{value}' is invalid: expected {expected}"),
     )
 }

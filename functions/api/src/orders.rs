@@ -11,6 +11,7 @@ use domain::decimal::DecimalText;
 use domain::order::{
     order_id_for, NewOrder, Order, OrderRequest, OrderStatus, OrderType, Side, Trail,
 };
+use domain::RejectCode;
 use domain::RuleViolation;
 use lambda_http::{Body, Request, Response};
 use uuid::Uuid;
@@ -102,7 +103,7 @@ fn stored_or_conflict(order: &NewOrder, existing: Order) -> Result<Order, ApiErr
 
 fn conflict(order: &NewOrder) -> ApiError {
     ApiError::rule(RuleViolation::new(
-        "client_order_id_conflict",
+        RejectCode::ClientOrderIdConflict,
         format!(
             "client_order_id '{}' was already used for an order with different parameters",
             order.client_order_id
@@ -201,8 +202,13 @@ pub async fn get(deps: &Deps, req: &Request, id: &str) -> Result<Response<Body>,
 /// `GET /v2/orders:by_client_order_id?client_order_id=…`
 pub async fn by_client_order_id(deps: &Deps, req: &Request) -> Result<Response<Body>, ApiError> {
     let p = authenticate(deps, req).await?;
-    let coid = query(req, "client_order_id")
-        .ok_or_else(|| ApiError::new(422, "missing_parameter", "client_order_id is required"))?;
+    let coid = query(req, "client_order_id").ok_or_else(|| {
+        ApiError::new(
+            422,
+            RejectCode::MissingParameter,
+            "client_order_id is required",
+        )
+    })?;
     match find(deps, p.account_id, order_id_for(p.account_id, &coid)).await? {
         Some(o) => Ok(json(200, &o.to_alpaca_json())),
         None => Err(ApiError::not_found(format!(
@@ -274,7 +280,7 @@ pub async fn cancel(deps: &Deps, req: &Request, id: &str) -> Result<Response<Bod
         .ok_or_else(|| ApiError::not_found(format!("order {id} not found")))?;
     if !order.status.is_open() {
         return Err(ApiError::rule(RuleViolation::new(
-            "order_not_cancelable",
+            RejectCode::OrderNotCancelable,
             format!("order {id} is {} and cannot be canceled", order.status),
         )));
     }
@@ -305,13 +311,13 @@ pub async fn replace(deps: &Deps, req: &Request, id: &str) -> Result<Response<Bo
         })?;
     if !old.status.is_open() {
         return Err(ApiError::rule(RuleViolation::new(
-            "order_not_open",
+            RejectCode::OrderNotOpen,
             format!("order {id} is {} and cannot be replaced", old.status),
         )));
     }
     if old.order_type == OrderType::Market {
         return Err(ApiError::rule(RuleViolation::new(
-            "order_not_replaceable",
+            RejectCode::OrderNotReplaceable,
             "market orders cannot be replaced",
         )));
     }
@@ -321,7 +327,7 @@ pub async fn replace(deps: &Deps, req: &Request, id: &str) -> Result<Response<Bo
         (Some(t), Some(Trail::Percent(_))) => (None, Some(t)),
         (Some(_), None) => {
             return Err(ApiError::rule(RuleViolation::new(
-                "invalid_field",
+                RejectCode::InvalidField,
                 "trail is only valid for trailing_stop orders",
             )))
         }

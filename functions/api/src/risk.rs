@@ -10,6 +10,7 @@
 use adapters::ApiError;
 use domain::command::Command;
 use domain::risk::{Kill, RiskPatch, RiskState};
+use domain::RejectCode;
 use lambda_http::{Body, Request, Response};
 use serde::Deserialize;
 use serde_json::{json, Value};
@@ -98,7 +99,7 @@ pub async fn kill(deps: &Deps, req: &Request) -> Result<Response<Body>, ApiError
     if reason.chars().count() > MAX_REASON || reason.chars().any(char::is_control) {
         return Err(ApiError::new(
             422,
-            "invalid_reason",
+            RejectCode::InvalidReason,
             format!("reason must be at most {MAX_REASON} printable characters"),
         ));
     }

@@ -4,6 +4,7 @@
 //!
 //! The alerts themselves go to the `webhook` function at `/v2/hooks/tradingview/{id}`.
 
+use domain::RejectCode;
 use std::net::IpAddr;
 
 use adapters::auth::{digest, random_secret};
@@ -84,7 +85,7 @@ struct CreateWebhook {
 }
 
 fn allowed_ips(v: Option<&Value>) -> Result<Option<Vec<String>>, ApiError> {
-    let invalid = |why: String| ApiError::new(422, "invalid_allowed_ips", why);
+    let invalid = |why: String| ApiError::new(422, RejectCode::InvalidAllowedIps, why);
     match v {
         None | Some(Value::Null) => Ok(None),
         Some(Value::String(s)) if s.eq_ignore_ascii_case("tradingview") => Ok(Some(
@@ -125,7 +126,7 @@ pub async fn create(deps: &Deps, req: &Request) -> Result<Response<Body>, ApiErr
     if name.chars().count() > MAX_NAME || name.chars().any(char::is_control) {
         return Err(ApiError::new(
             422,
-            "invalid_name",
+            RejectCode::InvalidName,
             format!("name must be at most {MAX_NAME} printable characters"),
         ));
     }
@@ -133,7 +134,7 @@ pub async fn create(deps: &Deps, req: &Request) -> Result<Response<Body>, ApiErr
     if deps.ledger.webhooks(p.account_id).await?.len() >= MAX_WEBHOOKS {
         return Err(ApiError::new(
             422,
-            "max_webhooks",
+            RejectCode::MaxWebhooks,
             format!("an account may have at most {MAX_WEBHOOKS} webhooks; delete one first"),
         ));
     }

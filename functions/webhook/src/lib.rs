@@ -22,6 +22,7 @@ use api::Deps;
 use chrono::Utc;
 use domain::alert::{client_order_id, parse_alert, redact_passphrase, Alert};
 use domain::order::NewOrder;
+use domain::RejectCode;
 use lambda_http::{Body, Request, RequestExt, Response};
 use rust_decimal::Decimal;
 use serde_json::json;
@@ -47,7 +48,7 @@ impl Outcome {
         Outcome {
             status: e.status,
             body: json!({ "code": e.code, "message": e.message }),
-            code: Some(e.code.clone()),
+            code: Some(e.code.to_string()),
             message: Some(e.message.clone()),
             order_id: None,
             client_order_id: None,
@@ -137,7 +138,7 @@ async fn receive(
     } else if text.len() > MAX_ALERT_BYTES || body.is_none() {
         Outcome::error(&ApiError::new(
             413,
-            "alert_too_large",
+            RejectCode::AlertTooLarge,
             format!("an alert body must be UTF-8 text of at most {MAX_ALERT_BYTES} bytes"),
         ))
     } else if !is_json {

@@ -3,6 +3,7 @@
 use adapters::auth::{resolve, Credentials};
 use adapters::{now_ms, ApiError};
 use domain::realtime::{Connection, ConnectionChange, PositionsSnapshot, SnapshotPosition};
+use domain::RejectCode;
 use uuid::Uuid;
 
 use crate::{announce, Deps, WsRequest, WsResponse};
@@ -58,7 +59,7 @@ async fn register(deps: &Deps, req: &WsRequest) -> Result<(), ApiError> {
     if open.len() >= limit {
         let mut e = ApiError::new(
             429,
-            "too_many_connections",
+            RejectCode::TooManyConnections,
             format!(
                 "an account may hold at most {limit} WebSocket connections; {} are open",
                 open.len()

@@ -5,6 +5,7 @@ use domain::realtime::{
     error_message, parse_action, pong_message, snapshot_message, ClientAction, ConnectionChange,
     ProtocolError, Subscription,
 };
+use domain::RejectCode;
 
 use crate::{announce, Deps, WsRequest, WsResponse};
 
@@ -12,7 +13,7 @@ use crate::{announce, Deps, WsRequest, WsResponse};
 /// maximum of symbols takes well under 2 KB, so anything near this is not a real request.
 pub const MAX_MESSAGE_BYTES: usize = 8 * 1024;
 
-fn error(now: i64, code: &str, message: &str) -> WsResponse {
+fn error(now: i64, code: RejectCode, message: &str) -> WsResponse {
     WsResponse::message(error_message(now, code, message))
 }
 
@@ -20,7 +21,7 @@ fn unavailable(now: i64, e: &DependencyError) -> WsResponse {
     tracing::warn!(dependency = e.dependency, detail = %e.detail, "dependency error");
     error(
         now,
-        "service_unavailable",
+        RejectCode::ServiceUnavailable,
         &format!("{} is unavailable; retry in a second", e.dependency),
     )
 }
@@ -32,7 +33,7 @@ pub async fn message(deps: &Deps, req: &WsRequest) -> WsResponse {
     if body.len() > MAX_MESSAGE_BYTES {
         return error(
             now,
-            "message_too_large",
+            RejectCode::MessageTooLarge,
             &format!(
                 "a message may be at most {MAX_MESSAGE_BYTES} bytes; this one is {}",
                 body.len()
@@ -73,7 +74,7 @@ async fn change_subscription(
     let gone = || {
         error(
             now,
-            "connection_unknown",
+            RejectCode::ConnectionUnknown,
             "this connection is not registered (expired or disconnected); reconnect",
         )
     };

@@ -51,7 +51,7 @@ use tokio::sync::mpsc::error::TrySendError;
 use tracing::{info, warn};
 
 use crate::runtime::lock;
-use crate::ws::{Control, Outbound, WsState, MAX_MESSAGE_BYTES, OUTBOUND_QUEUE};
+use crate::ws_state::{Control, Outbound, WsState, MAX_MESSAGE_BYTES, OUTBOUND_QUEUE};
 
 /// The routes of this module (state: the WebSocket API's).
 pub(crate) fn routes() -> Router<Arc<WsState>> {

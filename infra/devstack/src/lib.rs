@@ -11,6 +11,7 @@ pub mod sqs;
 pub mod topology;
 pub mod ws;
 pub mod ws_events;
+pub mod ws_state;
 
 use std::net::SocketAddr;
 use std::sync::Arc;

@@ -9,8 +9,9 @@
 //! - every other request on any method and path (except `/__devstack/*`) →
 //!   the `api` function, on the `/{proxy+}` resource (`/` for the root).
 //!
-//! Each request becomes an `ApiGatewayProxyRequest` event; the function's
-//! `ApiGatewayProxyResponse` becomes the HTTP answer. See [`route`].
+//! Each request becomes an `ApiGatewayProxyRequest` event (built with
+//! `testkit::events::RestEvent`); the function's `ApiGatewayProxyResponse`
+//! becomes the HTTP answer. See [`route`].
 
 use std::net::{IpAddr, SocketAddr};
 use std::time::{Duration, Instant};
@@ -25,7 +26,8 @@ use axum::routing::get;
 use axum::Router;
 use base64::Engine as _;
 use chrono::{DateTime, Utc};
-use serde_json::{json, Map, Value};
+use serde_json::{json, Value};
+use testkit::events::{percent_decode, RestEvent};
 use tracing::{info, warn};
 
 use crate::runtime::{FunctionHandle, InvokeError, ACCOUNT_ID};
@@ -36,9 +38,9 @@ pub const MAX_REQUEST_BODY: usize = 10 * 1024 * 1024;
 pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(29);
 
 /// The made-up REST API id.
-pub const API_ID: &str = "devstack01";
-/// The made-up resource id of `/{proxy+}`.
-pub const RESOURCE_ID: &str = "proxy0";
+pub const API_ID: &str = testkit::events::REST_API_ID;
+/// The made-up resource id of `/{proxy+}` (and `/`), which the event builder uses.
+pub const RESOURCE_ID: &str = testkit::events::PROXY_RESOURCE_ID;
 /// The webhook function's resource.
 pub use crate::topology::WEBHOOK_RESOURCE;
 /// The made-up resource id of [`WEBHOOK_RESOURCE`].
@@ -306,34 +308,13 @@ async fn handle(st: &RestState, peer: SocketAddr, req: Request, request_id: &str
     }
 }
 
-/// Percent-decode a path segment string (invalid escapes are kept as-is).
-fn percent_decode(s: &str) -> String {
-    let bytes = s.as_bytes();
-    let mut out = Vec::with_capacity(bytes.len());
-    let mut i = 0;
-    while i < bytes.len() {
-        if bytes[i] == b'%' && i + 2 < bytes.len() {
-            let hex = std::str::from_utf8(&bytes[i + 1..i + 3])
-                .ok()
-                .and_then(|h| u8::from_str_radix(h, 16).ok());
-            if let Some(b) = hex {
-                out.push(b);
-                i += 3;
-                continue;
-            }
-        }
-        out.push(bytes[i]);
-        i += 1;
-    }
-    String::from_utf8_lossy(&out).into_owned()
-}
-
 fn header_str(v: &HeaderValue) -> String {
     String::from_utf8_lossy(v.as_bytes()).into_owned()
 }
 
 /// Build the API Gateway REST proxy event (payload format 1.0) for a request
-/// to the `api` function (resource `/{proxy+}`, or `/` for the root), as
+/// to the `api` function (resource `/{proxy+}` with `pathParameters:
+/// {"proxy": ...}`, or `/` for the root), as
 /// `aws_lambda_events::apigw::ApiGatewayProxyRequest` (de)serializes it.
 pub fn build_proxy_event(
     req: &IncomingRequest<'_>,
@@ -341,25 +322,8 @@ pub fn build_proxy_event(
     request_id: &str,
     now: DateTime<Utc>,
 ) -> Value {
-    let path = req.uri.path();
-    let path = if path.is_empty() { "/" } else { path };
-    let (resource, path_parameters) = if path == "/" {
-        ("/", Value::Null)
-    } else {
-        (
-            "/{proxy+}",
-            json!({ "proxy": percent_decode(path.trim_start_matches('/')) }),
-        )
-    };
-    build_event(
-        req,
-        resource,
-        RESOURCE_ID,
-        path_parameters,
-        stage,
-        request_id,
-        now,
-    )
+    // The builder's default resource is this one: `/{proxy+}` ([`RESOURCE_ID`]).
+    rest_event(req, stage, request_id, now).to_value()
 }
 
 /// Build the proxy event for a request to the `webhook` function (resource
@@ -371,30 +335,24 @@ pub fn build_webhook_event(
     request_id: &str,
     now: DateTime<Utc>,
 ) -> Value {
-    build_event(
-        req,
-        WEBHOOK_RESOURCE,
-        WEBHOOK_RESOURCE_ID,
-        json!({ "webhook_id": webhook_id }),
-        stage,
-        request_id,
-        now,
-    )
+    rest_event(req, stage, request_id, now)
+        .resource(WEBHOOK_RESOURCE, WEBHOOK_RESOURCE_ID)
+        .path_parameter("webhook_id", webhook_id)
+        .to_value()
 }
 
-fn build_event(
+/// The event of a request, on the `/{proxy+}` resource: the request's
+/// headers plus the ones API Gateway adds in front of the integration, its
+/// query and body, and the request context.
+fn rest_event(
     req: &IncomingRequest<'_>,
-    resource: &str,
-    resource_id: &str,
-    path_parameters: Value,
     stage: &str,
     request_id: &str,
     now: DateTime<Utc>,
-) -> Value {
+) -> RestEvent {
     let path = req.uri.path();
     let path = if path.is_empty() { "/" } else { path };
 
-    // Headers, plus the ones API Gateway adds in front of the integration.
     let mut headers = req.headers.clone();
     let source_ip = req.source_ip.to_string();
     let xff = match headers.get("x-forwarded-for") {
@@ -414,107 +372,18 @@ fn build_event(
     add("x-forwarded-port", req.local_port.to_string(), false);
     add("x-amzn-trace-id", crate::runtime::new_trace_id(), false);
 
-    let mut single = Map::new();
-    let mut multi = Map::new();
-    for name in headers.keys() {
-        let values: Vec<Value> = headers
-            .get_all(name)
-            .iter()
-            .map(|v| Value::String(header_str(v)))
-            .collect();
-        if let Some(last) = values.last() {
-            single.insert(name.as_str().to_string(), last.clone());
-        }
-        multi.insert(name.as_str().to_string(), Value::Array(values));
-    }
-
-    // Query string: decoded, last value wins in the single-valued map.
-    let (query_single, query_multi) = match req.uri.query() {
-        Some(q) if !q.is_empty() => {
-            let mut s = Map::new();
-            let mut m: Map<String, Value> = Map::new();
-            for (k, v) in url::form_urlencoded::parse(q.as_bytes()) {
-                s.insert(k.to_string(), Value::String(v.to_string()));
-                match m.get_mut(k.as_ref()) {
-                    Some(Value::Array(list)) => list.push(Value::String(v.to_string())),
-                    _ => {
-                        m.insert(k.to_string(), json!([v.to_string()]));
-                    }
-                }
-            }
-            (Value::Object(s), Value::Object(m))
-        }
-        _ => (Value::Null, Value::Null),
-    };
-
-    let (body, is_base64) = if req.body.is_empty() {
-        (Value::Null, false)
-    } else {
-        match std::str::from_utf8(req.body) {
-            Ok(s) => (Value::String(s.to_string()), false),
-            Err(_) => (
-                Value::String(base64::engine::general_purpose::STANDARD.encode(req.body)),
-                true,
-            ),
-        }
-    };
-
-    let host = req
-        .headers
-        .get(header::HOST)
-        .map(header_str)
-        .unwrap_or_else(|| "localhost".into());
-    let domain_prefix = host
-        .split(['.', ':'])
-        .next()
-        .unwrap_or_default()
-        .to_string();
-    let user_agent = req.headers.get(header::USER_AGENT).map(header_str);
-    let method = req.method.as_str();
-
-    json!({
-        "resource": resource,
-        "path": path,
-        "httpMethod": method,
-        "headers": Value::Object(single),
-        "multiValueHeaders": Value::Object(multi),
-        "queryStringParameters": query_single,
-        "multiValueQueryStringParameters": query_multi,
-        "pathParameters": path_parameters,
-        "stageVariables": Value::Null,
-        "requestContext": {
-            "resourceId": resource_id,
-            "resourcePath": resource,
-            "httpMethod": method,
-            "extendedRequestId": request_id,
-            "requestTime": now.format("%d/%b/%Y:%H:%M:%S %z").to_string(),
-            "path": format!("/{stage}{path}"),
-            "accountId": ACCOUNT_ID,
-            "protocol": "HTTP/1.1",
-            "stage": stage,
-            "domainPrefix": domain_prefix,
-            "requestTimeEpoch": now.timestamp_millis(),
-            "requestId": request_id,
-            "identity": {
-                "cognitoIdentityPoolId": null,
-                "accountId": null,
-                "cognitoIdentityId": null,
-                "caller": null,
-                "sourceIp": source_ip,
-                "principalOrgId": null,
-                "accessKey": null,
-                "cognitoAuthenticationType": null,
-                "cognitoAuthenticationProvider": null,
-                "userArn": null,
-                "userAgent": user_agent,
-                "user": null
-            },
-            "domainName": host,
-            "apiId": API_ID
-        },
-        "body": body,
-        "isBase64Encoded": is_base64
-    })
+    // `domainName` and `identity.userAgent` default to the `host` and
+    // `user-agent` headers (which the added ones leave alone).
+    RestEvent::new(req.method.clone(), path)
+        .headers(&headers)
+        .raw_query(req.uri.query().unwrap_or_default())
+        .body(req.body)
+        .source_ip(source_ip)
+        .stage(stage)
+        .request_id(request_id)
+        .time(now)
+        .account_id(ACCOUNT_ID)
+        .api_id(API_ID)
 }
 
 /// Turn the function's `ApiGatewayProxyResponse` into the HTTP response,
@@ -572,4 +441,23 @@ pub fn proxy_response_to_http(v: Value, request_id: &str) -> Result<Response, St
     *resp.status_mut() = status;
     *resp.headers_mut() = headers;
     Ok(resp)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::topology::API_HEALTH_RESOURCE;
+
+    // Moved here from `topology` so that `topology` depends on nothing else in the crate.
+    #[test]
+    fn rest_routing_agrees_with_the_described_routes() {
+        assert_eq!(
+            route(&Method::POST, "/v2/hooks/tradingview/wh_1"),
+            Route::Webhook {
+                webhook_id: "wh_1".into()
+            }
+        );
+        assert_eq!(route(&Method::GET, API_HEALTH_RESOURCE), Route::Api);
+        assert_eq!(route(&Method::DELETE, "/v2/orders/1"), Route::Api);
+    }
 }

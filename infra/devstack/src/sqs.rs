@@ -10,11 +10,12 @@
 use std::collections::HashSet;
 use std::time::Duration;
 
+use aws_lambda_events::encodings::Base64Data;
 use aws_sdk_sqs::types::{
     DeleteMessageBatchRequestEntry, Message, MessageSystemAttributeName, QueueAttributeName,
 };
-use base64::Engine as _;
-use serde_json::{json, Map, Value};
+use serde_json::Value;
+use testkit::events::{sqs_event, EventJson, SqsMessage, SqsMessageAttribute, SqsRecord};
 use tokio::sync::watch;
 use tracing::{debug, info, warn};
 
@@ -48,47 +49,46 @@ pub fn queue_arn_from_url(url: &str, region: &str) -> String {
     format!("arn:aws:sqs:{region}:{account}:{name}")
 }
 
-/// Build one SQS event record as Lambda sends it.
-pub fn record_from_message(m: &Message, queue_arn: &str, region: &str) -> Value {
-    let mut attributes = Map::new();
-    if let Some(attrs) = m.attributes() {
-        for (k, v) in attrs {
-            attributes.insert(k.as_str().to_string(), Value::String(v.clone()));
-        }
+/// Build one SQS event record as Lambda sends it (`testkit::events::SqsRecord`).
+pub fn record_from_message(m: &Message, queue_arn: &str, region: &str) -> SqsMessage {
+    let mut record = SqsRecord::new(
+        m.message_id().unwrap_or_default(),
+        m.body().unwrap_or_default(),
+    )
+    .queue_arn(queue_arn)
+    .region(region);
+    if let Some(handle) = m.receipt_handle() {
+        record = record.receipt_handle(handle);
     }
-    let mut message_attributes = Map::new();
-    if let Some(attrs) = m.message_attributes() {
-        for (k, v) in attrs {
-            let b64 = |b: &aws_sdk_sqs::primitives::Blob| {
-                Value::String(base64::engine::general_purpose::STANDARD.encode(b.as_ref()))
-            };
-            message_attributes.insert(
-                k.clone(),
-                json!({
-                    "stringValue": v.string_value(),
-                    "binaryValue": v.binary_value().map(b64),
-                    "stringListValues": v.string_list_values(),
-                    "binaryListValues": v.binary_list_values().iter().map(b64).collect::<Vec<_>>(),
-                    "dataType": v.data_type(),
-                }),
-            );
-        }
+    if let Some(md5) = m.md5_of_body() {
+        record = record.md5_of_body(md5);
     }
-    let mut record = json!({
-        "messageId": m.message_id(),
-        "receiptHandle": m.receipt_handle(),
-        "body": m.body().unwrap_or_default(),
-        "attributes": attributes,
-        "messageAttributes": message_attributes,
-        "md5OfBody": m.md5_of_body(),
-        "eventSource": "aws:sqs",
-        "eventSourceARN": queue_arn,
-        "awsRegion": region,
-    });
-    if let (Some(md5), Some(obj)) = (m.md5_of_message_attributes(), record.as_object_mut()) {
-        obj.insert("md5OfMessageAttributes".into(), json!(md5));
+    if let Some(md5) = m.md5_of_message_attributes() {
+        record = record.md5_of_message_attributes(md5);
     }
-    record
+    for (k, v) in m.attributes().into_iter().flatten() {
+        record = record.attribute(k.as_str(), v);
+    }
+    for (k, v) in m.message_attributes().into_iter().flatten() {
+        let mut attr = SqsMessageAttribute::default();
+        attr.string_value = v.string_value().map(str::to_string);
+        attr.binary_value = v.binary_value().map(base64_data);
+        attr.string_list_values = v.string_list_values().to_vec();
+        attr.binary_list_values = v.binary_list_values().iter().map(base64_data).collect();
+        attr.data_type = Some(v.data_type().to_string());
+        record = record.message_attribute(k, attr);
+    }
+    if m.message_id().is_none() {
+        // SQS always sends one; if not, the record says so (null), as before.
+        record = record.edit(|r| r.message_id = None);
+    }
+    record.build()
+}
+
+fn base64_data(b: &aws_sdk_sqs::primitives::Blob) -> Base64Data {
+    let mut data = Base64Data::default();
+    data.0 = b.as_ref().to_vec();
+    data
 }
 
 /// What to do with a batch after the function answered.
@@ -226,11 +226,12 @@ async fn process_batch(
     executor: &FunctionHandle,
     messages: &[Message],
 ) {
-    let records: Vec<Value> = messages
-        .iter()
-        .map(|m| record_from_message(m, queue_arn, &cfg.region))
-        .collect();
-    let event = json!({ "Records": records });
+    let event = sqs_event(
+        messages
+            .iter()
+            .map(|m| record_from_message(m, queue_arn, &cfg.region)),
+    )
+    .to_value();
     let ids: HashSet<String> = messages
         .iter()
         .filter_map(|m| m.message_id().map(str::to_string))
@@ -308,6 +309,7 @@ async fn process_batch(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use serde_json::json;
 
     fn ids() -> HashSet<String> {
         ["a", "b", "c"].iter().map(|s| s.to_string()).collect()

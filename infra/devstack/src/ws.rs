@@ -24,12 +24,12 @@
 //! connection (and is reported to `$disconnect` as 1009 too).
 //!
 //! The `@connections` management API and the test control endpoints live in
-//! [`crate::connections`] and share this listener.
+//! [`crate::connections`] and share this listener; the state both sides use
+//! (connections, their queues, counters, limits) is in [`crate::ws_state`].
 
-use std::collections::HashMap;
 use std::net::SocketAddr;
-use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
-use std::sync::{Arc, Mutex as StdMutex};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
 use std::time::Duration;
 
 use axum::extract::ws::rejection::WebSocketUpgradeRejection;
@@ -40,176 +40,33 @@ use axum::response::{IntoResponse, Response};
 use axum::Router;
 use base64::Engine as _;
 use bytes::Bytes;
-use chrono::{DateTime, Utc};
+use chrono::Utc;
 use serde_json::{json, Value};
 use tokio::sync::{mpsc, watch};
 use tokio::time::Instant;
 use tracing::{debug, info, warn};
 
-use crate::runtime::{lock, FunctionHandle, InvokeError};
+use crate::runtime::{lock, InvokeError};
 use crate::ws_events::{
     connect_event, disconnect_event, message_event, new_aws_id, ConnectionContext, DisconnectInfo,
     InboundBody,
 };
+use crate::ws_state::{Conn, Control, Outbound};
+// The shared state and limits live in `ws_state` (which `connections` uses too); they stay
+// reachable under `devstack::ws::*`.
+pub use crate::ws_state::{WsSettings, WsState, MAX_MESSAGE_BYTES, OUTBOUND_QUEUE};
 
-/// API Gateway's maximum WebSocket message (inbound, and `PostToConnection` data).
-pub const MAX_MESSAGE_BYTES: usize = 128 * 1024;
 /// API Gateway's idle connection timeout.
 pub const DEFAULT_IDLE_TIMEOUT: Duration = Duration::from_secs(10 * 60);
 /// API Gateway's maximum connection duration.
 pub const DEFAULT_MAX_CONNECTION: Duration = Duration::from_secs(2 * 60 * 60);
-/// Messages queued for one connection before it counts as a slow client.
-pub const OUTBOUND_QUEUE: usize = 1024;
 /// Largest frame/message read at all (see the module docs).
 const HARD_MAX_MESSAGE_BYTES: usize = 16 * 1024 * 1024;
 /// How long a closing side waits for the peer's close frame.
 const CLOSE_HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(2);
 
-/// How the WebSocket API behaves.
-#[derive(Debug, Clone)]
-pub struct WsSettings {
-    pub stage: String,
-    /// Integration timeout of every route invocation (29 s on AWS).
-    pub timeout: Duration,
-    pub idle_timeout: Duration,
-    pub max_connection: Duration,
-}
-
-/// A message for a client.
-#[derive(Debug, Clone)]
-pub(crate) enum Outbound {
-    Text(String),
-    Binary(Bytes),
-}
-
-impl Outbound {
-    /// UTF-8 data goes out as a text frame, anything else as binary.
-    pub(crate) fn from_data(data: Bytes) -> Self {
-        match std::str::from_utf8(&data) {
-            Ok(s) => Self::Text(s.to_string()),
-            Err(_) => Self::Binary(data),
-        }
-    }
-
-    fn into_message(self) -> Message {
-        match self {
-            Self::Text(s) => Message::text(s),
-            Self::Binary(b) => Message::Binary(b),
-        }
-    }
-}
-
-/// An order to a connection's task from outside (management API, control).
-#[derive(Debug)]
-pub(crate) enum Control {
-    /// Close handshake with this code, then `$disconnect`.
-    Close { code: u16, reason: &'static str },
-    /// Drop the TCP connection without a close frame and without `$disconnect`.
-    Vanish,
-}
-
-/// One live connection as the management API sees it.
-pub(crate) struct Conn {
-    pub(crate) id: String,
-    pub(crate) connected_at: DateTime<Utc>,
-    last_active_ms: AtomicI64,
-    pub(crate) source_ip: String,
-    pub(crate) user_agent: Option<String>,
-    /// Bounded: a full queue means the client does not keep up.
-    pub(crate) out: mpsc::Sender<Outbound>,
-    pub(crate) control: mpsc::UnboundedSender<Control>,
-}
-
-impl Conn {
-    fn touch(&self) {
-        self.last_active_ms
-            .store(Utc::now().timestamp_millis(), Ordering::Relaxed);
-    }
-
-    pub(crate) fn last_active_at(&self) -> DateTime<Utc> {
-        DateTime::from_timestamp_millis(self.last_active_ms.load(Ordering::Relaxed))
-            .unwrap_or(self.connected_at)
-    }
-}
-
-/// Counters behind `GET /__control/stats`.
-#[derive(Default)]
-pub(crate) struct Stats {
-    pub(crate) connects: AtomicU64,
-    pub(crate) rejected_connects: AtomicU64,
-    pub(crate) messages_in: AtomicU64,
-    pub(crate) disconnects: AtomicU64,
-    pub(crate) vanished: AtomicU64,
-    pub(crate) posts: AtomicU64,
-    pub(crate) posts_gone: AtomicU64,
-    pub(crate) gone_by_connection: StdMutex<HashMap<String, u64>>,
-}
-
 fn bump(c: &AtomicU64) {
     c.fetch_add(1, Ordering::Relaxed);
-}
-
-/// Shared by the upgrade handler, the connection tasks and the management API.
-pub struct WsState {
-    pub(crate) function: FunctionHandle,
-    pub(crate) settings: WsSettings,
-    pub(crate) local_addr: SocketAddr,
-    pub(crate) connections: StdMutex<HashMap<String, Arc<Conn>>>,
-    pub(crate) stats: Stats,
-    shutdown: watch::Receiver<bool>,
-}
-
-impl WsState {
-    pub fn new(
-        function: FunctionHandle,
-        settings: WsSettings,
-        local_addr: SocketAddr,
-        shutdown: watch::Receiver<bool>,
-    ) -> Arc<Self> {
-        Arc::new(Self {
-            function,
-            settings,
-            local_addr,
-            connections: StdMutex::new(HashMap::new()),
-            stats: Stats::default(),
-            shutdown,
-        })
-    }
-
-    pub(crate) fn get(&self, id: &str) -> Option<Arc<Conn>> {
-        lock(&self.connections).get(id).cloned()
-    }
-
-    /// Forget a connection; true if it was still known. From then on the
-    /// management API answers 410 for it.
-    pub(crate) fn forget(&self, id: &str) -> Option<Arc<Conn>> {
-        lock(&self.connections).remove(id)
-    }
-
-    /// Live connections.
-    pub fn connection_count(&self) -> usize {
-        lock(&self.connections).len()
-    }
-
-    /// The stats JSON (see [`crate::connections`]).
-    pub fn stats_json(&self) -> Value {
-        let s = &self.stats;
-        let gone: serde_json::Map<String, Value> = lock(&s.gone_by_connection)
-            .iter()
-            .map(|(k, v)| (k.clone(), json!(v)))
-            .collect();
-        json!({
-            "connections": self.connection_count(),
-            "connects": s.connects.load(Ordering::Relaxed),
-            "rejected_connects": s.rejected_connects.load(Ordering::Relaxed),
-            "messages_in": s.messages_in.load(Ordering::Relaxed),
-            "disconnects": s.disconnects.load(Ordering::Relaxed),
-            "vanished": s.vanished.load(Ordering::Relaxed),
-            "posts": s.posts.load(Ordering::Relaxed),
-            "posts_gone": s.posts_gone.load(Ordering::Relaxed),
-            "gone_by_connection": Value::Object(gone),
-        })
-    }
 }
 
 /// The whole WebSocket listener: management API, control endpoints, and
@@ -326,15 +183,14 @@ async fn upgrade(
     // first message is queued rather than answered 410.
     let (out_tx, out_rx) = mpsc::channel(OUTBOUND_QUEUE);
     let (control_tx, control_rx) = mpsc::unbounded_channel();
-    let conn = Arc::new(Conn {
-        id: connection_id.clone(),
-        connected_at: ctx.connected_at,
-        last_active_ms: AtomicI64::new(ctx.connected_at.timestamp_millis()),
-        source_ip: ctx.source_ip.clone(),
-        user_agent: ctx.user_agent.clone(),
-        out: out_tx,
-        control: control_tx,
-    });
+    let conn = Arc::new(Conn::new(
+        connection_id.clone(),
+        ctx.connected_at,
+        ctx.source_ip.clone(),
+        ctx.user_agent.clone(),
+        out_tx,
+        control_tx,
+    ));
     lock(&st.connections).insert(connection_id.clone(), conn.clone());
     bump(&st.stats.connects);
     info!("ws CONNECT {connection_id} {status} {elapsed}ms");

@@ -1,7 +1,9 @@
 //! The events API Gateway WebSocket sends to a route's Lambda proxy
 //! integration, shaped like the ones AWS sends (field for field, as
 //! `aws_lambda_events::apigw::ApiGatewayWebsocketProxyRequest` reads them),
-//! so a function that works here reads the same JSON on AWS.
+//! so a function that works here reads the same JSON on AWS. They are built
+//! with `testkit::events::WsEvent` from what the devstack knows of the
+//! connection ([`ConnectionContext`]).
 //!
 //! Header names arrive lower-cased (hyper normalizes them), while AWS keeps
 //! the client's spelling: functions must look headers up case-insensitively,
@@ -10,10 +12,11 @@
 use axum::http::{HeaderMap, HeaderName, HeaderValue};
 use base64::Engine as _;
 use chrono::{DateTime, Utc};
-use serde_json::{json, Map, Value};
+use serde_json::Value;
+use testkit::events::{WsEvent, WsRoute};
 
 /// The made-up WebSocket API id (`requestContext.apiId`).
-pub const API_ID: &str = "local";
+pub const API_ID: &str = testkit::events::WEBSOCKET_API_ID;
 
 /// An id in the format API Gateway uses for connection, request and message
 /// ids: 11 random bytes in standard base64, i.e. 16 characters ending in `=`
@@ -74,59 +77,30 @@ impl InboundBody {
     }
 }
 
-fn request_context(
-    ctx: &ConnectionContext,
-    route_key: &str,
-    event_type: &str,
-    request_id: &str,
-    now: DateTime<Utc>,
-) -> Map<String, Value> {
-    let mut rc = Map::new();
-    rc.insert("routeKey".into(), json!(route_key));
-    rc.insert("eventType".into(), json!(event_type));
-    rc.insert("extendedRequestId".into(), json!(request_id));
-    rc.insert(
-        "requestTime".into(),
-        json!(now.format("%d/%b/%Y:%H:%M:%S %z").to_string()),
-    );
-    rc.insert("messageDirection".into(), json!("IN"));
-    rc.insert("stage".into(), json!(ctx.stage));
-    rc.insert(
-        "connectedAt".into(),
-        json!(ctx.connected_at.timestamp_millis()),
-    );
-    rc.insert("requestTimeEpoch".into(), json!(now.timestamp_millis()));
-    rc.insert(
-        "identity".into(),
-        json!({ "userAgent": ctx.user_agent, "sourceIp": ctx.source_ip }),
-    );
-    rc.insert("requestId".into(), json!(request_id));
-    rc.insert("domainName".into(), json!(ctx.domain_name));
-    rc.insert("connectionId".into(), json!(ctx.connection_id));
-    rc.insert("apiId".into(), json!(API_ID));
-    rc
-}
-
 fn header_str(v: &HeaderValue) -> String {
     String::from_utf8_lossy(v.as_bytes()).into_owned()
 }
 
-/// `headers` (last value wins) and `multiValueHeaders` of a header map.
-fn header_maps(headers: &HeaderMap) -> (Value, Value) {
-    let mut single = Map::new();
-    let mut multi = Map::new();
-    for name in headers.keys() {
-        let values: Vec<Value> = headers
-            .get_all(name)
-            .iter()
-            .map(|v| Value::String(header_str(v)))
-            .collect();
-        if let Some(last) = values.last() {
-            single.insert(name.as_str().to_string(), last.clone());
-        }
-        multi.insert(name.as_str().to_string(), Value::Array(values));
+/// What every event of the connection has: its context, the request id and
+/// the time.
+fn with_context(
+    event: WsEvent,
+    ctx: &ConnectionContext,
+    request_id: &str,
+    now: DateTime<Utc>,
+) -> WsEvent {
+    let event = event
+        .source_ip(&ctx.source_ip)
+        .domain_name(&ctx.domain_name)
+        .stage(&ctx.stage)
+        .request_id(request_id)
+        .connected_at(ctx.connected_at)
+        .time(now)
+        .api_id(API_ID);
+    match &ctx.user_agent {
+        Some(user_agent) => event.user_agent(user_agent),
+        None => event,
     }
-    (Value::Object(single), Value::Object(multi))
 }
 
 /// The `$connect` event for an upgrade request. `query` is the raw query
@@ -156,33 +130,13 @@ pub fn connect_event(
     add("x-forwarded-proto", "http".into(), false);
     add("x-forwarded-port", local_port.to_string(), false);
     add("x-amzn-trace-id", crate::runtime::new_trace_id(), false);
-    let (single, multi) = header_maps(&headers);
 
-    let mut event = Map::new();
-    event.insert("headers".into(), single);
-    event.insert("multiValueHeaders".into(), multi);
-    // AWS leaves both query fields out when the URL has no query.
-    if let Some(q) = query.filter(|q| !q.is_empty()) {
-        let mut s = Map::new();
-        let mut m: Map<String, Value> = Map::new();
-        for (k, v) in url::form_urlencoded::parse(q.as_bytes()) {
-            s.insert(k.to_string(), Value::String(v.to_string()));
-            match m.get_mut(k.as_ref()) {
-                Some(Value::Array(list)) => list.push(Value::String(v.to_string())),
-                _ => {
-                    m.insert(k.to_string(), json!([v.to_string()]));
-                }
-            }
-        }
-        event.insert("queryStringParameters".into(), Value::Object(s));
-        event.insert("multiValueQueryStringParameters".into(), Value::Object(m));
-    }
-    event.insert(
-        "requestContext".into(),
-        Value::Object(request_context(ctx, "$connect", "CONNECT", request_id, now)),
-    );
-    event.insert("isBase64Encoded".into(), json!(false));
-    Value::Object(event)
+    // AWS leaves both query fields out when the URL has no query (so does
+    // the builder).
+    let event = WsEvent::connect(&ctx.connection_id)
+        .headers(&headers)
+        .raw_query(query.unwrap_or_default());
+    with_context(event, ctx, request_id, now).to_value()
 }
 
 /// The `$default` route's `MESSAGE` event for one inbound message.
@@ -193,46 +147,24 @@ pub fn message_event(
     message_id: &str,
     now: DateTime<Utc>,
 ) -> Value {
-    let mut rc = request_context(ctx, "$default", "MESSAGE", request_id, now);
-    rc.insert("messageId".into(), json!(message_id));
-    let (body, is_base64) = match body {
-        InboundBody::Text(s) => (s.clone(), false),
-        InboundBody::Binary(b) => (base64::engine::general_purpose::STANDARD.encode(b), true),
+    let event = WsEvent::new(WsRoute::Message, &ctx.connection_id).message_id(message_id);
+    let event = match body {
+        InboundBody::Text(s) => event.body(s),
+        InboundBody::Binary(b) => event.body_base64(b),
     };
-    json!({
-        "requestContext": Value::Object(rc),
-        "body": body,
-        "isBase64Encoded": is_base64,
-    })
+    with_context(event, ctx, request_id, now).to_value()
 }
 
 /// The `$disconnect` event. AWS sends a few fixed headers here, not the
-/// upgrade request's.
+/// upgrade request's (the builder adds them).
 pub fn disconnect_event(
     ctx: &ConnectionContext,
     why: &DisconnectInfo,
     request_id: &str,
     now: DateTime<Utc>,
 ) -> Value {
-    let mut rc = request_context(ctx, "$disconnect", "DISCONNECT", request_id, now);
-    rc.insert("disconnectStatusCode".into(), json!(why.status_code));
-    rc.insert("disconnectReason".into(), json!(why.reason));
-    json!({
-        "headers": {
-            "Host": ctx.domain_name,
-            "x-api-key": "",
-            "X-Forwarded-For": "",
-            "x-restapi": "",
-        },
-        "multiValueHeaders": {
-            "Host": [ctx.domain_name],
-            "x-api-key": [""],
-            "X-Forwarded-For": [""],
-            "x-restapi": [""],
-        },
-        "requestContext": Value::Object(rc),
-        "isBase64Encoded": false,
-    })
+    let event = WsEvent::disconnect(&ctx.connection_id, why.status_code, &why.reason);
+    with_context(event, ctx, request_id, now).to_value()
 }
 
 #[cfg(test)]

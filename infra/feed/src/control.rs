@@ -10,14 +10,19 @@
 use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::Duration;
 
 use axum::extract::ws::Utf8Bytes;
 use rust_decimal::Decimal;
 use serde::Serialize;
 use tokio::sync::watch;
 
-use crate::hub::{lock, Hub};
+use crate::hub::Hub;
+use crate::util::lock;
+
+// `now_ms` lives in `util` (below `hub`, which needs it too); still reachable here as
+// `feed::control::now_ms`, as benches and tests outside this crate call it.
+pub use crate::util::now_ms;
 
 /// A quote set by a script.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
@@ -52,13 +57,6 @@ impl Default for Control {
             next_trade_id: AtomicU64::new(1),
         }
     }
-}
-
-pub fn now_ms() -> i64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map(|d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX))
-        .unwrap_or(0)
 }
 
 #[derive(Serialize)]

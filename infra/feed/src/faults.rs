@@ -15,8 +15,8 @@ use axum::extract::ws::Utf8Bytes;
 use rust_decimal::Decimal;
 use serde::Deserialize;
 
-use crate::control::now_ms;
 use crate::hub::Hub;
+use crate::util::now_ms;
 
 /// Distinct price levels a burst cycles through per symbol.
 const LEVELS: u64 = 100;

@@ -11,7 +11,7 @@
 
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex, MutexGuard, RwLock};
+use std::sync::{Arc, Mutex, RwLock};
 use std::time::Duration;
 
 use axum::extract::ws::Utf8Bytes;
@@ -19,12 +19,7 @@ use serde::Serialize;
 use tokio::sync::{broadcast, mpsc};
 use tokio::time::Instant;
 
-use crate::control::now_ms;
-
-/// Locks a mutex, ignoring poisoning (our critical sections never leave data half-updated).
-pub(crate) fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
-    m.lock().unwrap_or_else(|e| e.into_inner())
-}
+use crate::util::{lock, now_ms};
 
 /// Closed connections remembered for `GET /__control/connections`.
 pub const HISTORY: usize = 256;

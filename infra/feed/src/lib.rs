@@ -18,7 +18,8 @@
 //!
 //! Modules: [`recording`] (loader), [`replay`] (paced loop), [`hub`] (fan-out with bounded
 //! per-client queues, fault commands, connection records), [`control`] (scripted quotes),
-//! [`faults`] (bursts, serverShutdown), [`routes`] (HTTP + WebSocket).
+//! [`faults`] (bursts, serverShutdown), [`routes`] (HTTP + WebSocket), [`util`] (clock and
+//! locking helpers, at the bottom of the module graph).
 
 pub mod config;
 pub mod control;
@@ -27,6 +28,7 @@ pub mod hub;
 pub mod recording;
 pub mod replay;
 pub mod routes;
+pub mod util;
 
 use std::net::SocketAddr;
 use std::sync::Arc;

@@ -19,9 +19,10 @@ use serde_json::{json, Value};
 use tokio::sync::{broadcast, mpsc};
 use tokio::time::Instant;
 
-use crate::control::{now_ms, Control, ScriptedQuote};
+use crate::control::{Control, ScriptedQuote};
 use crate::faults::{self, Burst};
 use crate::hub::{ClientCommand, ClientCounters, Hub};
+use crate::util::now_ms;
 
 /// Shared state of the HTTP handlers.
 #[derive(Clone)]

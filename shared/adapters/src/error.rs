@@ -1,7 +1,7 @@
 //! Errors as clients see them: JSON `{"code","message"}` with the right status. A broken
 //! rule is a 4xx naming the rule; a dependency outage is a 503 with `Retry-After`.
 
-use domain::RuleViolation;
+use domain::{RejectCode, RuleViolation};
 
 /// A dependency (Postgres, Redis, SQS) failed or timed out.
 #[derive(Debug, thiserror::Error)]
@@ -44,39 +44,39 @@ pub const RETRY_AFTER_SECS: u32 = 1;
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ApiError {
     pub status: u16,
-    pub code: String,
+    pub code: RejectCode,
     pub message: String,
     pub retry_after: Option<u32>,
 }
 
 impl ApiError {
-    pub fn new(status: u16, code: impl Into<String>, message: impl Into<String>) -> Self {
+    pub fn new(status: u16, code: RejectCode, message: impl Into<String>) -> Self {
         ApiError {
             status,
-            code: code.into(),
+            code,
             message: message.into(),
             retry_after: None,
         }
     }
     pub fn malformed(message: impl Into<String>) -> Self {
-        Self::new(400, "malformed_request", message)
+        Self::new(400, RejectCode::MalformedRequest, message)
     }
     pub fn unauthenticated(message: impl Into<String>) -> Self {
-        Self::new(401, "unauthorized", message)
+        Self::new(401, RejectCode::Unauthorized, message)
     }
     pub fn forbidden(message: impl Into<String>) -> Self {
-        Self::new(403, "forbidden", message)
+        Self::new(403, RejectCode::Forbidden, message)
     }
     pub fn not_found(message: impl Into<String>) -> Self {
-        Self::new(404, "not_found", message)
+        Self::new(404, RejectCode::NotFound, message)
     }
-    pub fn conflict(code: impl Into<String>, message: impl Into<String>) -> Self {
+    pub fn conflict(code: RejectCode, message: impl Into<String>) -> Self {
         Self::new(409, code, message)
     }
     pub fn too_large(limit: usize) -> Self {
         Self::new(
             413,
-            "payload_too_large",
+            RejectCode::PayloadTooLarge,
             format!("request body exceeds {limit} bytes"),
         )
     }
@@ -84,10 +84,14 @@ impl ApiError {
         Self::new(422, v.code, v.message)
     }
     /// 429 with `Retry-After`.
-    pub fn rate_limited(code: &str, message: impl Into<String>, retry_after_secs: u64) -> Self {
+    pub fn rate_limited(
+        code: RejectCode,
+        message: impl Into<String>,
+        retry_after_secs: u64,
+    ) -> Self {
         ApiError {
             status: 429,
-            code: code.into(),
+            code,
             message: message.into(),
             retry_after: Some(u32::try_from(retry_after_secs).unwrap_or(u32::MAX)),
         }
@@ -95,7 +99,7 @@ impl ApiError {
     pub fn unavailable(dependency: &str) -> Self {
         ApiError {
             status: 503,
-            code: "service_unavailable".into(),
+            code: RejectCode::ServiceUnavailable,
             message: format!("{dependency} is unavailable; retry shortly"),
             retry_after: Some(RETRY_AFTER_SECS),
         }

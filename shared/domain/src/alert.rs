@@ -79,6 +79,7 @@
 //! Everything that needs the catalog (unknown symbols, tick and lot sizes, leg prices) is
 //! checked afterwards by [`OrderRequest::validate`], with its own codes.
 
+use crate::RejectCode;
 use rust_decimal::Decimal;
 use serde_json::{Map, Value};
 use sha2::{Digest, Sha256};
@@ -177,7 +178,7 @@ pub fn parse_alert(body: &str) -> Result<Alert, RuleViolation> {
         }
         (None, Some(_), Some(_)) => {
             return Err(RuleViolation::new(
-                "qty_and_notional",
+                RejectCode::QtyAndNotional,
                 "give either qty (or contracts) or notional, not both",
             ))
         }
@@ -257,7 +258,7 @@ impl Alert {
                 check_target(target)?;
                 let diff = target.checked_sub(current_position_qty).ok_or_else(|| {
                     RuleViolation::new(
-                        "invalid_field",
+                        RejectCode::InvalidField,
                         format!("position_size {target} minus the current position {current_position_qty} is out of range"),
                     )
                 })?;
@@ -393,11 +394,11 @@ pub fn map_symbol(text: &str) -> String {
 // ---------------------------------------------------------------------------------------
 
 fn missing(message: &str) -> RuleViolation {
-    RuleViolation::new("missing_field", message)
+    RuleViolation::new(RejectCode::MissingField, message)
 }
 
 fn invalid(message: impl Into<String>) -> RuleViolation {
-    RuleViolation::new("invalid_field", message)
+    RuleViolation::new(RejectCode::InvalidField, message)
 }
 
 fn strip_bom(body: &str) -> &str {
@@ -411,7 +412,7 @@ fn not_json(why: &str, body: &str) -> RuleViolation {
         ""
     };
     RuleViolation::new(
-        "not_json",
+        RejectCode::NotJson,
         format!(
             "the alert body {why}.{placeholder} Set the alert's Message to the JSON template, e.g. {STRATEGY_TEMPLATE}"
         ),
@@ -493,7 +494,7 @@ fn kind(value: &Value) -> &'static str {
 fn check_placeholder(name: &str, text: &str) -> Result<(), RuleViolation> {
     if text.contains("{{") {
         return Err(RuleViolation::new(
-            "unsubstituted_placeholder",
+            RejectCode::UnsubstitutedPlaceholder,
             format!(
                 "{name} is '{}': TradingView left the placeholder unsubstituted (strategy.* placeholders work in strategy alerts only; indicator alerts need fixed values)",
                 shorten(text)
@@ -543,7 +544,7 @@ fn action_value(name: &'static str, value: &Value) -> Result<Side, RuleViolation
     let text = text_value(name, value)?;
     Side::parse(&text.to_ascii_lowercase()).ok_or_else(|| {
         RuleViolation::new(
-            "unknown_action",
+            RejectCode::UnknownAction,
             format!("{name} '{}' is not one of buy, sell", shorten(&text)),
         )
     })
@@ -620,7 +621,7 @@ fn positive(name: &str, v: Decimal) -> Result<Decimal, RuleViolation> {
 fn check_target(target: Decimal) -> Result<(), RuleViolation> {
     if target < Decimal::ZERO {
         return Err(RuleViolation::new(
-            "short_not_supported",
+            RejectCode::ShortNotSupported,
             format!("position_size {target} is a short position: spot accounts cannot short; use a long-only strategy (a target of 0 closes the position)"),
         ));
     }

@@ -6,6 +6,7 @@
 //! that breaks one is rejected with the filter's name. Accounts hold USDT, so only
 //! USDT-quoted instruments in status TRADING are tradable.
 
+use crate::RejectCode;
 use std::collections::HashMap;
 use std::sync::OnceLock;
 
@@ -64,7 +65,7 @@ pub struct NotionalFilter {
 #[error("{filter}: {message}")]
 pub struct FilterViolation {
     /// Binance's filter name: PRICE_FILTER, LOT_SIZE, MARKET_LOT_SIZE, MIN_NOTIONAL.
-    pub filter: &'static str,
+    pub filter: RejectCode,
     pub message: String,
 }
 
@@ -76,7 +77,7 @@ impl Instrument {
     pub fn check_price(&self, price: Decimal) -> Result<(), FilterViolation> {
         let f = &self.price;
         let v = |m: String| FilterViolation {
-            filter: "PRICE_FILTER",
+            filter: RejectCode::PriceFilter,
             message: m,
         };
         if !f.min_price.is_zero() && price < f.min_price {
@@ -101,10 +102,10 @@ impl Instrument {
     }
 
     pub fn check_qty(&self, qty: Decimal, is_market: bool) -> Result<(), FilterViolation> {
-        check_lot("LOT_SIZE", &self.lot, qty)?;
+        check_lot(RejectCode::LotSize, &self.lot, qty)?;
         if is_market {
             if let Some(m) = &self.market_lot {
-                check_lot("MARKET_LOT_SIZE", m, qty)?;
+                check_lot(RejectCode::MarketLotSize, m, qty)?;
             }
         }
         Ok(())
@@ -126,7 +127,7 @@ impl Instrument {
         let notional = qty * price;
         if !f.min_notional.is_zero() && notional < f.min_notional {
             return Err(FilterViolation {
-                filter: "MIN_NOTIONAL",
+                filter: RejectCode::MinNotional,
                 message: format!(
                     "notional {} (qty {qty} × price {price}) is below the minimum notional {} {ACCOUNT_CURRENCY}",
                     notional.normalize(),
@@ -136,7 +137,7 @@ impl Instrument {
         }
         if !f.max_notional.is_zero() && notional > f.max_notional {
             return Err(FilterViolation {
-                filter: "MIN_NOTIONAL",
+                filter: RejectCode::MinNotional,
                 message: format!(
                     "notional {} is above the maximum notional {} {ACCOUNT_CURRENCY}",
                     notional.normalize(),
@@ -157,7 +158,7 @@ impl Instrument {
     }
 }
 
-fn check_lot(name: &'static str, f: &LotFilter, qty: Decimal) -> Result<(), FilterViolation> {
+fn check_lot(name: RejectCode, f: &LotFilter, qty: Decimal) -> Result<(), FilterViolation> {
     let v = |m: String| FilterViolation {
         filter: name,
         message: m,

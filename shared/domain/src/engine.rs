@@ -21,6 +21,7 @@
 //! - every fill needs the cash (fee included) or, for sells, the quantity not held for other
 //!   open sells; resting orders must be covered when they start to rest.
 
+use crate::RejectCode;
 use std::collections::{HashMap, HashSet};
 
 use chrono::{DateTime, Utc};
@@ -77,7 +78,7 @@ impl Market<'_> {
         match self.quotes.get(symbol) {
             Some(q) if q.is_fresh(self.now_ms, self.params.max_price_age_ms) => Ok(q),
             Some(q) => Err(RuleViolation::new(
-                "stale_price",
+                RejectCode::StalePrice,
                 format!(
                     "the latest {symbol} price is {} ms old, older than the {} ms bound; not filling at a stale price",
                     q.age_ms(self.now_ms),
@@ -85,7 +86,7 @@ impl Market<'_> {
                 ),
             )),
             None => Err(RuleViolation::new(
-                "no_price",
+                RejectCode::NoPrice,
                 format!("there is no current price for {symbol}"),
             )),
         }
@@ -335,7 +336,7 @@ impl Book {
                 let have = self.buying_power(group, params);
                 if need > have {
                     return Err(RuleViolation::new(
-                        "insufficient_buying_power",
+                        RejectCode::InsufficientBuyingPower,
                         format!(
                             "buying {qty} {} at {price} needs {} USDT including the fee; buying power is {} USDT",
                             o.symbol,
@@ -349,7 +350,7 @@ impl Book {
                 let have = self.qty_available(&o.symbol, group);
                 if qty > have {
                     return Err(RuleViolation::new(
-                        "insufficient_qty",
+                        RejectCode::InsufficientQty,
                         format!(
                             "selling {qty} {} needs that quantity available; available is {} (spot accounts cannot short)",
                             o.symbol,
@@ -490,7 +491,7 @@ impl Book {
                     id,
                     OrderStatus::Rejected,
                     Some(RuleViolation::new(
-                        "order_not_open",
+                        RejectCode::OrderNotOpen,
                         format!("order {old_id} is no longer open (filled, canceled or replaced), so it cannot be replaced"),
                     ).to_string()),
                     m.now,
@@ -649,7 +650,7 @@ impl Book {
         }
         let Some(inst) = m.catalog.get(&o.symbol) else {
             let v = RuleViolation::new(
-                "unknown_symbol",
+                RejectCode::UnknownSymbol,
                 format!("{} is not a known instrument", o.symbol),
             );
             return self.finish(id, OrderStatus::Rejected, Some(v.to_string()), m.now);
@@ -661,7 +662,7 @@ impl Book {
         let px = touch(o.side, quote.bid, quote.ask);
         if px <= Decimal::ZERO {
             let v = RuleViolation::new(
-                "no_price",
+                RejectCode::NoPrice,
                 format!("no {} side quoted for {}", o.side.as_str(), o.symbol),
             );
             return self.finish(id, OrderStatus::Rejected, Some(v.to_string()), m.now);
@@ -803,7 +804,7 @@ impl Book {
         }) {
             Ok(e) => e,
             Err(e) => {
-                let v = RuleViolation::new("fill_out_of_range", e.to_string());
+                let v = RuleViolation::new(RejectCode::FillOutOfRange, e.to_string());
                 return fail(self, v);
             }
         };

@@ -16,4 +16,4 @@ pub mod risk;
 pub mod trigger;
 pub mod trigger_index;
 
-pub use error::RuleViolation;
+pub use error::{RejectCode, RuleViolation};

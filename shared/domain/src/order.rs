@@ -1,6 +1,7 @@
 //! Orders: Alpaca Trading API v2 enums, the order request and its validation against the
 //! catalog, and the order record as clients see it.
 
+use crate::RejectCode;
 use chrono::{DateTime, Utc};
 use rust_decimal::Decimal;
 use serde::{Deserialize, Serialize};
@@ -249,12 +250,25 @@ fn amount(
         None => Ok(None),
         Some(t) => t.parse().map(Some).map_err(|e| {
             let code = match e {
-                DecimalError::NotANumber(_) => "invalid_number",
-                DecimalError::TooPrecise(_) => "too_precise",
-                DecimalError::OutOfRange(_) => "out_of_range",
+                DecimalError::NotANumber(_) => RejectCode::InvalidNumber,
+                DecimalError::TooPrecise(_) => RejectCode::TooPrecise,
+                DecimalError::OutOfRange(_) => RejectCode::OutOfRange,
             };
             RuleViolation::new(code, format!("{field}: {e}"))
         }),
+    }
+}
+
+/// The code of an amount field that is not a positive amount: `invalid_<field>`, named by
+/// the field's last part (`stop_loss.stop_price` → `invalid_stop_price`).
+fn invalid_amount_code(field: &str) -> RejectCode {
+    match field.rsplit('.').next().unwrap_or(field) {
+        "qty" => RejectCode::InvalidQty,
+        "notional" => RejectCode::InvalidNotional,
+        "limit_price" => RejectCode::InvalidLimitPrice,
+        "stop_price" => RejectCode::InvalidStopPrice,
+        "trail_price" => RejectCode::InvalidTrailPrice,
+        _ => RejectCode::InvalidField,
     }
 }
 
@@ -264,7 +278,7 @@ fn positive<T>(
     v: Decimal,
     make: fn(Decimal) -> Result<T, AmountError>,
 ) -> Result<T, RuleViolation> {
-    let code = format!("invalid_{}", field.rsplit('.').next().unwrap_or(field));
+    let code = invalid_amount_code(field);
     if v <= Decimal::ZERO {
         return Err(RuleViolation::new(
             code,
@@ -299,14 +313,14 @@ fn trail_field(
     let percent = amount(names.1, percent)?;
     match (price, percent) {
         (Some(_), Some(_)) => Err(RuleViolation::new(
-            "trail_price_and_percent",
+            RejectCode::TrailPriceAndPercent,
             format!("give either {} or {}, not both", names.0, names.1),
         )),
         (Some(p), None) => Ok(Some(Trail::Price(positive(names.0, p, Price::new)?.get()))),
         (None, Some(p)) => {
             if p <= Decimal::ZERO || p >= Decimal::ONE_HUNDRED {
                 return Err(RuleViolation::new(
-                    "invalid_trail_percent",
+                    RejectCode::InvalidTrailPercent,
                     format!("{} must be between 0 and 100 (exclusive), got {p}", names.1),
                 ));
             }
@@ -317,7 +331,7 @@ fn trail_field(
 }
 
 fn invalid_field(message: impl Into<String>) -> RuleViolation {
-    RuleViolation::new("invalid_field", message)
+    RuleViolation::new(RejectCode::InvalidField, message)
 }
 
 impl OrderRequest {
@@ -329,16 +343,16 @@ impl OrderRequest {
             .symbol
             .as_deref()
             .filter(|s| !s.trim().is_empty())
-            .ok_or_else(|| RuleViolation::new("missing_symbol", "symbol is required"))?;
+            .ok_or_else(|| RuleViolation::new(RejectCode::MissingSymbol, "symbol is required"))?;
         let inst = catalog.get(symbol).ok_or_else(|| {
             RuleViolation::new(
-                "unknown_symbol",
+                RejectCode::UnknownSymbol,
                 format!("symbol '{symbol}' is not a known instrument"),
             )
         })?;
         if !inst.is_tradable() {
             return Err(RuleViolation::new(
-                "symbol_not_tradable",
+                RejectCode::SymbolNotTradable,
                 format!(
                     "{} is not tradable: accounts hold USDT and trade USDT-quoted instruments in status TRADING (quote {}, status {})",
                     inst.symbol, inst.quote_asset, inst.status
@@ -348,35 +362,35 @@ impl OrderRequest {
         let side_text = self
             .side
             .as_deref()
-            .ok_or_else(|| RuleViolation::new("missing_side", "side is required"))?;
+            .ok_or_else(|| RuleViolation::new(RejectCode::MissingSide, "side is required"))?;
         let side = Side::parse(side_text).ok_or_else(|| {
             RuleViolation::new(
-                "invalid_side",
+                RejectCode::InvalidSide,
                 format!("side '{side_text}' is not one of buy, sell"),
             )
         })?;
         let type_text = self
             .order_type
             .as_deref()
-            .ok_or_else(|| RuleViolation::new("missing_type", "type is required"))?;
+            .ok_or_else(|| RuleViolation::new(RejectCode::MissingType, "type is required"))?;
         let order_type = OrderType::parse(type_text).ok_or_else(|| {
             RuleViolation::new(
-                "invalid_type",
+                RejectCode::InvalidType,
                 format!("type '{type_text}' is not one of market, limit, stop, stop_limit, trailing_stop"),
             )
         })?;
         let tif_text = self.time_in_force.as_deref().ok_or_else(|| {
-            RuleViolation::new("missing_time_in_force", "time_in_force is required")
+            RuleViolation::new(RejectCode::MissingTimeInForce, "time_in_force is required")
         })?;
         let time_in_force = TimeInForce::parse(tif_text).ok_or_else(|| {
             RuleViolation::new(
-                "invalid_time_in_force",
+                RejectCode::InvalidTimeInForce,
                 format!("time_in_force '{tif_text}' is not one of day, gtc, opg, cls, ioc, fok"),
             )
         })?;
         if matches!(time_in_force, TimeInForce::Opg | TimeInForce::Cls) {
             return Err(RuleViolation::new(
-                "unsupported_time_in_force",
+                RejectCode::UnsupportedTimeInForce,
                 format!("time_in_force '{time_in_force}' needs an opening or closing auction, which crypto markets do not have; use day, gtc, ioc or fok"),
             ));
         }
@@ -384,7 +398,7 @@ impl OrderRequest {
             None => OrderClass::Simple,
             Some(class) => OrderClass::parse(class).ok_or_else(|| {
                 RuleViolation::new(
-                    "invalid_order_class",
+                    RejectCode::InvalidOrderClass,
                     format!("order_class '{class}' is not one of simple, bracket, oco, oto"),
                 )
             })?,
@@ -395,13 +409,13 @@ impl OrderRequest {
         let (qty, notional) = match (qty, notional) {
             (Some(_), Some(_)) => {
                 return Err(RuleViolation::new(
-                    "qty_and_notional",
+                    RejectCode::QtyAndNotional,
                     "give either qty or notional, not both",
                 ))
             }
             (None, None) => {
                 return Err(RuleViolation::new(
-                    "missing_qty",
+                    RejectCode::MissingQty,
                     "qty or notional is required",
                 ))
             }
@@ -409,7 +423,7 @@ impl OrderRequest {
             (None, Some(n)) => {
                 if order_type != OrderType::Market || order_class != OrderClass::Simple {
                     return Err(RuleViolation::new(
-                        "notional_not_allowed",
+                        RejectCode::NotionalNotAllowed,
                         "notional is only allowed for simple market orders",
                     ));
                 }
@@ -429,7 +443,7 @@ impl OrderRequest {
         )?;
         if order_class == OrderClass::Oco && order_type != OrderType::Limit {
             return Err(RuleViolation::new(
-                "invalid_type",
+                RejectCode::InvalidType,
                 "an oco order is of type limit: it is the take-profit half of the pair",
             ));
         }
@@ -452,13 +466,13 @@ impl OrderRequest {
         if !legs.is_empty() {
             if qty.is_none() {
                 return Err(RuleViolation::new(
-                    "missing_qty",
+                    RejectCode::MissingQty,
                     format!("{order_class} orders need qty"),
                 ));
             }
             if !matches!(time_in_force, TimeInForce::Gtc | TimeInForce::Day) {
                 return Err(RuleViolation::new(
-                    "invalid_time_in_force",
+                    RejectCode::InvalidTimeInForce,
                     format!("{order_class} orders must be day or gtc, not {time_in_force}"),
                 ));
             }
@@ -469,13 +483,13 @@ impl OrderRequest {
             Some(id) => {
                 if id.len() > MAX_CLIENT_ORDER_ID_LEN {
                     return Err(RuleViolation::new(
-                        "invalid_client_order_id",
+                        RejectCode::InvalidClientOrderId,
                         format!("client_order_id must be at most {MAX_CLIENT_ORDER_ID_LEN} characters, got {}", id.len()),
                     ));
                 }
                 if !id.chars().all(|c| c.is_ascii_graphic()) {
                     return Err(RuleViolation::new(
-                        "invalid_client_order_id",
+                        RejectCode::InvalidClientOrderId,
                         "client_order_id may contain printable ASCII characters only",
                     ));
                 }
@@ -511,7 +525,8 @@ pub fn check_type_prices(
     stop: Option<Price>,
     trail: Option<Trail>,
 ) -> Result<(), RuleViolation> {
-    let needs = |present: bool, wanted: bool, field: &str, code: &str| match (present, wanted) {
+    let needs = |present: bool, wanted: bool, field: &str, code: RejectCode| match (present, wanted)
+    {
         (false, true) => Err(RuleViolation::new(
             code,
             format!("{field} is required for {order_type} orders"),
@@ -528,13 +543,23 @@ pub fn check_type_prices(
         OrderType::StopLimit => (true, true, false),
         OrderType::TrailingStop => (false, false, true),
     };
-    needs(limit.is_some(), l, "limit_price", "missing_limit_price")?;
-    needs(stop.is_some(), s, "stop_price", "missing_stop_price")?;
+    needs(
+        limit.is_some(),
+        l,
+        "limit_price",
+        RejectCode::MissingLimitPrice,
+    )?;
+    needs(
+        stop.is_some(),
+        s,
+        "stop_price",
+        RejectCode::MissingStopPrice,
+    )?;
     needs(
         trail.is_some(),
         t,
         "trail_price or trail_percent",
-        "missing_trail",
+        RejectCode::MissingTrail,
     )?;
     Ok(())
 }
@@ -560,7 +585,7 @@ fn legs(
                     price_field("take_profit.limit_price", &tp.limit_price, inst)?.ok_or_else(
                         || {
                             RuleViolation::new(
-                                "missing_take_profit_limit_price",
+                                RejectCode::MissingTakeProfitLimitPrice,
                                 "take_profit.limit_price is required",
                             )
                         },
@@ -585,7 +610,7 @@ fn legs(
             };
             match (prices.stop_price, prices.trail) {
                 (None, None) => Err(RuleViolation::new(
-                    "missing_stop_loss_stop_price",
+                    RejectCode::MissingStopLossStopPrice,
                     "stop_loss needs stop_price (or, for a trailing stop loss, trail_price or trail_percent)",
                 )),
                 (Some(_), Some(_)) => Err(invalid_field(
@@ -628,13 +653,13 @@ fn legs(
         OrderClass::Bracket => {
             let (Some(tp), Some(sl)) = (take_profit, stop_loss) else {
                 return Err(RuleViolation::new(
-                    "missing_bracket_legs",
+                    RejectCode::MissingBracketLegs,
                     "a bracket order needs both take_profit and stop_loss",
                 ));
             };
             if !matches!(order_type, OrderType::Market | OrderType::Limit) {
                 return Err(RuleViolation::new(
-                    "invalid_type",
+                    RejectCode::InvalidType,
                     "the entry of a bracket order must be market or limit",
                 ));
             }
@@ -643,7 +668,7 @@ fn legs(
         OrderClass::Oco => {
             let Some(sl) = stop_loss else {
                 return Err(RuleViolation::new(
-                    "missing_bracket_legs",
+                    RejectCode::MissingBracketLegs,
                     "an oco order needs stop_loss (and its own limit_price or take_profit.limit_price)",
                 ));
             };
@@ -654,7 +679,7 @@ fn legs(
             (None, Some(sl)) => vec![leg(LegRole::StopLoss, sl)],
             _ => {
                 return Err(RuleViolation::new(
-                    "missing_bracket_legs",
+                    RejectCode::MissingBracketLegs,
                     "an oto order needs exactly one of take_profit and stop_loss",
                 ))
             }
@@ -687,7 +712,7 @@ fn legs(
     };
     if !above(tp, sl) || !above(tp, entry) || !above(entry, sl) {
         return Err(RuleViolation::new(
-            "invalid_leg_prices",
+            RejectCode::InvalidLegPrices,
             format!(
                 "for legs that {} the take-profit limit must be {} the entry and the stop-loss stop",
                 exit.as_str(),
@@ -703,7 +728,7 @@ fn legs(
             };
             if !ok {
                 return Err(RuleViolation::new(
-                    "invalid_leg_prices",
+                    RejectCode::InvalidLegPrices,
                     "the stop-loss limit must be at or beyond its stop (below for sells, above for buys)",
                 ));
             }
@@ -1030,7 +1055,11 @@ mod tests {
     }
 
     fn code(json: &str) -> String {
-        req(json).validate(Catalog::builtin()).unwrap_err().code
+        req(json)
+            .validate(Catalog::builtin())
+            .unwrap_err()
+            .code
+            .to_string()
     }
 
     #[test]

@@ -26,6 +26,7 @@
 //!   stays open.
 //! - `pong`: the reply to a ping.
 
+use crate::RejectCode;
 use std::collections::BTreeSet;
 
 use rust_decimal::Decimal;
@@ -52,12 +53,12 @@ pub const CONNECTION_TTL_SECS: i64 = 2 * 60 * 60;
 /// A client message that broke a rule: answered with an `error` message.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ProtocolError {
-    pub code: &'static str,
+    pub code: RejectCode,
     pub message: String,
 }
 
 impl ProtocolError {
-    fn new(code: &'static str, message: impl Into<String>) -> Self {
+    fn new(code: RejectCode, message: impl Into<String>) -> Self {
         ProtocolError {
             code,
             message: message.into(),
@@ -84,14 +85,20 @@ const ACTIONS: &str = "subscribe, unsubscribe or ping";
 /// for `max_rate_ms` is refused rather than rounded.
 pub fn parse_action(text: &str) -> Result<ClientAction, ProtocolError> {
     let v: Value = serde_json::from_str(text).map_err(|e| {
-        ProtocolError::new("malformed_message", format!("the message is not JSON: {e}"))
+        ProtocolError::new(
+            RejectCode::MalformedMessage,
+            format!("the message is not JSON: {e}"),
+        )
     })?;
     let obj = v.as_object().ok_or_else(|| {
-        ProtocolError::new("malformed_message", "the message must be a JSON object")
+        ProtocolError::new(
+            RejectCode::MalformedMessage,
+            "the message must be a JSON object",
+        )
     })?;
     let action = obj.get("action").and_then(Value::as_str).ok_or_else(|| {
         ProtocolError::new(
-            "malformed_message",
+            RejectCode::MalformedMessage,
             format!("the message needs an \"action\": {ACTIONS}"),
         )
     })?;
@@ -105,7 +112,7 @@ pub fn parse_action(text: &str) -> Result<ClientAction, ProtocolError> {
         }),
         "ping" => Ok(ClientAction::Ping),
         other => Err(ProtocolError::new(
-            "unknown_action",
+            RejectCode::UnknownAction,
             format!("unknown action {other:?}: use {ACTIONS}"),
         )),
     }
@@ -117,7 +124,7 @@ fn symbols_field(obj: &serde_json::Map<String, Value>) -> Result<Vec<String>, Pr
         .and_then(Value::as_array)
         .ok_or_else(|| {
             ProtocolError::new(
-                "malformed_message",
+                RejectCode::MalformedMessage,
                 "\"symbols\" must be an array of symbols, e.g. [\"BTCUSDT\"]",
             )
         })?;
@@ -128,7 +135,7 @@ fn symbols_field(obj: &serde_json::Map<String, Value>) -> Result<Vec<String>, Pr
                 .filter(|s| !s.is_empty())
                 .ok_or_else(|| {
                     ProtocolError::new(
-                        "malformed_message",
+                        RejectCode::MalformedMessage,
                         "every entry of \"symbols\" must be a non-empty string",
                     )
                 })
@@ -142,7 +149,7 @@ fn rate_field(obj: &serde_json::Map<String, Value>) -> Result<Option<u32>, Proto
     };
     let bad = || {
         ProtocolError::new(
-            "invalid_rate",
+            RejectCode::InvalidRate,
             format!("\"max_rate_ms\" must be a whole number of milliseconds from {MIN_RATE_MS} to {MAX_RATE_MS}"),
         )
     };
@@ -190,7 +197,7 @@ impl Subscription {
             .collect();
         if !unknown.is_empty() {
             return Err(ProtocolError::new(
-                "unknown_symbol",
+                RejectCode::UnknownSymbol,
                 format!(
                     "not a tradable symbol: {} (see GET /v2/assets)",
                     unknown.join(", ")
@@ -201,7 +208,7 @@ impl Subscription {
         next.extend(symbols.iter().cloned());
         if next.len() > max_symbols {
             return Err(ProtocolError::new(
-                "too_many_symbols",
+                RejectCode::TooManySymbols,
                 format!(
                     "a connection may subscribe to at most {max_symbols} symbols; this would make {}",
                     next.len()
@@ -443,7 +450,7 @@ pub fn snapshot_message(ts: i64, subscription: &Subscription, quotes: &[Quote]) 
     .to_string()
 }
 
-pub fn error_message(ts: i64, code: &str, message: &str) -> String {
+pub fn error_message(ts: i64, code: RejectCode, message: &str) -> String {
     json!({ "type": "error", "ts": ts, "code": code, "message": message }).to_string()
 }
 
@@ -741,7 +748,7 @@ mod tests {
         let m: Value = serde_json::from_str(&update_message(8, &[], Some(&pnl))).unwrap();
         assert_eq!(m["type"], "pnl");
         for (text, ty) in [
-            (error_message(1, "c", "m"), "error"),
+            (error_message(1, RejectCode::MalformedMessage, "m"), "error"),
             (pong_message(1), "pong"),
             (order_message(1, &json!({"event":"fill"})), "order"),
             (

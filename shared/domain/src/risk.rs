@@ -20,6 +20,7 @@
 //! While the kill switch is on, the account places no new order (replacements included)
 //! and no buy fills; resting sells (stop losses, take profits) still protect positions.
 
+use crate::RejectCode;
 use chrono::{DateTime, Utc};
 use rust_decimal::Decimal;
 use serde::{Deserialize, Serialize};
@@ -129,7 +130,7 @@ fn money(d: Decimal) -> Decimal {
 pub fn check_kill(kill: Option<&Kill>) -> Result<(), RuleViolation> {
     match kill {
         Some(k) => Err(RuleViolation::new(
-            "kill_switch",
+            RejectCode::KillSwitch,
             format!(
                 "the account's kill switch is on since {} ({}); no new orders until it is reset with DELETE /v2/account/kill",
                 k.at.to_rfc3339_opts(chrono::SecondsFormat::Millis, true),
@@ -147,7 +148,7 @@ pub fn check_order(state: &RiskState, x: &OrderExposure) -> Result<(), RuleViola
     if let Some(max) = l.max_order_notional {
         if x.notional > max {
             return Err(RuleViolation::new(
-                "max_order_notional",
+                RejectCode::MaxOrderNotional,
                 format!(
                     "the order's notional {} USDT exceeds the account's max_order_notional of {} USDT",
                     money(x.notional),
@@ -159,7 +160,7 @@ pub fn check_order(state: &RiskState, x: &OrderExposure) -> Result<(), RuleViola
     if let Some(max) = l.max_open_orders {
         if !x.replaces && x.open_orders >= max as usize {
             return Err(RuleViolation::new(
-                "max_open_orders",
+                RejectCode::MaxOpenOrders,
                 format!(
                     "the account has {} open orders, the most its max_open_orders of {max} allows",
                     x.open_orders
@@ -174,7 +175,7 @@ pub fn check_order(state: &RiskState, x: &OrderExposure) -> Result<(), RuleViola
     if let Some(max) = l.max_position_notional {
         if x.position_after > max {
             return Err(RuleViolation::new(
-                "max_position_notional",
+                RejectCode::MaxPositionNotional,
                 format!(
                     "the {} position would be {} USDT after this order, over the account's max_position_notional of {} USDT",
                     x.symbol,
@@ -193,7 +194,7 @@ pub fn check_order(state: &RiskState, x: &OrderExposure) -> Result<(), RuleViola
                 "unbounded".to_string()
             };
             return Err(RuleViolation::new(
-                "max_gross_leverage",
+                RejectCode::MaxGrossLeverage,
                 format!(
                     "gross exposure would be {} USDT on equity of {} USDT: leverage {leverage}, over the account's max_gross_leverage of {}",
                     money(gross_after),
@@ -264,7 +265,7 @@ fn positive(field: &str, t: &crate::decimal::DecimalText) -> Result<Decimal, Rul
     match t.parse() {
         Ok(d) if d > Decimal::ZERO => Ok(d.normalize()),
         _ => Err(RuleViolation::new(
-            "invalid_risk_limit",
+            RejectCode::InvalidRiskLimit,
             format!(
                 "{field} must be a positive decimal or null (off); got '{}'",
                 t.0
@@ -314,14 +315,14 @@ impl RiskPatch {
                 Ok(d) if d.fract().is_zero() && d >= Decimal::ZERO => Some(
                     u32::try_from(d.mantissa() / 10i128.pow(d.scale())).map_err(|_| {
                         RuleViolation::new(
-                            "invalid_risk_limit",
+                            RejectCode::InvalidRiskLimit,
                             format!("max_open_orders is too large: '{}'", t.0),
                         )
                     })?,
                 ),
                 _ => {
                     return Err(RuleViolation::new(
-                        "invalid_risk_limit",
+                        RejectCode::InvalidRiskLimit,
                         format!(
                             "max_open_orders must be a whole number ≥ 0 or null (off); got '{}'",
                             t.0
@@ -363,7 +364,7 @@ mod tests {
     }
 
     fn code(r: Result<(), RuleViolation>) -> String {
-        r.err().map(|v| v.code).unwrap_or_default()
+        r.err().map(|v| v.code.to_string()).unwrap_or_default()
     }
 
     #[test]

@@ -1,0 +1,12 @@
+//! Dev-only helpers: never a dependency of a deployed function's code, only of tests,
+//! benches and the local devstack.
+//!
+//! - [`events`]: typed API Gateway (REST and WebSocket) and SQS events, built with
+//!   `aws_lambda_events`, as AWS would send them. Always available; needs no AWS SDK and
+//!   no project crate (`domain`, `adapters`).
+//!
+//! Heavier helpers go in modules of their own behind a Cargo feature, declared here as
+//! `#[cfg(feature = "<name>")] pub mod <name>;` with the feature (and its optional
+//! dependencies) in `Cargo.toml`, so that the default build stays light.
+
+pub mod events;
