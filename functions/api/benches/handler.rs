@@ -27,10 +27,11 @@ use adapters::auth::{digest, new_key_id, random_secret};
 use adapters::cache::{Cache, PendingPut};
 use adapters::config::Config;
 use adapters::ledger::Ledger;
+use adapters::now_ms;
 use adapters::queue::CommandQueue;
 use adapters::testkit::measure;
-use adapters::{now_ms, ApiError};
 use api::Deps;
+use app::ApiError;
 use chrono::Utc;
 use domain::catalog::Catalog;
 use domain::command::Command;
@@ -139,16 +140,16 @@ fn deps(config: &Config, queue: CommandQueue) -> Deps {
     .expect("redis url")
 }
 
-/// `POST /v2/orders` as `api::orders::place` does it, minus `CommandQueue::send`
+/// `POST /v2/orders` as `app::orders::place` does it, minus `CommandQueue::send`
 async fn place_without_send(deps: &Deps, req: &Request) -> Result<Response<Body>, ApiError> {
     let p = api::auth::authenticate(deps, req).await?;
-    let request: OrderRequest = api::http::json_body(req)?;
+    let request: OrderRequest = rest::json_body(req)?;
     let (valid, inst) = request.validate(deps.catalog)?;
     let order = NewOrder::new(p.account_id, valid, inst.asset_id, Utc::now());
     if let Some(existing) = deps.ledger.order(order.account_id, order.id).await? {
-        return Ok(api::http::json(200, &existing.to_alpaca_json()));
+        return Ok(rest::json(200, &existing.to_alpaca_json()));
     }
-    api::orders::pre_trade_checks(deps, &order).await?;
+    app::orders::pre_trade_checks(deps, &order).await?;
     match deps.cache.put_pending_order(&order).await? {
         PendingPut::Created | PendingPut::Exists(_) => {}
     }
@@ -159,7 +160,7 @@ async fn place_without_send(deps: &Deps, req: &Request) -> Result<Response<Body>
         .pending_order(order.account_id, order.id)
         .await?
         .unwrap_or(order);
-    Ok(api::http::json(200, &stored.pending().to_alpaca_json()))
+    Ok(rest::json(200, &stored.pending().to_alpaca_json()))
 }
 
 async fn run() -> String {
@@ -280,7 +281,7 @@ async fn run() -> String {
                         let t = Instant::now();
                         let r = match place_without_send(d, &req).await {
                             Ok(r) => r,
-                            Err(e) => api::http::error_response(&e),
+                            Err(e) => rest::error_response(&e),
                         };
                         (t.elapsed(), r.status().as_u16())
                     }

@@ -1,6 +1,6 @@
 //! Assets from the instrument catalog, in Alpaca's asset shape, and the (always open) clock.
 
-use adapters::ApiError;
+use app::ApiError;
 use chrono::Utc;
 use domain::catalog::Instrument;
 use domain::decimal::to_text;
@@ -8,8 +8,8 @@ use lambda_http::{Body, Request, Response};
 use serde_json::{json, Value};
 
 use crate::auth::authenticate;
-use crate::http::{invalid_query, json, query};
 use crate::Deps;
+use rest::{invalid_query, json, query};
 
 fn asset_json(i: &Instrument) -> Value {
     json!({

@@ -1,11 +1,11 @@
 //! `GET /health`: Postgres, Redis and the queue, checked concurrently.
 
-use adapters::ApiError;
+use app::ApiError;
 use lambda_http::{Body, Response};
 use serde_json::json;
 
-use crate::http::{error_response, json};
 use crate::Deps;
+use rest::{error_response, json};
 
 pub async fn health(deps: &Deps) -> Response<Body> {
     let (pg, redis, queue) = tokio::join!(deps.ledger.ping(), deps.cache.ping(), deps.queue.ping());

@@ -1,71 +1,27 @@
 //! The `api` Lambda: Alpaca Trading API v2 over API Gateway REST, plus sign-up, login and
-//! API keys. It validates, runs cheap pre-trade checks and enqueues commands; it never
-//! writes the ledger's orders, fills, positions or cash.
+//! API keys. A route table over the use cases of `app` (which validate, run the cheap
+//! pre-trade checks and enqueue commands); it never writes the ledger's orders, fills,
+//! positions or cash.
+//!
+//! Depends on `app`, `rest` (the REST edge), `adapters` and `domain`; no crate depends on it.
 
 pub mod assets;
 pub mod auth;
 pub mod close;
 pub mod health;
-pub mod http;
 pub mod orders;
 pub mod portfolio;
 pub mod risk;
 pub mod webhooks;
 
-use adapters::cache::Cache;
-use adapters::config::Config;
-use adapters::ledger::Ledger;
-use adapters::queue::CommandQueue;
-use adapters::ratelimit::{LoginGuard, LoginPolicy, RateLimiter};
-use adapters::ApiError;
-use domain::catalog::Catalog;
+use app::ApiError;
 use lambda_http::http::Method;
 use lambda_http::{Body, Request, RequestExt, Response};
 
-use crate::http::error_response;
+use rest::error_response;
 
-/// Everything a handler needs, built once per process.
-pub struct Deps {
-    pub config: Config,
-    pub ledger: Ledger,
-    pub cache: Cache,
-    pub queue: CommandQueue,
-    pub catalog: &'static Catalog,
-    /// Per-account token buckets (requests, orders).
-    pub limiter: RateLimiter,
-    /// Login backoff per email and per source address.
-    pub login_guard: LoginGuard,
-}
-
-impl Deps {
-    /// Builds clients without connecting: connections open on first use.
-    pub fn from_config(config: Config) -> anyhow::Result<Deps> {
-        let ledger = Ledger::connect_lazy(&config.database_url, config.database_max_connections)?;
-        let cache = Cache::new(&config.redis_url, &config.key_prefix)?;
-        let queue = CommandQueue::new(&config.queue_url);
-        Ok(Deps::with(config, ledger, cache, queue)?)
-    }
-
-    /// From clients built elsewhere (tests, benchmarks); the rate limiter shares the
-    /// configuration's Redis and key prefix.
-    pub fn with(
-        config: Config,
-        ledger: Ledger,
-        cache: Cache,
-        queue: CommandQueue,
-    ) -> Result<Deps, adapters::DependencyError> {
-        let limiter = RateLimiter::new(&config.redis_url, &config.key_prefix)?;
-        Ok(Deps {
-            ledger,
-            cache,
-            queue,
-            catalog: Catalog::builtin(),
-            login_guard: limiter.login_guard(LoginPolicy::default()),
-            limiter,
-            config,
-        })
-    }
-}
+/// Everything a handler needs, built once per process: the use cases' own.
+pub use app::Deps;
 
 /// Largest request body accepted (API Gateway itself allows 10 MB).
 pub const MAX_BODY_BYTES: usize = 64 * 1024;

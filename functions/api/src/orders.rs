@@ -1,220 +1,47 @@
-//! Orders: `POST /v2/orders` validates, pre-checks and enqueues; reads merge the ledger with
-//! orders accepted but not yet applied by the executor.
+//! Orders: `POST /v2/orders`, `GET /v2/orders[/{id}]`, `GET /v2/orders:by_client_order_id`,
+//! `PATCH` and `DELETE /v2/orders/{id}`, `DELETE /v2/orders`. The use cases are
+//! `app::orders`; this module reads the requests and writes Alpaca's JSON.
 
-use adapters::cache::PendingPut;
 use adapters::ledger::{OrderQuery, StatusFilter};
-use adapters::{now_ms, ApiError};
-use chrono::Utc;
-use domain::amount::Price;
-use domain::command::Command;
-use domain::decimal::DecimalText;
-use domain::order::{
-    order_id_for, NewOrder, Order, OrderRequest, OrderStatus, OrderType, Side, Trail,
-};
-use domain::RejectCode;
-use domain::RuleViolation;
+use app::orders::ReplaceRequest;
+use app::ApiError;
+use domain::order::{Order, OrderRequest};
 use lambda_http::{Body, Request, Response};
-use uuid::Uuid;
+use serde_json::Value;
 
-use crate::auth::{authenticate, take};
-use crate::http::{
+use crate::auth::authenticate;
+use crate::Deps;
+use rest::{
     invalid_query, json, json_body, no_content, query, query_ascending, query_bool, query_int,
     query_time,
 };
-use crate::Deps;
+
+/// An order as Alpaca's Trading API shows it.
+pub fn alpaca_order(o: &Order) -> Value {
+    o.to_alpaca_json()
+}
 
 /// `POST /v2/orders` → 200 with the order in `pending_new` (or the existing order for a
 /// repeated `client_order_id` with the same parameters; 422 for different parameters).
 pub async fn place(deps: &Deps, req: &Request) -> Result<Response<Body>, ApiError> {
     let p = authenticate(deps, req).await?;
-    take(deps, "orders", &p, deps.config.rate_orders).await?;
-    let request: OrderRequest = json_body(req)?;
-    let (valid, inst) = request.validate(deps.catalog)?;
-    let order = NewOrder::new(p.account_id, valid, inst.asset_id, Utc::now());
-    Ok(json(200, &submit(deps, order).await?.to_alpaca_json()))
-}
-
-/// Idempotent submission of a validated order; the answer is the order as it stands.
-pub async fn submit(deps: &Deps, order: NewOrder) -> Result<Order, ApiError> {
-    submit_checked(deps, order, true).await
-}
-
-/// [`submit`], with or without the pre-trade checks (skipped when commands queued just
-/// before, such as cancels, will change what is available by the time this one applies).
-pub async fn submit_checked(
-    deps: &Deps,
-    order: NewOrder,
-    check_first: bool,
-) -> Result<Order, ApiError> {
-    // Already applied by the executor? Asked at the same time as the pre-trade reads; an
-    // order already there is the answer whatever the checks say now.
-    let checks = async {
-        if check_first {
-            pre_trade_checks(deps, &order).await
-        } else {
-            Ok(())
-        }
-    };
-    let (existing, checked) = tokio::join!(deps.ledger.order(order.account_id, order.id), checks);
-    if let Some(existing) = existing? {
-        return stored_or_conflict(&order, existing);
-    }
-    checked?;
-    // A retry gets the order the first request recorded (its id and submission time).
-    let (order, created) = match deps.cache.put_pending_order(&order).await? {
-        PendingPut::Created => {
-            // The executor may have committed this order and cleared its pending copy
-            // between the ledger read above and this put; it commits before it clears,
-            // so a second read settles it.
-            if let Some(existing) = deps.ledger.order(order.account_id, order.id).await? {
-                let _ = deps
-                    .cache
-                    .clear_pending_order(order.account_id, order.id)
-                    .await;
-                return stored_or_conflict(&order, existing);
-            }
-            (order, true)
-        }
-        PendingPut::Exists(pending) if pending.same_parameters(&order) => (*pending, false),
-        PendingPut::Exists(_) => return Err(conflict(&order)),
-    };
-    // Sent again on a retry too: SQS deduplicates within 5 minutes and the executor on the
-    // command id forever, so a retry after a lost answer can never be lost or doubled.
-    if let Err(e) = deps.queue.send(&Command::place(order.clone())).await {
-        if created {
-            // Best effort: a failed clean-up only leaves a pending copy that expires.
-            let _ = deps
-                .cache
-                .clear_pending_order(order.account_id, order.id)
-                .await;
-        }
-        return Err(e.into());
-    }
-    Ok(order.pending())
-}
-
-fn stored_or_conflict(order: &NewOrder, existing: Order) -> Result<Order, ApiError> {
-    if order.matches_stored(&existing) {
-        Ok(existing)
-    } else {
-        Err(conflict(order))
-    }
-}
-
-fn conflict(order: &NewOrder) -> ApiError {
-    ApiError::rule(RuleViolation::new(
-        RejectCode::ClientOrderIdConflict,
-        format!(
-            "client_order_id '{}' was already used for an order with different parameters",
-            order.client_order_id
-        ),
-    ))
-}
-
-/// Cheap checks on cached data so obvious mistakes answer at once; the executor's checks,
-/// on the ledger itself, are the authoritative ones. Reservations and risk limits follow
-/// the executor's own rules (`domain::engine::Book`, `domain::risk`), so both agree on what
-/// is refused.
-pub async fn pre_trade_checks(deps: &Deps, order: &NewOrder) -> Result<(), ApiError> {
-    let Some(inst) = deps.catalog.get(&order.symbol) else {
-        return Ok(());
-    };
-    let Some(book) = deps.ledger.book(order.account_id).await? else {
-        return Ok(());
-    };
-    // The kill switch needs no price: refused even when the rest cannot be checked here.
-    domain::risk::check_kill(book.risk.kill.as_ref())?;
-    // The order's quote, and those marking the positions for the gross exposure limit.
-    let mut symbols: Vec<String> = book.positions.keys().cloned().collect();
-    symbols.push(order.symbol.clone());
-    symbols.sort();
-    symbols.dedup();
-    let now = now_ms();
-    let quotes: std::collections::HashMap<String, domain::quote::Quote> = deps
-        .cache
-        .quotes(&symbols)
-        .await?
-        .into_iter()
-        .filter(|(_, q)| q.is_fresh(now, deps.config.max_price_age_ms))
-        .collect();
-    let touch = quotes.get(&order.symbol).map(|q| match order.side {
-        Side::Buy => q.ask,
-        Side::Sell => q.bid,
-    });
-    // The price the order would pay at worst, as far as we can tell before it runs.
-    let reference = match order.order_type {
-        OrderType::Limit | OrderType::StopLimit => order.limit_price.map(Price::get),
-        OrderType::Stop => order.stop_price.map(Price::get),
-        OrderType::Market | OrderType::TrailingStop => touch,
-    };
-    let Some(price) = reference.filter(|p| *p > rust_decimal::Decimal::ZERO) else {
-        return Ok(());
-    };
-    // A notional order buys what its notional buys at the touch.
-    let qty = match (order.qty, order.notional) {
-        (Some(q), _) => q.get(),
-        (None, Some(n)) => inst.floor_to_step(n.get() / price),
-        (None, None) => return Ok(()),
-    };
-    let params = deps.config.execution_params();
-    let market = domain::engine::Market {
-        catalog: deps.catalog,
-        quotes: &quotes,
-        now: Utc::now(),
-        now_ms: now,
-        params: &params,
-    };
-    if order.order_type == OrderType::Market {
-        inst.check_notional(qty, price, true)
-            .map_err(RuleViolation::from)?;
-    }
-    book.pre_check(&order.pending(), qty, price, &market)?;
-    Ok(())
-}
-
-/// Finds an order of the account in the ledger or among those not yet applied. The ledger
-/// is read again after a miss in the cache: the executor clears the pending copy only after
-/// its commit, so an order moving between the two is still found.
-async fn find(deps: &Deps, account_id: Uuid, order_id: Uuid) -> Result<Option<Order>, ApiError> {
-    if let Some(o) = deps.ledger.order(account_id, order_id).await? {
-        return Ok(Some(o));
-    }
-    if let Some(p) = deps.cache.pending_order(account_id, order_id).await? {
-        return Ok(Some(p.pending()));
-    }
-    Ok(deps.ledger.order(account_id, order_id).await?)
-}
-
-fn parse_order_id(id: &str) -> Result<Uuid, ApiError> {
-    Uuid::parse_str(id).map_err(|_| ApiError::not_found(format!("order {id} not found")))
+    let order = app::orders::place(deps, &p, || json_body::<OrderRequest>(req)).await?;
+    Ok(json(200, &alpaca_order(&order)))
 }
 
 /// `GET /v2/orders/{id}`: another account's order is as absent as a missing one (404).
 pub async fn get(deps: &Deps, req: &Request, id: &str) -> Result<Response<Body>, ApiError> {
     let p = authenticate(deps, req).await?;
-    let order_id = parse_order_id(id)?;
-    match find(deps, p.account_id, order_id).await? {
-        Some(o) => Ok(json(200, &o.to_alpaca_json())),
-        None => Err(ApiError::not_found(format!("order {id} not found"))),
-    }
+    let order = app::orders::get(deps, p.account_id, id).await?;
+    Ok(json(200, &alpaca_order(&order)))
 }
 
 /// `GET /v2/orders:by_client_order_id?client_order_id=…`
 pub async fn by_client_order_id(deps: &Deps, req: &Request) -> Result<Response<Body>, ApiError> {
     let p = authenticate(deps, req).await?;
-    let coid = query(req, "client_order_id").ok_or_else(|| {
-        ApiError::new(
-            422,
-            RejectCode::MissingParameter,
-            "client_order_id is required",
-        )
-    })?;
-    match find(deps, p.account_id, order_id_for(p.account_id, &coid)).await? {
-        Some(o) => Ok(json(200, &o.to_alpaca_json())),
-        None => Err(ApiError::not_found(format!(
-            "no order with client_order_id '{coid}'"
-        ))),
-    }
+    let coid = query(req, "client_order_id");
+    let order = app::orders::by_client_order_id(deps, p.account_id, coid).await?;
+    Ok(json(200, &alpaca_order(&order)))
 }
 
 /// `GET /v2/orders?status=open|closed|all&limit=&after=&until=&direction=&symbols=`
@@ -246,168 +73,36 @@ pub async fn list(deps: &Deps, req: &Request) -> Result<Response<Body>, ApiError
         symbols,
         nested: query_bool(req, "nested")?,
     };
-    let mut orders = deps.ledger.orders(p.account_id, &q).await?;
-    if status != StatusFilter::Closed {
-        let known: std::collections::HashSet<Uuid> = orders.iter().map(|o| o.id).collect();
-        let pending = deps.cache.pending_orders(p.account_id).await?;
-        for o in pending.into_iter().filter(|o| !known.contains(&o.id)) {
-            let in_window = q.after.is_none_or(|a| o.submitted_at > a)
-                && q.until.is_none_or(|u| o.submitted_at < u);
-            let in_symbols = q.symbols.as_ref().is_none_or(|s| s.contains(&o.symbol));
-            // The ledger may have taken it since our read; then it is already listed or closed.
-            if in_window && in_symbols {
-                orders.push(o.pending());
-            }
-        }
-        orders.sort_by_key(|o| (o.submitted_at, o.id));
-        if !q.ascending {
-            orders.reverse();
-        }
-        orders.truncate(q.limit as usize);
-    }
+    let orders = app::orders::list(deps, p.account_id, &q).await?;
     Ok(json(
         200,
-        &serde_json::Value::Array(orders.iter().map(Order::to_alpaca_json).collect()),
+        &Value::Array(orders.iter().map(alpaca_order).collect()),
     ))
 }
 
 /// `DELETE /v2/orders/{id}` → 204 once the cancel is queued; 422 when the order is closed.
 pub async fn cancel(deps: &Deps, req: &Request, id: &str) -> Result<Response<Body>, ApiError> {
     let p = authenticate(deps, req).await?;
-    let order_id = parse_order_id(id)?;
-    let order = find(deps, p.account_id, order_id)
-        .await?
-        .ok_or_else(|| ApiError::not_found(format!("order {id} not found")))?;
-    if !order.status.is_open() {
-        return Err(ApiError::rule(RuleViolation::new(
-            RejectCode::OrderNotCancelable,
-            format!("order {id} is {} and cannot be canceled", order.status),
-        )));
-    }
-    deps.queue
-        .send(&Command::cancel(p.account_id, order_id))
-        .await?;
+    app::orders::cancel(deps, p.account_id, id).await?;
     Ok(no_content())
 }
 
-/// `PATCH /v2/orders/{id}` (Alpaca's replace): a new order with the changed `qty`,
-/// `limit_price`, `stop_price`, `trail` or `time_in_force` takes the place of the open order,
-/// which becomes `replaced`. Answers with the new order (`pending_new`, `replaces` set). If the
-/// old order fills before the executor takes the replacement, the replacement is rejected
-/// with `order_not_open`: one of the two wins, never both.
+/// `PATCH /v2/orders/{id}` (Alpaca's replace) → 200 with the new order (`pending_new`,
+/// `replaces` set); see `app::orders::replace`.
 pub async fn replace(deps: &Deps, req: &Request, id: &str) -> Result<Response<Body>, ApiError> {
     let p = authenticate(deps, req).await?;
-    take(deps, "orders", &p, deps.config.rate_orders).await?;
-    let order_id = parse_order_id(id)?;
-    let patch: ReplaceRequest = json_body(req)?;
-    let old = deps
-        .ledger
-        .order(p.account_id, order_id)
-        .await?
-        .ok_or_else(|| {
-            ApiError::not_found(format!(
-                "order {id} not found (an order not yet accepted cannot be replaced)"
-            ))
-        })?;
-    if !old.status.is_open() {
-        return Err(ApiError::rule(RuleViolation::new(
-            RejectCode::OrderNotOpen,
-            format!("order {id} is {} and cannot be replaced", old.status),
-        )));
-    }
-    if old.order_type == OrderType::Market {
-        return Err(ApiError::rule(RuleViolation::new(
-            RejectCode::OrderNotReplaceable,
-            "market orders cannot be replaced",
-        )));
-    }
-    let text = |d: Option<rust_decimal::Decimal>| d.map(|d| DecimalText(d.to_string()));
-    let (trail_price, trail_percent) = match (patch.trail.clone(), old.trail) {
-        (Some(t), Some(Trail::Price(_))) => (Some(t), None),
-        (Some(t), Some(Trail::Percent(_))) => (None, Some(t)),
-        (Some(_), None) => {
-            return Err(ApiError::rule(RuleViolation::new(
-                RejectCode::InvalidField,
-                "trail is only valid for trailing_stop orders",
-            )))
-        }
-        (None, _) => (text(old.trail_price()), text(old.trail_percent())),
-    };
-    let request = OrderRequest {
-        symbol: Some(old.symbol.clone()),
-        qty: patch.qty.or_else(|| text(old.qty)),
-        side: Some(old.side.as_str().into()),
-        order_type: Some(old.order_type.as_str().into()),
-        time_in_force: Some(
-            patch
-                .time_in_force
-                .unwrap_or_else(|| old.time_in_force.as_str().into()),
-        ),
-        limit_price: patch.limit_price.or_else(|| text(old.limit_price)),
-        stop_price: patch.stop_price.or_else(|| text(old.stop_price)),
-        trail_price,
-        trail_percent,
-        client_order_id: patch.client_order_id,
-        ..OrderRequest::default()
-    };
-    let (valid, inst) = request.validate(deps.catalog)?;
-    let mut order = NewOrder::new(p.account_id, valid, inst.asset_id, Utc::now());
-    order.order_class = old.order_class;
-    order.replaces = Some(old.id);
-    Ok(json(200, &submit(deps, order).await?.to_alpaca_json()))
-}
-
-/// The body of `PATCH /v2/orders/{id}`.
-#[derive(Debug, Default, serde::Deserialize)]
-struct ReplaceRequest {
-    qty: Option<DecimalText>,
-    time_in_force: Option<String>,
-    limit_price: Option<DecimalText>,
-    stop_price: Option<DecimalText>,
-    trail: Option<DecimalText>,
-    client_order_id: Option<String>,
+    let order = app::orders::replace(deps, &p, id, || json_body::<ReplaceRequest>(req)).await?;
+    Ok(json(200, &alpaca_order(&order)))
 }
 
 /// `DELETE /v2/orders`: cancels every open order; 207 with one `{id, status, body}` per order,
 /// as Alpaca answers.
 pub async fn cancel_all(deps: &Deps, req: &Request) -> Result<Response<Body>, ApiError> {
     let p = authenticate(deps, req).await?;
-    let results = cancel_open_orders(deps, p.account_id).await?;
-    Ok(json(207, &serde_json::Value::Array(results)))
-}
-
-/// Queues a cancel for every open order of the account (legs follow their parents), in the
-/// account's FIFO group, so whatever the account sends next is applied after them.
-pub async fn cancel_open_orders(
-    deps: &Deps,
-    account_id: Uuid,
-) -> Result<Vec<serde_json::Value>, ApiError> {
-    let mut open = deps.ledger.open_orders(account_id).await?;
-    let known: std::collections::HashSet<Uuid> = open.iter().map(|o| o.id).collect();
-    for pending in deps.cache.pending_orders(account_id).await? {
-        if !known.contains(&pending.id) {
-            open.push(pending.pending());
-        }
-    }
-    open.sort_by_key(|o| (o.submitted_at, o.id));
-    let mut results = Vec::with_capacity(open.len());
-    // A leg whose parent is open goes with its parent; a live leg (its parent filled) is
-    // canceled on its own, and its OCO partner with it.
-    let open_ids: std::collections::HashSet<Uuid> = open.iter().map(|o| o.id).collect();
-    let targets: Vec<&Order> = open
+    let canceled = app::orders::cancel_open_orders(deps, p.account_id).await?;
+    let results = canceled
         .iter()
-        .filter(|o| o.parent_id.is_none_or(|p| !open_ids.contains(&p)))
+        .map(|o| serde_json::json!({"id": o.id, "status": 200, "body": alpaca_order(o)}))
         .collect();
-    // Batches of ten keep the account's FIFO order and take one round trip per ten cancels.
-    let cancels: Vec<Command> = targets
-        .iter()
-        .map(|o| Command::cancel(account_id, o.id))
-        .collect();
-    deps.queue.send_batch(&cancels).await?;
-    for o in targets {
-        let mut body = o.clone();
-        body.status = OrderStatus::PendingCancel;
-        results.push(serde_json::json!({"id": o.id, "status": 200, "body": body.to_alpaca_json()}));
-    }
-    Ok(results)
+    Ok(json(207, &Value::Array(results)))
 }

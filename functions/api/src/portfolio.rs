@@ -5,7 +5,8 @@
 use std::collections::HashMap;
 
 use adapters::ledger::{FillQuery, PositionRecord};
-use adapters::{now_ms, ApiError};
+use adapters::now_ms;
+use app::ApiError;
 use domain::accounting::PositionSide;
 use domain::decimal::to_text;
 use domain::engine::Book;
@@ -16,8 +17,8 @@ use serde_json::{json, Value};
 use uuid::Uuid;
 
 use crate::auth::authenticate;
-use crate::http::{invalid_query, json, query, query_ascending, query_int, query_time};
 use crate::Deps;
+use rest::{invalid_query, json, query, query_ascending, query_int, query_time};
 
 fn s(d: Decimal) -> Value {
     Value::String(to_text(&d))

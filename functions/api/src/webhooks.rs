@@ -2,35 +2,19 @@
 //! once), `GET /v2/webhooks`, `POST /v2/webhooks/{id}/rotate` (a new passphrase, the URL
 //! stays), `DELETE /v2/webhooks/{id}` and `GET /v2/webhooks/{id}/deliveries`.
 //!
-//! The alerts themselves go to the `webhook` function at `/v2/hooks/tradingview/{id}`.
+//! The use cases are `app::webhooks`; the alerts themselves go to the `webhook` function at
+//! `/v2/hooks/tradingview/{id}`.
 
-use domain::RejectCode;
-use std::net::IpAddr;
-
-use adapters::auth::{digest, random_secret};
 use adapters::webhooks::{Delivery, Webhook};
-use adapters::ApiError;
+use app::webhooks::CreateWebhook;
+use app::ApiError;
 use domain::alert::{template_with_passphrase, TEMPLATES};
 use lambda_http::{Body, Request, RequestExt, Response};
-use serde::Deserialize;
+use rest::{header, json, no_content, optional_json_body, query_int};
 use serde_json::{json, Value};
 
 use crate::auth::authenticate;
-use crate::http::{header, json, json_body, no_content, query_int};
 use crate::Deps;
-
-/// TradingView's published webhook sender addresses (`"allowed_ips": "tradingview"`).
-pub const TRADINGVIEW_IPS: [&str; 4] = [
-    "52.89.214.238",
-    "34.212.75.30",
-    "54.218.53.128",
-    "52.32.178.7",
-];
-
-/// Webhooks per account: enough for one per strategy, few enough to list at once.
-pub const MAX_WEBHOOKS: usize = 20;
-const MAX_NAME: usize = 100;
-const MAX_IPS: usize = 32;
 
 /// The base URL clients reached this API at: API Gateway's own domain carries the stage in
 /// the path; a custom domain or the devstack does not.
@@ -76,82 +60,18 @@ fn with_passphrase(req: &Request, w: &Webhook, passphrase: &str) -> Value {
     v
 }
 
-#[derive(Debug, Default, Deserialize)]
-#[serde(deny_unknown_fields)]
-struct CreateWebhook {
-    name: Option<String>,
-    /// `null`/absent: any sender; `"tradingview"`: TradingView's addresses; or a list.
-    allowed_ips: Option<Value>,
-}
-
-fn allowed_ips(v: Option<&Value>) -> Result<Option<Vec<String>>, ApiError> {
-    let invalid = |why: String| ApiError::new(422, RejectCode::InvalidAllowedIps, why);
-    match v {
-        None | Some(Value::Null) => Ok(None),
-        Some(Value::String(s)) if s.eq_ignore_ascii_case("tradingview") => Ok(Some(
-            TRADINGVIEW_IPS.iter().map(|s| s.to_string()).collect(),
-        )),
-        Some(Value::Array(items)) => {
-            if items.is_empty() || items.len() > MAX_IPS {
-                return Err(invalid(format!(
-                    "allowed_ips must list 1 to {MAX_IPS} addresses (or be null for any sender)"
-                )));
-            }
-            items
-                .iter()
-                .map(|i| {
-                    i.as_str()
-                        .and_then(|s| s.trim().parse::<IpAddr>().ok())
-                        .map(|ip| ip.to_string())
-                        .ok_or_else(|| invalid(format!("{i} is not an IP address")))
-                })
-                .collect::<Result<Vec<_>, _>>()
-                .map(Some)
-        }
-        Some(other) => Err(invalid(format!(
-            "allowed_ips must be null, \"tradingview\" or a list of IP addresses; got {other}"
-        ))),
-    }
-}
-
 /// `POST /v2/webhooks {"name"?, "allowed_ips"?}` → 201 with the URL and the passphrase.
 pub async fn create(deps: &Deps, req: &Request) -> Result<Response<Body>, ApiError> {
     let p = authenticate(deps, req).await?;
-    let body: CreateWebhook = match req.body() {
-        Body::Empty => CreateWebhook::default(),
-        Body::Text(t) if t.trim().is_empty() => CreateWebhook::default(),
-        _ => json_body(req)?,
-    };
-    let name = body.name.unwrap_or_default().trim().to_string();
-    if name.chars().count() > MAX_NAME || name.chars().any(char::is_control) {
-        return Err(ApiError::new(
-            422,
-            RejectCode::InvalidName,
-            format!("name must be at most {MAX_NAME} printable characters"),
-        ));
-    }
-    let ips = allowed_ips(body.allowed_ips.as_ref())?;
-    if deps.ledger.webhooks(p.account_id).await?.len() >= MAX_WEBHOOKS {
-        return Err(ApiError::new(
-            422,
-            RejectCode::MaxWebhooks,
-            format!("an account may have at most {MAX_WEBHOOKS} webhooks; delete one first"),
-        ));
-    }
-    let passphrase = random_secret();
-    let w = deps
-        .ledger
-        .create_webhook(p.account_id, &name, &digest(&passphrase), ips.as_deref())
-        .await?;
-    Ok(json(201, &with_passphrase(req, &w, &passphrase)))
+    let body: CreateWebhook = optional_json_body(req)?;
+    let w = app::webhooks::create(deps, p.account_id, body).await?;
+    Ok(json(201, &with_passphrase(req, &w.webhook, &w.passphrase)))
 }
 
 /// `GET /v2/webhooks`: the account's webhooks, without passphrases.
 pub async fn list(deps: &Deps, req: &Request) -> Result<Response<Body>, ApiError> {
     let p = authenticate(deps, req).await?;
-    let list: Vec<Value> = deps
-        .ledger
-        .webhooks(p.account_id)
+    let list: Vec<Value> = app::webhooks::list(deps, p.account_id)
         .await?
         .iter()
         .map(|w| webhook_json(req, w))
@@ -159,32 +79,18 @@ pub async fn list(deps: &Deps, req: &Request) -> Result<Response<Body>, ApiError
     Ok(json(200, &Value::Array(list)))
 }
 
-fn no_webhook(id: &str) -> ApiError {
-    ApiError::not_found(format!("no webhook {id}"))
-}
-
 /// `POST /v2/webhooks/{id}/rotate` → 200 with a new passphrase; the old one stops working.
 pub async fn rotate(deps: &Deps, req: &Request, id: &str) -> Result<Response<Body>, ApiError> {
     let p = authenticate(deps, req).await?;
-    let passphrase = random_secret();
-    match deps
-        .ledger
-        .rotate_webhook(p.account_id, id, &digest(&passphrase))
-        .await?
-    {
-        Some(w) => Ok(json(200, &with_passphrase(req, &w, &passphrase))),
-        None => Err(no_webhook(id)),
-    }
+    let w = app::webhooks::rotate(deps, p.account_id, id).await?;
+    Ok(json(200, &with_passphrase(req, &w.webhook, &w.passphrase)))
 }
 
 /// `DELETE /v2/webhooks/{id}` → 204; alerts to it are refused from now on.
 pub async fn delete(deps: &Deps, req: &Request, id: &str) -> Result<Response<Body>, ApiError> {
     let p = authenticate(deps, req).await?;
-    if deps.ledger.delete_webhook(p.account_id, id).await? {
-        Ok(no_content())
-    } else {
-        Err(no_webhook(id))
-    }
+    app::webhooks::delete(deps, p.account_id, id).await?;
+    Ok(no_content())
 }
 
 fn delivery_json(d: &Delivery) -> Value {
@@ -208,19 +114,7 @@ fn delivery_json(d: &Delivery) -> Value {
 pub async fn deliveries(deps: &Deps, req: &Request, id: &str) -> Result<Response<Body>, ApiError> {
     let p = authenticate(deps, req).await?;
     let limit = query_int(req, "limit", 50, 1, 500)?;
-    // Another account's webhook is as absent as a missing one.
-    if !deps
-        .ledger
-        .webhooks(p.account_id)
-        .await?
-        .iter()
-        .any(|w| w.id == id)
-    {
-        return Err(no_webhook(id));
-    }
-    let list: Vec<Value> = deps
-        .ledger
-        .deliveries(p.account_id, id, limit)
+    let list: Vec<Value> = app::webhooks::deliveries(deps, p.account_id, id, limit)
         .await?
         .iter()
         .map(delivery_json)

@@ -27,7 +27,7 @@ use adapters::ledger::Ledger;
 use adapters::queue::CommandQueue;
 use adapters::ratelimit::BucketSpec;
 use adapters::testkit::{measure, pct};
-use api::Deps;
+use app::Deps;
 use domain::command::Command;
 use domain::order::{NewOrder, OrderRequest};
 use lambda_http::Request;

@@ -1,7 +1,7 @@
 //! Wires the `webhook` Lambda: configuration and clients once, then the runtime loop.
 
 use adapters::config::Config;
-use api::Deps;
+use app::Deps;
 use lambda_http::{service_fn, Error, Request};
 
 #[tokio::main]

@@ -1,7 +1,9 @@
 //! `$connect`: authenticate, enforce the per-account limit, register.
 
-use adapters::auth::{resolve, Credentials};
-use adapters::{now_ms, ApiError};
+use adapters::auth::Credentials;
+use adapters::now_ms;
+use app::auth::resolve;
+use app::ApiError;
 use domain::realtime::{Connection, ConnectionChange, PositionsSnapshot, SnapshotPosition};
 use domain::RejectCode;
 use uuid::Uuid;

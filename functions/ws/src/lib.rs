@@ -22,7 +22,7 @@ use adapters::cache::Cache;
 use adapters::config::Config;
 use adapters::connections::ConnectionTable;
 use adapters::ledger::Ledger;
-use adapters::ApiError;
+use app::ApiError;
 use aws_lambda_events::apigw::{ApiGatewayProxyResponse, ApiGatewayWebsocketProxyRequest};
 use aws_lambda_events::encodings::Body;
 use domain::catalog::Catalog;

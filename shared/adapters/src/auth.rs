@@ -107,46 +107,6 @@ impl Credentials {
     }
 }
 
-/// Resolves credentials to a principal: a session by its digest in the cache (sliding
-/// expiry of `session_ttl_secs`), an API key by its id in the ledger and its secret's digest
-/// compared in constant time. `missing` is the message when nothing was presented.
-pub async fn resolve(
-    ledger: &crate::ledger::Ledger,
-    cache: &crate::cache::Cache,
-    session_ttl_secs: u64,
-    credentials: &Credentials,
-    missing: &str,
-) -> Result<Principal, crate::ApiError> {
-    use crate::ApiError;
-    match credentials {
-        Credentials::Session(token) => match cache
-            .touch_session(&digest(token), session_ttl_secs)
-            .await?
-        {
-            Some(s) => Ok(Principal {
-                user_id: s.user_id,
-                account_id: s.account_id,
-                via_session: true,
-            }),
-            None => Err(ApiError::unauthenticated(
-                "invalid or expired session token",
-            )),
-        },
-        Credentials::ApiKey { key_id, secret } => match ledger.api_key(key_id).await? {
-            Some(k) if !k.revoked && digest_matches(secret, &k.secret_hash) => Ok(Principal {
-                user_id: k.user_id,
-                account_id: k.account_id,
-                via_session: false,
-            }),
-            _ => Err(ApiError::unauthenticated("invalid API key or secret")),
-        },
-        Credentials::IncompleteKey => Err(ApiError::unauthenticated(
-            "send both the API key id and its secret",
-        )),
-        Credentials::None => Err(ApiError::unauthenticated(missing)),
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;

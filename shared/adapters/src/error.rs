@@ -1,7 +1,5 @@
-//! Errors as clients see them: JSON `{"code","message"}` with the right status. A broken
-//! rule is a 4xx naming the rule; a dependency outage is a 503 with `Retry-After`.
-
-use domain::{RejectCode, RuleViolation};
+//! The one error every adapter returns: a dependency (Postgres, Redis, SQS, DynamoDB) failed
+//! or timed out. What clients see of it (a 503 with `Retry-After`) is `app::ApiError`'s job.
 
 /// A dependency (Postgres, Redis, SQS) failed or timed out.
 #[derive(Debug, thiserror::Error)]
@@ -35,91 +33,5 @@ impl DependencyError {
             dependency: "dynamodb",
             detail: e.to_string(),
         }
-    }
-}
-
-/// Seconds a client should wait before retrying after a 503.
-pub const RETRY_AFTER_SECS: u32 = 1;
-
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct ApiError {
-    pub status: u16,
-    pub code: RejectCode,
-    pub message: String,
-    pub retry_after: Option<u32>,
-}
-
-impl ApiError {
-    pub fn new(status: u16, code: RejectCode, message: impl Into<String>) -> Self {
-        ApiError {
-            status,
-            code,
-            message: message.into(),
-            retry_after: None,
-        }
-    }
-    pub fn malformed(message: impl Into<String>) -> Self {
-        Self::new(400, RejectCode::MalformedRequest, message)
-    }
-    pub fn unauthenticated(message: impl Into<String>) -> Self {
-        Self::new(401, RejectCode::Unauthorized, message)
-    }
-    pub fn forbidden(message: impl Into<String>) -> Self {
-        Self::new(403, RejectCode::Forbidden, message)
-    }
-    pub fn not_found(message: impl Into<String>) -> Self {
-        Self::new(404, RejectCode::NotFound, message)
-    }
-    pub fn conflict(code: RejectCode, message: impl Into<String>) -> Self {
-        Self::new(409, code, message)
-    }
-    pub fn too_large(limit: usize) -> Self {
-        Self::new(
-            413,
-            RejectCode::PayloadTooLarge,
-            format!("request body exceeds {limit} bytes"),
-        )
-    }
-    pub fn rule(v: RuleViolation) -> Self {
-        Self::new(422, v.code, v.message)
-    }
-    /// 429 with `Retry-After`.
-    pub fn rate_limited(
-        code: RejectCode,
-        message: impl Into<String>,
-        retry_after_secs: u64,
-    ) -> Self {
-        ApiError {
-            status: 429,
-            code,
-            message: message.into(),
-            retry_after: Some(u32::try_from(retry_after_secs).unwrap_or(u32::MAX)),
-        }
-    }
-    pub fn unavailable(dependency: &str) -> Self {
-        ApiError {
-            status: 503,
-            code: RejectCode::ServiceUnavailable,
-            message: format!("{dependency} is unavailable; retry shortly"),
-            retry_after: Some(RETRY_AFTER_SECS),
-        }
-    }
-
-    pub fn body(&self) -> String {
-        serde_json::json!({ "code": self.code, "message": self.message }).to_string()
-    }
-}
-
-impl From<RuleViolation> for ApiError {
-    fn from(v: RuleViolation) -> Self {
-        ApiError::rule(v)
-    }
-}
-
-impl From<DependencyError> for ApiError {
-    fn from(e: DependencyError) -> Self {
-        // The detail goes to the log, never to the client.
-        tracing::warn!(dependency = e.dependency, detail = %e.detail, "dependency error");
-        ApiError::unavailable(e.dependency)
     }
 }

@@ -1,8 +1,7 @@
 //! Ports and their implementations: the ledger (PostgreSQL), the cache (Redis: prices,
 //! sessions, pending orders, positions snapshots and connection notifications), the command
 //! queue (SQS FIFO), the WebSocket connection table (DynamoDB), pushes to WebSocket clients
-//! (API Gateway management API), credentials, configuration, telemetry and the mapping of
-//! errors to HTTP answers.
+//! (API Gateway management API), credentials, configuration and telemetry.
 
 pub mod auth;
 pub mod cache;
@@ -22,7 +21,7 @@ pub mod webhooks;
 
 pub mod testkit;
 
-pub use error::{ApiError, DependencyError};
+pub use error::DependencyError;
 
 /// Milliseconds since the Unix epoch, the clock prices are stamped with.
 pub fn now_ms() -> i64 {

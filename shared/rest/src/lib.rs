@@ -1,6 +1,12 @@
-//! Small helpers: JSON responses, request bodies, query parameters.
+//! The API Gateway REST edge shared by the `api` and `webhook` functions: reading
+//! `lambda_http` requests (bodies, query parameters, credentials, the source address) and
+//! answering JSON or an [`ApiError`], the one way every REST failure is rendered.
+//!
+//! Depends on `app` (for [`ApiError`]), `adapters` (credentials) and `domain`; the function
+//! crates depend on it, never the other way.
 
-use adapters::ApiError;
+use adapters::auth::Credentials;
+use app::ApiError;
 use chrono::{DateTime, NaiveDate, Utc};
 use domain::RejectCode;
 use lambda_http::http::{header, StatusCode};
@@ -160,5 +166,43 @@ pub fn source_ip(req: &Request) -> String {
             c.identity.source_ip.clone().unwrap_or_default()
         }
         _ => String::new(),
+    }
+}
+
+/// The body as text; `None` when it is not UTF-8.
+pub fn body_text(req: &Request) -> Option<&str> {
+    match req.body() {
+        Body::Text(t) => Some(t),
+        Body::Binary(b) => std::str::from_utf8(b).ok(),
+        _ => Some(""),
+    }
+}
+
+/// `Authorization: Bearer <token>`.
+pub fn bearer(req: &Request) -> Option<String> {
+    let h = header(req, "authorization")?;
+    let (scheme, token) = h.split_once(' ')?;
+    scheme
+        .eq_ignore_ascii_case("bearer")
+        .then(|| token.trim().to_string())
+        .filter(|t| !t.is_empty())
+}
+
+/// The request's credentials: a bearer session token or Alpaca's
+/// `APCA-API-KEY-ID` + `APCA-API-SECRET-KEY`.
+pub fn credentials(req: &Request) -> Credentials {
+    Credentials::from_parts(
+        bearer(req),
+        header(req, "apca-api-key-id"),
+        header(req, "apca-api-secret-key"),
+    )
+}
+
+/// A JSON body, or the default when the body is empty (routes whose every field is optional).
+pub fn optional_json_body<T: DeserializeOwned + Default>(req: &Request) -> Result<T, ApiError> {
+    match req.body() {
+        Body::Empty => Ok(T::default()),
+        Body::Text(t) if t.trim().is_empty() => Ok(T::default()),
+        _ => json_body(req),
     }
 }

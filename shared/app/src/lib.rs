@@ -1,0 +1,68 @@
+//! The use cases of the platform, free of transport: what a request *does* once an edge
+//! (the REST `api`, the TradingView `webhook`, the `ws` WebSocket) has read it.
+//!
+//! Depends on `domain` (the rules) and `adapters` (the ledger, cache, queue and limiter);
+//! never on a function crate, HTTP types or Lambda events. Inputs are plain values
+//! (credentials, parsed bodies, ids as text); outputs are domain values or [`ApiError`],
+//! which every edge renders the same way.
+
+pub mod alerts;
+pub mod auth;
+pub mod close;
+pub mod error;
+pub mod orders;
+pub mod risk;
+pub mod webhooks;
+
+use adapters::cache::Cache;
+use adapters::config::Config;
+use adapters::ledger::Ledger;
+use adapters::queue::CommandQueue;
+use adapters::ratelimit::{LoginGuard, LoginPolicy, RateLimiter};
+use domain::catalog::Catalog;
+
+pub use auth::Principal;
+pub use error::ApiError;
+
+/// Everything a use case needs, built once per process.
+pub struct Deps {
+    pub config: Config,
+    pub ledger: Ledger,
+    pub cache: Cache,
+    pub queue: CommandQueue,
+    pub catalog: &'static Catalog,
+    /// Per-account token buckets (requests, orders).
+    pub limiter: RateLimiter,
+    /// Login backoff per email and per source address.
+    pub login_guard: LoginGuard,
+}
+
+impl Deps {
+    /// Builds clients without connecting: connections open on first use.
+    pub fn from_config(config: Config) -> anyhow::Result<Deps> {
+        let ledger = Ledger::connect_lazy(&config.database_url, config.database_max_connections)?;
+        let cache = Cache::new(&config.redis_url, &config.key_prefix)?;
+        let queue = CommandQueue::new(&config.queue_url);
+        Ok(Deps::with(config, ledger, cache, queue)?)
+    }
+
+    /// From clients built elsewhere (tests, benchmarks); the rate limiter shares the
+    /// configuration's Redis and key prefix.
+    pub fn with(
+        config: Config,
+        ledger: Ledger,
+        cache: Cache,
+        queue: CommandQueue,
+    ) -> Result<Deps, adapters::DependencyError> {
+        let limiter = RateLimiter::new(&config.redis_url, &config.key_prefix)?;
+        Ok(Deps {
+            ledger,
+            cache,
+            queue,
+            catalog: Catalog::builtin(),
+            login_guard: limiter.login_guard(LoginPolicy::default()),
+            limiter,
+            config,
+        })
+    }
+}
