@@ -132,9 +132,9 @@ async fn queue_at(endpoint: &str, queue_url: &str) -> CommandQueue {
 fn deps(config: &Config, queue: CommandQueue) -> Deps {
     Deps::with(
         config.clone(),
-        Ledger::connect_lazy(&config.database_url, config.database_max_connections)
+        Ledger::connect_lazy(&config.database.url, config.database.max_connections)
             .expect("database url"),
-        Cache::new(&config.redis_url, &config.key_prefix).expect("redis url"),
+        Cache::new(&config.redis.url, &config.redis.key_prefix).expect("redis url"),
         queue,
     )
     .expect("redis url")
@@ -169,16 +169,16 @@ async fn run() -> String {
         .and_then(|v| v.parse().ok())
         .unwrap_or(5.0);
     let mut config = Config::from_env().expect("config");
-    config.database_url = env("DATABASE_URL");
-    config.redis_url = env("REDIS_URL");
-    config.key_prefix = format!("bench{}:", Uuid::new_v4().simple());
+    config.database.url = env("DATABASE_URL");
+    config.redis.url = env("REDIS_URL");
+    config.redis.key_prefix = format!("bench{}:", Uuid::new_v4().simple());
     // One account sends every request: the per-account rate limits would measure 429s.
     let off = adapters::ratelimit::BucketSpec {
         burst: 0,
         per_minute: 0,
     };
-    config.rate_requests = off;
-    config.rate_orders = off;
+    config.rates.requests = off;
+    config.rates.orders = off;
     // The SDK needs credentials and a region to sign, even for loopback endpoints.
     for (k, v) in [
         ("AWS_ACCESS_KEY_ID", "test"),
@@ -195,7 +195,7 @@ async fn run() -> String {
     };
 
     // An account with two positions and an API key, made through the ledger.
-    let ledger = Ledger::connect_lazy(&config.database_url, 2).expect("database url");
+    let ledger = Ledger::connect_lazy(&config.database.url, 2).expect("database url");
     ledger.migrate().await.expect("migrations apply");
     let email = format!("bench-{}@example.com", Uuid::new_v4().simple());
     let (user_id, account_id) = ledger
@@ -208,7 +208,7 @@ async fn run() -> String {
         .insert_api_key(&key_id, user_id, account_id, &digest(&secret))
         .await
         .expect("api key");
-    let quote_cache = Cache::new(&config.redis_url, &config.key_prefix).expect("redis url");
+    let quote_cache = Cache::new(&config.redis.url, &config.redis.key_prefix).expect("redis url");
     put_quotes(&quote_cache).await;
     for (symbol, qty) in [("BTCUSDT", "0.01"), ("ETHUSDT", "0.5")] {
         let req: OrderRequest = serde_json::from_str(&format!(
@@ -432,7 +432,7 @@ async fn run() -> String {
         writeln!(md).unwrap();
     }
     // Clean up the pending copies this run left in Redis (no executor consumed them).
-    let cache = Cache::new(&config.redis_url, &config.key_prefix).expect("redis url");
+    let cache = Cache::new(&config.redis.url, &config.redis.key_prefix).expect("redis url");
     if let Ok(pending) = cache.pending_orders(account_id).await {
         for o in pending {
             let _ = cache.clear_pending_order(account_id, o.id).await;

@@ -39,7 +39,7 @@ async fn fresh_quotes(
 ) -> Result<HashMap<String, Quote>, ApiError> {
     let symbols: Vec<String> = positions.iter().map(|p| p.symbol.clone()).collect();
     let now = now_ms();
-    let max_age = deps.config.max_price_age_ms;
+    let max_age = deps.config.trading.max_price_age_ms;
     Ok(deps
         .cache
         .quotes(&symbols)

@@ -26,7 +26,7 @@ async fn deps() -> Deps {
         .unwrap();
     let cache = testkit::cache();
     let mut config = Config::from_env().unwrap();
-    config.key_prefix = cache.prefix().to_string();
+    config.redis.key_prefix = cache.prefix().to_string();
     Deps::with(
         config,
         testkit::ledger().await,

@@ -41,13 +41,13 @@ pub struct Deps {
 impl Deps {
     pub fn from_config(config: &Config) -> anyhow::Result<Deps> {
         Ok(Deps {
-            ledger: Ledger::connect_lazy(&config.database_url, config.database_max_connections)?,
-            cache: Cache::new(&config.redis_url, &config.key_prefix)?,
+            ledger: Ledger::connect_lazy(&config.database.url, config.database.max_connections)?,
+            cache: Cache::new(&config.redis.url, &config.redis.key_prefix)?,
             catalog: Catalog::builtin(),
             params: config.execution_params(),
-            watches: WatchIndex::new(&config.redis_url, &config.key_prefix)?,
-            connections: ConnectionTable::new(&config.connections_table),
-            pusher: Pusher::from_env(),
+            watches: WatchIndex::new(&config.redis.url, &config.redis.key_prefix)?,
+            connections: ConnectionTable::new(&config.connections.table),
+            pusher: Pusher::configured(&config.connections),
         })
     }
 }

@@ -1,4 +1,4 @@
-//! The fan-out planner (`ingest::fanout::plan`), in-process, one thread: one flush's work
+//! The fan-out planner (`fanout::plan`), in-process, one thread: one flush's work
 //! for 5,000 connections of 10 symbols each over 500 symbols, every symbol changing every
 //! flush (simulated time, 100 ms per flush): `on_quotes` (500 quotes), `plan` (every
 //! message built) and `complete` (each message acknowledged as sent).
@@ -14,7 +14,7 @@ use criterion::{black_box, criterion_group, criterion_main, BenchmarkId, Criteri
 use domain::accounting::Position;
 use domain::quote::Quote;
 use domain::realtime::{Connection, PositionsSnapshot, SnapshotPosition};
-use ingest::fanout::{Fanout, Outcome};
+use fanout::{Fanout, Outcome};
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 use rust_decimal::Decimal;

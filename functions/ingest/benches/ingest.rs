@@ -4,11 +4,11 @@
 //!    recorded in `infra/feed/data` through the reader's per-message work
 //!    (`parse::parse_message`, receive time, book lock + `Book::apply`, counters).
 //! 2. End to end over loopback WebSocket: the feed (in-process) writes a burst of
-//!    bookTickers (`POST /__control/burst`) to a running ingest (`ingest::spawn`, real Redis,
+//!    bookTickers (`POST /__control/burst`) to a running ingest (`market_data::spawn`, real Redis,
 //!    100 ms flushes); messages/s = burst size / time until ingest has applied all of it.
 //! 3. Tick → Redis latency: scripted quotes set in the feed (`Feed::set_quote`, which
 //!    publishes at once) on 20 symbols, each at a random phase of the flush cycle; the time
-//!    until a [`ingest::FlushHook`] sees that quote, i.e. until the `MULTI`/`EXEC` that
+//!    until a [`market_data::FlushHook`] sees that quote, i.e. until the `MULTI`/`EXEC` that
 //!    wrote it to Redis has been acknowledged (it is readable from then on).
 //!
 //! Env: REDIS_URL (required), BENCH_SECS (default 5; the parse run and each latency
@@ -24,8 +24,8 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use domain::quote::Quote;
-use ingest::parse::{parse_message, Parsed};
-use ingest::Book;
+use market_data::parse::{parse_message, Parsed};
+use market_data::Book;
 use rand::Rng;
 use rust_decimal::Decimal;
 
@@ -92,7 +92,9 @@ fn parse_and_coalesce(label: &'static str, msgs: &[&str], secs: f64) -> ParseRes
     // Warm-up: one pass.
     for m in msgs {
         if let Ok(Parsed::Update(u)) = parse_message(m) {
-            book.lock().unwrap().apply(&u, ingest::stream::now_ms());
+            book.lock()
+                .unwrap()
+                .apply(&u, market_data::stream::now_ms());
         }
     }
     let start = Instant::now();
@@ -102,7 +104,7 @@ fn parse_and_coalesce(label: &'static str, msgs: &[&str], secs: f64) -> ParseRes
             messages.fetch_add(1, Ordering::Relaxed);
             match parse_message(std::hint::black_box(m)) {
                 Ok(Parsed::Update(u)) => {
-                    let now = ingest::stream::now_ms();
+                    let now = market_data::stream::now_ms();
                     book.lock().unwrap().apply(&u, now);
                     updates.fetch_add(1, Ordering::Relaxed);
                 }
@@ -208,15 +210,15 @@ async fn start_feed() -> feed::Feed {
     .unwrap()
 }
 
-fn ingest_config(feed: &feed::Feed, symbols: Vec<String>, prefix: &str) -> ingest::Config {
-    ingest::Config {
+fn ingest_config(feed: &feed::Feed, symbols: Vec<String>, prefix: &str) -> market_data::Config {
+    market_data::Config {
         binance_ws_url: feed.ws_base_url(),
         symbols,
         redis_url: redis_url(),
         key_prefix: prefix.to_string(),
         flush_interval_ms: FLUSH_MS,
         stats_interval_secs: 0,
-        ..ingest::Config::defaults()
+        ..market_data::Config::defaults()
     }
 }
 
@@ -250,7 +252,7 @@ async fn bench_e2e(md: &mut String) {
     let symbols = ["BTCUSDT", "ETHUSDT"];
     feed.set_quote(quote("BTCUSDT", "61000.10".parse().unwrap()));
     feed.set_quote(quote("ETHUSDT", "2600.10".parse().unwrap()));
-    let ingest = ingest::spawn(&ingest_config(
+    let ingest = market_data::spawn(&ingest_config(
         &feed,
         symbols.iter().map(|s| s.to_string()).collect(),
         &prefix("e2e"),
@@ -292,7 +294,7 @@ async fn bench_e2e(md: &mut String) {
     );
     let _ = writeln!(
         md,
-        "The feed (in-process, same tokio runtime) writes a burst of {n} bookTickers for BTCUSDT and ETHUSDT (`POST /__control/burst`, prices walking over 100 levels) to one ingest connection; ingest (`ingest::spawn`, real Redis, {FLUSH_MS} ms flushes) reads, parses and coalesces them. Time from the burst request until ingest has applied all {n}; CPU is this process (feed + ingest) over that time.\n"
+        "The feed (in-process, same tokio runtime) writes a burst of {n} bookTickers for BTCUSDT and ETHUSDT (`POST /__control/burst`, prices walking over 100 levels) to one ingest connection; ingest (`market_data::spawn`, real Redis, {FLUSH_MS} ms flushes) reads, parses and coalesces them. Time from the burst request until ingest has applied all {n}; CPU is this process (feed + ingest) over that time.\n"
     );
     let _ = writeln!(
         md,
@@ -339,7 +341,7 @@ struct Pending {
 
 struct LatencyHook(Arc<Mutex<Pending>>);
 
-impl ingest::FlushHook for LatencyHook {
+impl market_data::FlushHook for LatencyHook {
     fn on_flush(&mut self, quotes: &[Quote]) {
         let now = Instant::now();
         let mut p = self.0.lock().unwrap();
@@ -361,7 +363,7 @@ async fn bench_latency(secs: f64, md: &mut String) {
     let feed = Arc::new(start_feed().await);
     let symbols: Vec<String> = (0..SYMBOLS).map(|i| format!("LAT{i:02}USDT")).collect();
     let pending = Arc::new(Mutex::new(Pending::default()));
-    let ingest = ingest::spawn_with_hook(
+    let ingest = market_data::spawn_with_hook(
         &ingest_config(&feed, symbols.clone(), &prefix("latency")),
         Some(Box::new(LatencyHook(pending.clone()))),
     )

@@ -4,7 +4,7 @@
 //! JSON>`).
 //!
 //! Replays both recordings merged in receive order, in simulated time: each message goes
-//! through `ingest::parse` and `Book::apply` at its receive time; every 100 ms (the flush
+//! through `market_data::parse` and `Book::apply` at its receive time; every 100 ms (the flush
 //! interval) the book's changed quotes go to the fan-out planner (`Fanout::on_quotes`, then
 //! `Fanout::plan` at the flush time) and every planned message is acknowledged at once.
 //! "One message per update" counts every bookTicker and trade update of the subscribed
@@ -20,9 +20,9 @@ use std::io::BufRead;
 
 use domain::accounting::Position;
 use domain::realtime::{Connection, PositionsSnapshot, SnapshotPosition, DEFAULT_MAX_RATE_MS};
-use ingest::fanout::{Fanout, Outcome};
-use ingest::parse::parse;
-use ingest::Book;
+use fanout::{Fanout, Outcome};
+use market_data::parse::parse;
+use market_data::Book;
 use rust_decimal::Decimal;
 use uuid::Uuid;
 
@@ -176,7 +176,7 @@ fn main() {
     let _ = writeln!(md);
     let _ = writeln!(
         md,
-        "Recorded Binance data ({}, {:.1} min, {} bookTicker + trade updates) replayed in simulated time through `ingest::parse`, `Book` and the fan-out planner (`ingest::fanout::plan`), 100 ms flushes. \"One message per update\" sends every bookTicker and trade update of the subscribed symbols; coalesced sends at most one message per flush and per `max_rate_ms`, only if something changed, with the account's PnL inside. Cost: API Gateway's $1.00 per million messages for a connection open all month. `cargo run -q -p ingest --example fanout_counts`.",
+        "Recorded Binance data ({}, {:.1} min, {} bookTicker + trade updates) replayed in simulated time through `market_data::parse`, `Book` and the fan-out planner (`fanout::plan`), 100 ms flushes. \"One message per update\" sends every bookTicker and trade update of the subscribed symbols; coalesced sends at most one message per flush and per `max_rate_ms`, only if something changed, with the account's PnL inside. Cost: API Gateway's $1.00 per million messages for a connection open all month. `cargo run -q -p ingest --example fanout_counts`.",
         FILES.join(", "),
         minutes,
         updates.values().sum::<u64>()

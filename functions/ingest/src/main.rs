@@ -1,16 +1,54 @@
+//! The `ingest` task (Fargate): composes the three services over one Binance stream.
+//!
+//! - `market_data`: Binance → latest quote per symbol → Redis every flush interval;
+//! - `triggers`: resting orders crossed by the flushed prices → SQS (off without
+//!   `COMMANDS_QUEUE_URL`);
+//! - `fanout`: flushed prices and live PnL → WebSocket clients (off without
+//!   `WS_MANAGEMENT_URL`).
+//!
+//! The configuration is read once, here: the command line (each service's own section,
+//! flattened; every flag also reads its environment variable) and the shared sections of
+//! `adapters::config` (Redis, queue, database, connections, trading).
+
 use std::process::ExitCode;
 use std::time::Duration;
 
+use adapters::config::{
+    ConnectionsSettings, DatabaseSource, QueueSettings, RedisSettings, TradingSettings,
+};
 use clap::Parser;
+use market_data::FlushHook;
+
+/// The ingest command line.
+#[derive(Debug, Clone, Parser)]
+#[command(name = "ingest", version, about)]
+struct Cli {
+    #[command(flatten)]
+    market: market_data::Config,
+    #[command(flatten)]
+    triggers: triggers::TriggerArgs,
+    #[command(flatten)]
+    fanout: fanout::FanoutArgs,
+    /// Without a command: run.
+    #[command(subcommand)]
+    command: Option<Command>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::Subcommand)]
+enum Command {
+    /// The container health check: exit 0 when the heartbeat file is at most
+    /// HEALTH_MAX_AGE_SECS old, 1 otherwise (printing why); nothing else is started.
+    Health,
+}
 
 fn main() -> ExitCode {
-    let config = ingest::Config::parse();
+    let cli = Cli::parse();
     // The container health check runs every few seconds: answer from the heartbeat file
     // alone, before any logging, runtime or connection is set up.
-    if config.command == Some(ingest::Command::Health) {
-        return ingest::health::health_check_command(
-            &config.heartbeat_file,
-            Duration::from_secs(config.health_max_age_secs),
+    if cli.command == Some(Command::Health) {
+        return market_data::health::health_check_command(
+            &cli.market.heartbeat_file,
+            Duration::from_secs(cli.market.health_max_age_secs),
         );
     }
     // JSON lines with LOG_FORMAT=json (CloudWatch via awslogs), as the Lambdas log.
@@ -25,7 +63,7 @@ fn main() -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    match runtime.block_on(run(config)) {
+    match runtime.block_on(run(cli)) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             tracing::error!(error = %format!("{e:#}"), "ingest failed");
@@ -34,20 +72,42 @@ fn main() -> ExitCode {
     }
 }
 
-async fn run(config: ingest::Config) -> anyhow::Result<()> {
+async fn run(cli: Cli) -> anyhow::Result<()> {
     // tokio-tungstenite's rustls has no default crypto provider: install ring's. An error
     // only means a provider is already installed, which is what we want anyway.
     let _ = rustls::crypto::ring::default_provider().install_default();
-    let mut hooks: Vec<Box<dyn ingest::FlushHook>> = Vec::new();
-    if let Some((tap, _stats)) = ingest::triggers::spawn_from_env().await? {
+    let redis = RedisSettings::from_env();
+    let market = cli.market.with_redis(&redis);
+    let stats_every =
+        (market.stats_interval_secs > 0).then(|| Duration::from_secs(market.stats_interval_secs));
+    let mut hooks: Vec<Box<dyn FlushHook>> = Vec::new();
+    let trigger_config = triggers::TriggerConfig::from_sections(
+        &redis,
+        &QueueSettings::from_env(),
+        &TradingSettings::from_env()?,
+        &cli.triggers,
+    )?;
+    let database = DatabaseSource::configured()?;
+    if let Some((tap, _stats)) =
+        triggers::spawn_configured(trigger_config, database.as_ref(), stats_every).await?
+    {
         hooks.push(Box::new(tap));
     }
     // Kept alive until shutdown: dropping it stops the fan-out.
-    let fanout = ingest::fanout::spawn_from_env(&config)?;
+    let fanout = match fanout::FanoutConfig::from_sections(
+        &redis,
+        &ConnectionsSettings::from_env(),
+        &cli.fanout,
+        market.flush_interval_ms,
+        market.stats_interval_secs,
+    )? {
+        Some(cfg) => Some(fanout::spawn(cfg)?),
+        None => None,
+    };
     if let Some(f) = &fanout {
         hooks.push(Box::new(f.tap()));
     }
-    let ingest = ingest::spawn_with_hook(&config, ingest::Hooks::boxed(hooks))?;
+    let ingest = market_data::spawn_with_hook(&market, market_data::Hooks::boxed(hooks))?;
     shutdown_signal().await;
     tracing::info!("shutting down; final flush");
     ingest.final_flush().await;

@@ -23,11 +23,11 @@ use axum::Router;
 use domain::accounting::Position;
 use domain::quote::Quote;
 use domain::realtime::{Connection, ConnectionChange, PositionsSnapshot, SnapshotPosition};
-use ingest::fanout::{spawn, FanoutConfig, FanoutHandle};
-use ingest::triggers::FlushTap;
+use fanout::{spawn, FanoutConfig, FanoutHandle};
 use rust_decimal::Decimal;
 use serde_json::{json, Value};
 use tokio::task::JoinHandle;
+use triggers::FlushTap;
 use uuid::Uuid;
 
 const STAGE: &str = "test";

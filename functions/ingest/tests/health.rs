@@ -9,7 +9,7 @@ use std::process::Stdio;
 use std::time::{Duration, SystemTime};
 
 use common::*;
-use ingest::health::{check_heartbeat, Unhealthy};
+use market_data::health::{check_heartbeat, Unhealthy};
 use serde_json::Value;
 use tokio::io::{AsyncBufReadExt, BufReader};
 
@@ -100,7 +100,7 @@ async fn healthy_after_flushes_to_redis_and_unhealthy_once_they_stop() {
     let path = config.heartbeat_file.clone();
     // A file left by an earlier process must not count: ingest removes it at start.
     std::fs::write(&path, "0\n").unwrap();
-    let ingest = ingest::spawn(&config).unwrap();
+    let ingest = market_data::spawn(&config).unwrap();
     eventually(SOON, "the old heartbeat file is removed", || !path.exists()).await;
     assert!(matches!(
         check_heartbeat(&path, MAX_AGE, SystemTime::now()),
@@ -138,14 +138,14 @@ async fn healthy_after_flushes_to_redis_and_unhealthy_once_they_stop() {
 async fn no_heartbeat_while_redis_refuses_writes() {
     let feed = quiet_feed(|_| {}).await;
     let prefix = unique_prefix("health-no-redis");
-    let config = ingest::Config {
+    let config = market_data::Config {
         // Nothing listens on port 1: every flush fails.
         redis_url: "redis://127.0.0.1:1/".into(),
         ..ingest_config(&feed, &["BTCUSDT"], &prefix)
     };
     let path = config.heartbeat_file.clone();
     let _ = std::fs::remove_file(&path);
-    let ingest = ingest::spawn(&config).unwrap();
+    let ingest = market_data::spawn(&config).unwrap();
     post_quote(&feed, r#"{"symbol":"BTCUSDT","bid":"100.1","ask":"100.2"}"#).await;
     let failures = || {
         ingest
@@ -155,7 +155,7 @@ async fn no_heartbeat_while_redis_refuses_writes() {
     };
     eventually(SOON, "flushes fail", || failures() >= 2).await;
     // Prices arrive, writes fail: over more than one heartbeat period, nothing is written.
-    tokio::time::sleep(ingest::health::HEARTBEAT_WRITE_INTERVAL * 2).await;
+    tokio::time::sleep(market_data::health::HEARTBEAT_WRITE_INTERVAL * 2).await;
     assert!(failures() >= 3);
     assert!(matches!(
         check_heartbeat(&path, MAX_AGE, SystemTime::now()),

@@ -69,7 +69,7 @@ async fn scripted_quotes_land_in_redis_exactly() {
     .await
     .unwrap();
     let prefix = unique_prefix("scripted");
-    let config = ingest::Config {
+    let config = market_data::Config {
         binance_ws_url: feed.ws_base_url(),
         symbols: vec!["BTCUSDT".into(), "solusdt".into()],
         redis_url: redis_url.clone(),
@@ -78,9 +78,9 @@ async fn scripted_quotes_land_in_redis_exactly() {
         price_ttl_ms: 60_000,
         stats_interval_secs: 0,
         heartbeat_file: common::heartbeat_path(&prefix),
-        ..ingest::Config::defaults()
+        ..market_data::Config::defaults()
     };
-    let ingest = ingest::spawn(&config).unwrap();
+    let ingest = market_data::spawn(&config).unwrap();
     let mut conn = redis::Client::open(redis_url.as_str())
         .unwrap()
         .get_multiplexed_async_connection()
@@ -160,7 +160,7 @@ async fn reconnects_after_the_feed_goes_away() {
     };
     let feed = feed::spawn(feed_config.clone()).await.unwrap();
     let prefix = unique_prefix("reconnect");
-    let ingest = ingest::spawn(&ingest::Config {
+    let ingest = market_data::spawn(&market_data::Config {
         binance_ws_url: feed.ws_base_url(),
         symbols: vec!["ETHUSDT".into()],
         redis_url: redis_url.clone(),
@@ -168,7 +168,7 @@ async fn reconnects_after_the_feed_goes_away() {
         flush_interval_ms: 50,
         stats_interval_secs: 0,
         heartbeat_file: common::heartbeat_path(&prefix),
-        ..ingest::Config::defaults()
+        ..market_data::Config::defaults()
     })
     .unwrap();
     let mut conn = redis::Client::open(redis_url.as_str())
@@ -184,7 +184,7 @@ async fn reconnects_after_the_feed_goes_away() {
     .await;
     wait_for(&mut conn, &key, |v| v["bid"] == "2500.01").await;
 
-    let stale = ingest::flush::stale_key(&prefix, "ETHUSDT");
+    let stale = market_data::flush::stale_key(&prefix, "ETHUSDT");
     assert!(!stale_exists(&mut conn, &stale).await);
 
     // While the feed is down, the price is marked stale (within a flush or so).
@@ -220,9 +220,9 @@ async fn stale_exists(conn: &mut redis::aio::MultiplexedConnection, key: &str) -
 #[tokio::test]
 async fn redis_outage_keeps_the_latest_state_for_the_next_flush() {
     // Nothing listens on port 1: every write fails fast, and nothing panics.
-    let mut flusher = ingest::flush::Flusher::new("redis://127.0.0.1:1/", "x:", 1000).unwrap();
-    let book = Mutex::new(ingest::Book::new());
-    let update = ingest::parse::parse(
+    let mut flusher = market_data::flush::Flusher::new("redis://127.0.0.1:1/", "x:", 1000).unwrap();
+    let book = Mutex::new(market_data::Book::new());
+    let update = market_data::parse::parse(
         r#"{"stream":"btcusdt@bookTicker","data":{"u":1,"s":"BTCUSDT","b":"1.5","B":"1","a":"1.6","A":"1"}}"#,
     )
     .unwrap()

@@ -22,7 +22,7 @@ async fn pings_are_answered_with_their_payload() {
     })
     .await;
     let prefix = unique_prefix("pings");
-    let ingest = ingest::spawn(&ingest_config(&feed, &["BTCUSDT"], &prefix)).unwrap();
+    let ingest = market_data::spawn(&ingest_config(&feed, &["BTCUSDT"], &prefix)).unwrap();
     // Three pings answered with the right payload on the one connection; the feed drops a
     // client that leaves a ping unanswered for 2 s, so this also proves the pongs are sent
     // promptly (flushed), not at some later write.
@@ -40,7 +40,7 @@ async fn pings_are_answered_with_their_payload() {
 async fn a_dropped_connection_is_replaced_and_prices_resume() {
     let feed = quiet_feed(|_| {}).await;
     let prefix = unique_prefix("drop");
-    let ingest = ingest::spawn(&ingest_config(&feed, &["BTCUSDT"], &prefix)).unwrap();
+    let ingest = market_data::spawn(&ingest_config(&feed, &["BTCUSDT"], &prefix)).unwrap();
     let url = redis_url();
     let mut conn = redis(&url).await;
     let key = domain::quote::price_key(&prefix, "BTCUSDT");
@@ -84,7 +84,7 @@ async fn server_shutdown_rotates_to_a_new_connection_without_a_gap() {
     let feed = quiet_feed(|_| {}).await;
     let prefix = unique_prefix("shutdown");
     let recorder = Recorder::default();
-    let ingest = ingest::spawn_with_hook(
+    let ingest = market_data::spawn_with_hook(
         &ingest_config(&feed, &["BTCUSDT"], &prefix),
         Some(Box::new(recorder.clone())),
     )
@@ -92,7 +92,7 @@ async fn server_shutdown_rotates_to_a_new_connection_without_a_gap() {
     let url = redis_url();
     let mut conn = redis(&url).await;
     let key = domain::quote::price_key(&prefix, "BTCUSDT");
-    let stale = ingest::flush::stale_key(&prefix, "BTCUSDT");
+    let stale = market_data::flush::stale_key(&prefix, "BTCUSDT");
     post_quote(&feed, r#"{"symbol":"BTCUSDT","bid":"100.1","ask":"100.2"}"#).await;
     wait_for(&mut conn, &key, |v| v["bid"] == "100.1").await;
     key_becomes(&mut conn, &stale, false, SOON).await;
@@ -137,11 +137,11 @@ async fn connections_are_rotated_at_their_max_age_without_a_gap() {
     let prefix = unique_prefix("maxage");
     let mut config = ingest_config(&feed, &["BTCUSDT"], &prefix);
     config.connection_max_age_secs = 1;
-    let ingest = ingest::spawn(&config).unwrap();
+    let ingest = market_data::spawn(&config).unwrap();
     let url = redis_url();
     let mut conn = redis(&url).await;
     let key = domain::quote::price_key(&prefix, "BTCUSDT");
-    let stale = ingest::flush::stale_key(&prefix, "BTCUSDT");
+    let stale = market_data::flush::stale_key(&prefix, "BTCUSDT");
     post_quote(&feed, r#"{"symbol":"BTCUSDT","bid":"100.1","ask":"100.2"}"#).await;
     wait_for(&mut conn, &key, |v| v["bid"] == "100.1").await;
     key_becomes(&mut conn, &stale, false, SOON).await;
@@ -170,11 +170,11 @@ async fn a_stalled_connection_is_replaced_and_the_stale_marker_comes_and_goes() 
     let prefix = unique_prefix("stall1");
     let mut config = ingest_config(&feed, &["BTCUSDT"], &prefix);
     config.stall_timeout_ms = 500;
-    let ingest = ingest::spawn(&config).unwrap();
+    let ingest = market_data::spawn(&config).unwrap();
     let url = redis_url();
     let mut conn = redis(&url).await;
     let key = domain::quote::price_key(&prefix, "BTCUSDT");
-    let stale = ingest::flush::stale_key(&prefix, "BTCUSDT");
+    let stale = market_data::flush::stale_key(&prefix, "BTCUSDT");
     post_quote(&feed, r#"{"symbol":"BTCUSDT","bid":"100.1","ask":"100.2"}"#).await;
     wait_for(&mut conn, &key, |v| v["bid"] == "100.1").await;
     key_becomes(&mut conn, &stale, false, SOON).await;
@@ -199,13 +199,13 @@ async fn a_feed_wide_stall_marks_prices_stale_until_data_returns() {
     let prefix = unique_prefix("stall2");
     let mut config = ingest_config(&feed, &["BTCUSDT", "SOLUSDT"], &prefix);
     config.stall_timeout_ms = 300;
-    let ingest = ingest::spawn(&config).unwrap();
+    let ingest = market_data::spawn(&config).unwrap();
     let url = redis_url();
     let mut conn = redis(&url).await;
     let key = domain::quote::price_key(&prefix, "BTCUSDT");
-    let stale = ingest::flush::stale_key(&prefix, "BTCUSDT");
+    let stale = market_data::flush::stale_key(&prefix, "BTCUSDT");
     // SOLUSDT never gets a quote: marked stale from the start, and stays so.
-    let sol_stale = ingest::flush::stale_key(&prefix, "SOLUSDT");
+    let sol_stale = market_data::flush::stale_key(&prefix, "SOLUSDT");
     post_quote(&feed, r#"{"symbol":"BTCUSDT","bid":"100.1","ask":"100.2"}"#).await;
     wait_for(&mut conn, &key, |v| v["bid"] == "100.1").await;
     key_becomes(&mut conn, &sol_stale, true, SOON).await;
@@ -237,7 +237,8 @@ async fn a_feed_wide_stall_marks_prices_stale_until_data_returns() {
 async fn a_burst_coalesces_into_one_entry_per_symbol() {
     let feed = quiet_feed(|_| {}).await;
     let prefix = unique_prefix("burst");
-    let ingest = ingest::spawn(&ingest_config(&feed, &["BTCUSDT", "SOLUSDT"], &prefix)).unwrap();
+    let ingest =
+        market_data::spawn(&ingest_config(&feed, &["BTCUSDT", "SOLUSDT"], &prefix)).unwrap();
     let url = redis_url();
     let mut conn = redis(&url).await;
     let btc = domain::quote::price_key(&prefix, "BTCUSDT");
@@ -301,7 +302,7 @@ async fn the_flush_hook_sees_exactly_what_was_written() {
     let feed = quiet_feed(|_| {}).await;
     let prefix = unique_prefix("hook");
     let recorder = Recorder::default();
-    let ingest = ingest::spawn_with_hook(
+    let ingest = market_data::spawn_with_hook(
         &ingest_config(&feed, &["BTCUSDT"], &prefix),
         Some(Box::new(recorder.clone())),
     )

@@ -17,12 +17,12 @@ use domain::command::Command;
 use domain::order::{Side, Trail};
 use domain::quote::Quote;
 use domain::trigger::{Condition, Watch};
-use ingest::triggers::{
-    quote_channel, run, CommandSink, FlushTap, TriggerConfig, TriggerStats, WatchLoader,
-};
 use rust_decimal::Decimal;
 use rust_decimal_macros::dec;
 use tokio::task::JoinHandle;
+use triggers::{
+    quote_channel, run, CommandSink, FlushTap, TriggerConfig, TriggerStats, WatchLoader,
+};
 use uuid::Uuid;
 
 /// A FIFO queue of the test's own on moto.

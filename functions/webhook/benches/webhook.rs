@@ -88,11 +88,11 @@ async fn run() -> String {
         .and_then(|v| v.parse().ok())
         .unwrap_or(5.0);
     let mut config = Config::from_env().expect("config");
-    config.database_url = env("DATABASE_URL");
-    config.redis_url = env("REDIS_URL");
-    config.key_prefix = format!("bench{}:", Uuid::new_v4().simple());
+    config.database.url = env("DATABASE_URL");
+    config.redis.url = env("REDIS_URL");
+    config.redis.key_prefix = format!("bench{}:", Uuid::new_v4().simple());
     // One webhook sends every alert: the per-account order bucket would measure 429s.
-    config.rate_orders = BucketSpec {
+    config.rates.orders = BucketSpec {
         burst: 0,
         per_minute: 0,
     };
@@ -108,10 +108,10 @@ async fn run() -> String {
     std::env::set_var("AWS_ENDPOINT_URL", format!("http://{stub}"));
     let queue = CommandQueue::new(&format!("http://{stub}/123456789012/bench.fifo"));
     queue.client().await;
-    let ledger = Ledger::connect_lazy(&config.database_url, config.database_max_connections)
+    let ledger = Ledger::connect_lazy(&config.database.url, config.database.max_connections)
         .expect("database url");
     ledger.migrate().await.expect("migrations");
-    let cache = Cache::new(&config.redis_url, &config.key_prefix).expect("redis url");
+    let cache = Cache::new(&config.redis.url, &config.redis.key_prefix).expect("redis url");
     adapters::testkit::put_quote(&cache, "BTCUSDT", dec!(60000), dec!(60000.01)).await;
     let deps = Deps::with(config, ledger, cache, queue).expect("redis url");
 

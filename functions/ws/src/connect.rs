@@ -47,7 +47,7 @@ async fn register(deps: &Deps, req: &WsRequest) -> Result<(), ApiError> {
     let who = resolve(
         &deps.ledger,
         &deps.cache,
-        deps.config.session_ttl_secs,
+        deps.config.sessions.ttl_secs,
         &credentials(req),
         MISSING,
     )
@@ -57,7 +57,7 @@ async fn register(deps: &Deps, req: &WsRequest) -> Result<(), ApiError> {
     // against runaway clients, not against a determined one, and a conditional counter would
     // cost a write per connect and a repair path for lost disconnects.
     let open = deps.table.by_account(who.account_id, now).await?;
-    let limit = deps.config.ws_max_connections_per_user;
+    let limit = deps.config.websocket.max_connections_per_user;
     if open.len() >= limit {
         let mut e = ApiError::new(
             429,

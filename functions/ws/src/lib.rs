@@ -43,9 +43,9 @@ impl Deps {
     /// Builds clients without connecting: connections open on first use.
     pub fn from_config(config: Config) -> anyhow::Result<Deps> {
         Ok(Deps {
-            ledger: Ledger::connect_lazy(&config.database_url, config.database_max_connections)?,
-            cache: Cache::new(&config.redis_url, &config.key_prefix)?,
-            table: ConnectionTable::new(&config.connections_table),
+            ledger: Ledger::connect_lazy(&config.database.url, config.database.max_connections)?,
+            cache: Cache::new(&config.redis.url, &config.redis.key_prefix)?,
+            table: ConnectionTable::new(&config.connections.table),
             catalog: Catalog::builtin(),
             config,
         })

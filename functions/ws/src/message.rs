@@ -47,7 +47,7 @@ pub async fn message(deps: &Deps, req: &WsRequest) -> WsResponse {
             symbols,
             max_rate_ms,
         }) => {
-            let (catalog, cap) = (deps.catalog, deps.config.ws_max_symbols);
+            let (catalog, cap) = (deps.catalog, deps.config.websocket.max_symbols);
             change_subscription(deps, req, now, |s| {
                 s.subscribe(&symbols, max_rate_ms, catalog, cap)
             })

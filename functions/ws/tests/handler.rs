@@ -46,16 +46,16 @@ async fn fixture(max_connections: usize) -> Fixture {
         .await
         .expect("api key stored");
     let mut config = Config::from_env().expect("config");
-    config.database_url = service_env("DATABASE_URL");
-    config.redis_url = service_env("REDIS_URL");
-    config.key_prefix = cache.prefix().to_string();
-    config.connections_table = testkit::connection_table();
-    config.ws_max_connections_per_user = max_connections;
-    config.ws_max_symbols = 3;
+    config.database.url = service_env("DATABASE_URL");
+    config.redis.url = service_env("REDIS_URL");
+    config.redis.key_prefix = cache.prefix().to_string();
+    config.connections.table = testkit::connection_table();
+    config.websocket.max_connections_per_user = max_connections;
+    config.websocket.max_symbols = 3;
     let deps = Deps {
-        table: ConnectionTable::new(&config.connections_table),
+        table: ConnectionTable::new(&config.connections.table),
         ledger,
-        cache: Cache::new(&config.redis_url, &config.key_prefix).expect("cache"),
+        cache: Cache::new(&config.redis.url, &config.redis.key_prefix).expect("cache"),
         catalog: domain::catalog::Catalog::builtin(),
         config,
     };

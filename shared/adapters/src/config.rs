@@ -12,76 +12,134 @@ use std::time::Duration;
 
 use rust_decimal::Decimal;
 
-/// `Debug` masks the database password (see the impl below).
-#[derive(Clone)]
+/// The configuration of a Lambda function, in sections. `Debug` masks the database
+/// password (see [`DatabaseSettings`]).
+#[derive(Debug, Clone)]
 pub struct Config {
+    pub database: DatabaseSettings,
+    pub redis: RedisSettings,
+    pub queue: QueueSettings,
+    pub trading: TradingSettings,
+    pub sessions: SessionSettings,
+    pub connections: ConnectionsSettings,
+    pub websocket: WebSocketLimits,
+    pub rates: RateSettings,
+}
+
+/// The ledger.
+#[derive(Clone)]
+pub struct DatabaseSettings {
     /// The ledger's connection URL: `DATABASE_URL`, or, with [`Config::load`] and
     /// `DATABASE_SECRET_ARN` set, the URL built from that secret (see [`DatabaseSource`]).
-    pub database_url: String,
+    pub url: String,
     /// `DATABASE_MAX_CONNECTIONS` (default 5): pool size per process.
-    pub database_max_connections: u32,
-    /// `REDIS_URL`: prices, sessions, pending orders.
-    pub redis_url: String,
+    pub max_connections: u32,
+}
+
+/// Every field, the URL without its password: a logged config must not leak it.
+impl fmt::Debug for DatabaseSettings {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("DatabaseSettings")
+            .field("url", &redact_url(&self.url))
+            .field("max_connections", &self.max_connections)
+            .finish()
+    }
+}
+
+/// Redis: prices, sessions, pending orders, the trigger index, notifications.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RedisSettings {
+    /// `REDIS_URL` (default `redis://127.0.0.1:6379/`).
+    pub url: String,
     /// `KEY_PREFIX` (default empty): prefix of every Redis key, so deployments or test runs
     /// can share one Redis.
     pub key_prefix: String,
-    /// `COMMANDS_QUEUE_URL`: the SQS FIFO queue of trade commands.
-    pub queue_url: String,
+}
+
+/// The command queue.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct QueueSettings {
+    /// `COMMANDS_QUEUE_URL`: the SQS FIFO queue of trade commands (none: nowhere to send).
+    pub url: Option<String>,
+}
+
+impl QueueSettings {
+    /// The URL, empty when unset (a client that fails on first use).
+    pub fn url_or_empty(&self) -> &str {
+        self.url.as_deref().unwrap_or_default()
+    }
+}
+
+/// Paper execution.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TradingSettings {
     /// `FEE_BPS` (default 10): paper fee in basis points of the notional.
     pub fee_bps: Decimal,
     /// `MAX_PRICE_AGE_MS` (default 5000): an older price is no price.
     pub max_price_age_ms: i64,
     /// `INITIAL_CASH` (default 100000): paper USDT of a new account.
     pub initial_cash: Decimal,
-    /// `SESSION_TTL_SECS` (default 86400): sliding expiry of login sessions.
-    pub session_ttl_secs: u64,
-    /// `CONNECTIONS_TABLE` (default `connections`): the DynamoDB WebSocket connection table.
-    pub connections_table: String,
-    /// `WS_MAX_CONNECTIONS_PER_USER` (default 5): open WebSocket connections per account.
-    pub ws_max_connections_per_user: usize,
-    /// `WS_MAX_SYMBOLS` (default 50): symbols one WebSocket connection may subscribe to.
-    pub ws_max_symbols: usize,
-    /// `RATE_REQUESTS_PER_MINUTE` (default 1200) and `RATE_REQUESTS_BURST` (default 200):
-    /// the token bucket of every authenticated request of an account; 0 switches it off.
-    pub rate_requests: crate::ratelimit::BucketSpec,
-    /// `RATE_ORDERS_PER_MINUTE` (default 300) and `RATE_ORDERS_BURST` (default 50): the
-    /// token bucket of new and replaced orders of an account (REST and webhooks).
-    pub rate_orders: crate::ratelimit::BucketSpec,
 }
 
-/// Every field, the database URL without its password: a logged config must not leak it.
-impl fmt::Debug for Config {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("Config")
-            .field("database_url", &redact_url(&self.database_url))
-            .field("database_max_connections", &self.database_max_connections)
-            .field("redis_url", &self.redis_url)
-            .field("key_prefix", &self.key_prefix)
-            .field("queue_url", &self.queue_url)
-            .field("fee_bps", &self.fee_bps)
-            .field("max_price_age_ms", &self.max_price_age_ms)
-            .field("initial_cash", &self.initial_cash)
-            .field("session_ttl_secs", &self.session_ttl_secs)
-            .field("connections_table", &self.connections_table)
-            .field(
-                "ws_max_connections_per_user",
-                &self.ws_max_connections_per_user,
-            )
-            .field("ws_max_symbols", &self.ws_max_symbols)
-            .field("rate_requests", &self.rate_requests)
-            .field("rate_orders", &self.rate_orders)
-            .finish()
+impl TradingSettings {
+    pub fn execution_params(&self) -> domain::engine::ExecutionParams {
+        domain::engine::ExecutionParams {
+            fee_bps: self.fee_bps,
+            max_price_age_ms: self.max_price_age_ms,
+        }
     }
+}
+
+/// Login sessions.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SessionSettings {
+    /// `SESSION_TTL_SECS` (default 86400): sliding expiry of login sessions.
+    pub ttl_secs: u64,
+}
+
+/// The WebSocket connections and how to reach them.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ConnectionsSettings {
+    /// `CONNECTIONS_TABLE` (default `connections`): the DynamoDB WebSocket connection table.
+    pub table: String,
+    /// `WS_MANAGEMENT_URL`: the API Gateway management endpoint (`@connections`), stage
+    /// included; none when no WebSocket API is deployed.
+    pub management_url: Option<String>,
+}
+
+/// Limits of one WebSocket client.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct WebSocketLimits {
+    /// `WS_MAX_CONNECTIONS_PER_USER` (default 5): open WebSocket connections per account.
+    pub max_connections_per_user: usize,
+    /// `WS_MAX_SYMBOLS` (default 50): symbols one WebSocket connection may subscribe to.
+    pub max_symbols: usize,
+}
+
+/// Per-account token buckets.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RateSettings {
+    /// `RATE_REQUESTS_PER_MINUTE` (default 1200) and `RATE_REQUESTS_BURST` (default 200):
+    /// the token bucket of every authenticated request of an account; 0 switches it off.
+    pub requests: crate::ratelimit::BucketSpec,
+    /// `RATE_ORDERS_PER_MINUTE` (default 300) and `RATE_ORDERS_BURST` (default 50): the
+    /// token bucket of new and replaced orders of an account (REST and webhooks).
+    pub orders: crate::ratelimit::BucketSpec,
 }
 
 #[derive(Debug, thiserror::Error)]
 #[error("configuration: {0}")]
 pub struct ConfigError(String);
 
+/// The one reader of the process environment: every variable the platform knows is read
+/// here, through the section that owns it (`tests/config.rs` in this crate's tests fails
+/// on a second reader). Unset and empty are the same.
 fn var(name: &str) -> Option<String> {
-    std::env::var(name).ok().filter(|v| !v.is_empty())
+    std::env::var(name).ok().filter(|v| !v.trim().is_empty())
 }
 
+/// A variable parsed as `T`, `default` when unset; an unparsable value is an error naming
+/// the variable.
 fn parsed<T: FromStr>(name: &str, default: T) -> Result<T, ConfigError>
 where
     T::Err: std::fmt::Display,
@@ -89,9 +147,67 @@ where
     match var(name) {
         None => Ok(default),
         Some(v) => v
+            .trim()
             .parse()
             .map_err(|e| ConfigError(format!("{name}={v}: {e}"))),
     }
+}
+
+impl Default for RedisSettings {
+    /// The local Redis, no prefix: what an unset environment means.
+    fn default() -> Self {
+        RedisSettings {
+            url: "redis://127.0.0.1:6379/".into(),
+            key_prefix: String::new(),
+        }
+    }
+}
+
+impl RedisSettings {
+    pub fn from_env() -> RedisSettings {
+        let default = RedisSettings::default();
+        RedisSettings {
+            url: var("REDIS_URL").unwrap_or(default.url),
+            key_prefix: var("KEY_PREFIX").unwrap_or(default.key_prefix),
+        }
+    }
+}
+
+impl QueueSettings {
+    pub fn from_env() -> QueueSettings {
+        QueueSettings {
+            url: var("COMMANDS_QUEUE_URL"),
+        }
+    }
+}
+
+impl TradingSettings {
+    pub fn from_env() -> Result<TradingSettings, ConfigError> {
+        Ok(TradingSettings {
+            fee_bps: parsed("FEE_BPS", Decimal::TEN)?,
+            max_price_age_ms: parsed("MAX_PRICE_AGE_MS", 5_000)?,
+            initial_cash: parsed("INITIAL_CASH", Decimal::from(100_000))?,
+        })
+    }
+}
+
+impl ConnectionsSettings {
+    pub fn from_env() -> ConnectionsSettings {
+        ConnectionsSettings {
+            table: var("CONNECTIONS_TABLE").unwrap_or_else(|| "connections".into()),
+            management_url: var("WS_MANAGEMENT_URL"),
+        }
+    }
+}
+
+/// `DATABASE_URL`, the ledger's URL as given.
+fn database_url_var() -> Option<String> {
+    var("DATABASE_URL")
+}
+
+/// `LOG_FORMAT=json`: JSON log lines (CloudWatch); anything else, readable lines.
+pub fn log_format_json() -> bool {
+    var("LOG_FORMAT").as_deref() == Some("json")
 }
 
 impl Config {
@@ -100,41 +216,43 @@ impl Config {
     /// `DATABASE_SECRET_ARN` is set).
     pub async fn load() -> Result<Config, ConfigError> {
         let mut config = Config::from_env()?;
-        config.database_url = database_url_from_env().await?;
+        config.database.url = database_url_from_env().await?;
         Ok(config)
     }
 
-    /// The environment only, without AWS calls: `database_url` is `DATABASE_URL` as given.
+    /// The environment only, without AWS calls: the database URL is `DATABASE_URL` as given.
     pub fn from_env() -> Result<Config, ConfigError> {
         Ok(Config {
-            database_url: var("DATABASE_URL").unwrap_or_else(|| DEFAULT_DATABASE_URL.into()),
-            database_max_connections: parsed("DATABASE_MAX_CONNECTIONS", 5)?,
-            redis_url: var("REDIS_URL").unwrap_or_else(|| "redis://127.0.0.1:6379/".into()),
-            key_prefix: var("KEY_PREFIX").unwrap_or_default(),
-            queue_url: var("COMMANDS_QUEUE_URL").unwrap_or_default(),
-            fee_bps: parsed("FEE_BPS", Decimal::TEN)?,
-            max_price_age_ms: parsed("MAX_PRICE_AGE_MS", 5_000)?,
-            initial_cash: parsed("INITIAL_CASH", Decimal::from(100_000))?,
-            session_ttl_secs: parsed("SESSION_TTL_SECS", 86_400)?,
-            connections_table: var("CONNECTIONS_TABLE").unwrap_or_else(|| "connections".into()),
-            ws_max_connections_per_user: parsed("WS_MAX_CONNECTIONS_PER_USER", 5)?,
-            ws_max_symbols: parsed("WS_MAX_SYMBOLS", domain::realtime::DEFAULT_MAX_SYMBOLS)?,
-            rate_requests: crate::ratelimit::BucketSpec {
-                burst: parsed("RATE_REQUESTS_BURST", 200)?,
-                per_minute: parsed("RATE_REQUESTS_PER_MINUTE", 1200)?,
+            database: DatabaseSettings {
+                url: database_url_var().unwrap_or_else(|| DEFAULT_DATABASE_URL.into()),
+                max_connections: parsed("DATABASE_MAX_CONNECTIONS", 5)?,
             },
-            rate_orders: crate::ratelimit::BucketSpec {
-                burst: parsed("RATE_ORDERS_BURST", 50)?,
-                per_minute: parsed("RATE_ORDERS_PER_MINUTE", 300)?,
+            redis: RedisSettings::from_env(),
+            queue: QueueSettings::from_env(),
+            trading: TradingSettings::from_env()?,
+            sessions: SessionSettings {
+                ttl_secs: parsed("SESSION_TTL_SECS", 86_400)?,
+            },
+            connections: ConnectionsSettings::from_env(),
+            websocket: WebSocketLimits {
+                max_connections_per_user: parsed("WS_MAX_CONNECTIONS_PER_USER", 5)?,
+                max_symbols: parsed("WS_MAX_SYMBOLS", domain::realtime::DEFAULT_MAX_SYMBOLS)?,
+            },
+            rates: RateSettings {
+                requests: crate::ratelimit::BucketSpec {
+                    burst: parsed("RATE_REQUESTS_BURST", 200)?,
+                    per_minute: parsed("RATE_REQUESTS_PER_MINUTE", 1200)?,
+                },
+                orders: crate::ratelimit::BucketSpec {
+                    burst: parsed("RATE_ORDERS_BURST", 50)?,
+                    per_minute: parsed("RATE_ORDERS_PER_MINUTE", 300)?,
+                },
             },
         })
     }
 
     pub fn execution_params(&self) -> domain::engine::ExecutionParams {
-        domain::engine::ExecutionParams {
-            fee_bps: self.fee_bps,
-            max_price_age_ms: self.max_price_age_ms,
-        }
+        self.trading.execution_params()
     }
 }
 
@@ -193,12 +311,18 @@ const SECRETS_OPERATION_TIMEOUT: Duration = Duration::from_secs(5);
 
 impl DatabaseSource {
     /// `DATABASE_SECRET_ARN` set: a secret source with `DATABASE_HOST`, `DATABASE_PORT`,
-    /// `DATABASE_NAME` and `DATABASE_SSL_MODE`; otherwise `DATABASE_URL`.
+    /// `DATABASE_NAME` and `DATABASE_SSL_MODE`; otherwise `DATABASE_URL` (default the local
+    /// database).
     pub fn from_env() -> Result<DatabaseSource, ConfigError> {
+        Ok(Self::configured()?.unwrap_or_else(|| DatabaseSource::Url(DEFAULT_DATABASE_URL.into())))
+    }
+
+    /// As [`DatabaseSource::from_env`], but `None` when neither `DATABASE_URL` nor
+    /// `DATABASE_SECRET_ARN` is set: for tools and services that must not fall back to the
+    /// local default.
+    pub fn configured() -> Result<Option<DatabaseSource>, ConfigError> {
         let Some(secret_id) = var("DATABASE_SECRET_ARN") else {
-            return Ok(DatabaseSource::Url(
-                var("DATABASE_URL").unwrap_or_else(|| DEFAULT_DATABASE_URL.into()),
-            ));
+            return Ok(database_url_var().map(DatabaseSource::Url));
         };
         let port = match var("DATABASE_PORT") {
             None => None,
@@ -214,13 +338,13 @@ impl DatabaseSource {
                 SSL_MODES.join(", ")
             )));
         }
-        Ok(DatabaseSource::Secret(DatabaseSecretSource {
+        Ok(Some(DatabaseSource::Secret(DatabaseSecretSource {
             secret_id,
             host: var("DATABASE_HOST"),
             port,
             dbname: var("DATABASE_NAME"),
             ssl_mode,
-        }))
+        })))
     }
 
     /// The connection URL; fetches the secret with a client from the default AWS
@@ -547,10 +671,8 @@ mod tests {
             "failed for *** and ***"
         );
         assert_eq!(redact_url("postgres://host/db"), "postgres://host/db");
-        let config = Config {
-            database_url: url.into(),
-            ..Config::from_env().unwrap()
-        };
+        let mut config = Config::from_env().unwrap();
+        config.database.url = url.into();
         let shown = format!("{config:?}");
         assert!(shown.contains("ledger:***@host"), "{shown}");
         assert!(!shown.contains("p%40ss"), "{shown}");

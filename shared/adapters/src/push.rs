@@ -46,12 +46,10 @@ impl Pusher {
         }
     }
 
-    /// From `WS_MANAGEMENT_URL`; `None` when unset (no WebSocket API deployed).
-    pub fn from_env() -> Option<Pusher> {
-        std::env::var("WS_MANAGEMENT_URL")
-            .ok()
-            .filter(|u| !u.trim().is_empty())
-            .map(|u| Pusher::new(&u))
+    /// To the configured management endpoint; `None` when there is none (no WebSocket API
+    /// deployed).
+    pub fn configured(connections: &crate::config::ConnectionsSettings) -> Option<Pusher> {
+        connections.management_url.as_deref().map(Pusher::new)
     }
 
     pub fn endpoint(&self) -> &str {

@@ -7,7 +7,7 @@ pub fn init() {
         .with_env_filter(filter)
         .with_target(false);
     // Lambda sets AWS_LAMBDA_FUNCTION_NAME; the devstack does too, but local logs read better plain.
-    let result = if std::env::var("LOG_FORMAT").as_deref() == Ok("json") {
+    let result = if crate::config::log_format_json() {
         builder.json().without_time().try_init()
     } else {
         builder.try_init()

@@ -166,7 +166,7 @@ async fn place(deps: &Deps, webhook: &Webhook, text: &str) -> Result<Outcome, Ap
         account_id: webhook.account_id,
         via_session: false,
     };
-    crate::auth::take(deps, "orders", &principal, deps.config.rate_orders).await?;
+    crate::auth::take(deps, "orders", &principal, deps.config.rates.orders).await?;
     let coid = client_order_id(&webhook.id, &alert, text);
     // Target-position mode orders the difference from the position as the ledger has it.
     let current = if matches!(alert.size, domain::alert::AlertSize::TargetPosition(_)) {

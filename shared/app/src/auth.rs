@@ -68,12 +68,12 @@ pub async fn authenticate(deps: &Deps, credentials: &Credentials) -> Result<Prin
     let p = resolve(
         &deps.ledger,
         &deps.cache,
-        deps.config.session_ttl_secs,
+        deps.config.sessions.ttl_secs,
         credentials,
         MISSING,
     )
     .await?;
-    take(deps, "requests", &p, deps.config.rate_requests).await?;
+    take(deps, "requests", &p, deps.config.rates.requests).await?;
     Ok(p)
 }
 
@@ -109,7 +109,7 @@ pub async fn require_session(deps: &Deps, bearer: Option<String>) -> Result<Prin
             resolve(
                 &deps.ledger,
                 &deps.cache,
-                deps.config.session_ttl_secs,
+                deps.config.sessions.ttl_secs,
                 &Credentials::Session(token),
                 MISSING,
             )
@@ -185,7 +185,7 @@ pub async fn signup(
     let hash = hash_blocking(password).await?;
     match deps
         .ledger
-        .create_user(&email, &hash, deps.config.initial_cash)
+        .create_user(&email, &hash, deps.config.trading.initial_cash)
         .await
     {
         Ok((user_id, account_id)) => Ok(SignedUp {
@@ -247,7 +247,7 @@ pub async fn login(
     };
     deps.login_guard.record_success(subject, source_ip).await?;
     let token = random_secret();
-    let ttl = deps.config.session_ttl_secs;
+    let ttl = deps.config.sessions.ttl_secs;
     deps.cache
         .put_session(
             &digest(&token),

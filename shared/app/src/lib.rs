@@ -40,9 +40,9 @@ pub struct Deps {
 impl Deps {
     /// Builds clients without connecting: connections open on first use.
     pub fn from_config(config: Config) -> anyhow::Result<Deps> {
-        let ledger = Ledger::connect_lazy(&config.database_url, config.database_max_connections)?;
-        let cache = Cache::new(&config.redis_url, &config.key_prefix)?;
-        let queue = CommandQueue::new(&config.queue_url);
+        let ledger = Ledger::connect_lazy(&config.database.url, config.database.max_connections)?;
+        let cache = Cache::new(&config.redis.url, &config.redis.key_prefix)?;
+        let queue = CommandQueue::new(config.queue.url_or_empty());
         Ok(Deps::with(config, ledger, cache, queue)?)
     }
 
@@ -54,7 +54,7 @@ impl Deps {
         cache: Cache,
         queue: CommandQueue,
     ) -> Result<Deps, adapters::DependencyError> {
-        let limiter = RateLimiter::new(&config.redis_url, &config.key_prefix)?;
+        let limiter = RateLimiter::new(&config.redis.url, &config.redis.key_prefix)?;
         Ok(Deps {
             ledger,
             cache,

@@ -27,7 +27,7 @@ pub async fn place(
     p: &Principal,
     request: impl FnOnce() -> Result<OrderRequest, ApiError>,
 ) -> Result<Order, ApiError> {
-    take(deps, "orders", p, deps.config.rate_orders).await?;
+    take(deps, "orders", p, deps.config.rates.orders).await?;
     let request = request()?;
     let (valid, inst) = request.validate(deps.catalog)?;
     let order = NewOrder::new(p.account_id, valid, inst.asset_id, Utc::now());
@@ -135,7 +135,7 @@ pub async fn pre_trade_checks(deps: &Deps, order: &NewOrder) -> Result<(), ApiEr
         .quotes(&symbols)
         .await?
         .into_iter()
-        .filter(|(_, q)| q.is_fresh(now, deps.config.max_price_age_ms))
+        .filter(|(_, q)| q.is_fresh(now, deps.config.trading.max_price_age_ms))
         .collect();
     let touch = quotes.get(&order.symbol).map(|q| match order.side {
         Side::Buy => q.ask,
@@ -282,7 +282,7 @@ pub async fn replace(
     id: &str,
     patch: impl FnOnce() -> Result<ReplaceRequest, ApiError>,
 ) -> Result<Order, ApiError> {
-    take(deps, "orders", p, deps.config.rate_orders).await?;
+    take(deps, "orders", p, deps.config.rates.orders).await?;
     let order_id = parse_order_id(id)?;
     let patch = patch()?;
     let old = deps

@@ -58,8 +58,8 @@ pub async fn quiet_feed(tweak: impl FnOnce(&mut feed::Config)) -> feed::Feed {
     feed::spawn(config).await.unwrap()
 }
 
-pub fn ingest_config(feed: &feed::Feed, symbols: &[&str], prefix: &str) -> ingest::Config {
-    ingest::Config {
+pub fn ingest_config(feed: &feed::Feed, symbols: &[&str], prefix: &str) -> market_data::Config {
+    market_data::Config {
         binance_ws_url: feed.ws_base_url(),
         symbols: symbols.iter().map(|s| s.to_string()).collect(),
         redis_url: redis_url(),
@@ -68,7 +68,7 @@ pub fn ingest_config(feed: &feed::Feed, symbols: &[&str], prefix: &str) -> inges
         price_ttl_ms: 60_000,
         stats_interval_secs: 0,
         heartbeat_file: heartbeat_path(prefix),
-        ..ingest::Config::defaults()
+        ..market_data::Config::defaults()
     }
 }
 
@@ -247,7 +247,7 @@ impl Drop for KeyWatch {
 #[derive(Clone, Default)]
 pub struct Recorder(pub Arc<Mutex<Vec<(i64, domain::quote::Quote)>>>);
 
-impl ingest::FlushHook for Recorder {
+impl market_data::FlushHook for Recorder {
     fn on_flush(&mut self, quotes: &[domain::quote::Quote]) {
         let now = now_ms();
         let mut v = self.0.lock().unwrap();

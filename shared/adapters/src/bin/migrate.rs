@@ -5,7 +5,7 @@
 
 use std::time::Duration;
 
-use adapters::config::{database_url_from_env, redact_url};
+use adapters::config::{redact_url, DatabaseSource};
 
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
 
@@ -14,12 +14,10 @@ async fn main() -> anyhow::Result<()> {
     adapters::telemetry::init();
     // Without either variable the config's local default would apply; migrating a database
     // nobody named is a mistake here.
-    if std::env::var_os("DATABASE_URL").is_none()
-        && std::env::var_os("DATABASE_SECRET_ARN").is_none()
-    {
+    let Some(source) = DatabaseSource::configured()? else {
         anyhow::bail!("neither DATABASE_URL nor DATABASE_SECRET_ARN is set");
-    }
-    let url = database_url_from_env().await?;
+    };
+    let url = source.resolve().await?;
     let version = adapters::schema::apply_migrations(&url, CONNECT_TIMEOUT).await?;
     tracing::info!(database = %redact_url(&url), version, "migrations applied");
     Ok(())

@@ -35,9 +35,13 @@
 //! the connection dropped from the index. Other failures: the content is pending again and
 //! retried after 100 ms · 2^(n−1), at most 5 s. The flush hook only copies the quotes into a
 //! channel; nothing here ever delays a flush.
+//!
+//! One of the three services the `ingest` task runs. Depends on `domain`, `adapters` and
+//! `market_data` (for the [`market_data::tap::QuoteFeed`] of flushed quotes); never on a
+//! function crate.
 
 pub mod plan;
 pub mod run;
 
 pub use plan::{Fanout, Outcome, Outgoing};
-pub use run::{spawn, spawn_from_env, FanoutConfig, FanoutCounts, FanoutHandle, FanoutStats};
+pub use run::{spawn, FanoutArgs, FanoutConfig, FanoutCounts, FanoutHandle, FanoutStats};

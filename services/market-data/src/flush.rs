@@ -272,7 +272,7 @@ pub async fn run(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::triggers::quote_channel;
+    use crate::tap::quote_channel;
 
     #[test]
     fn hooks_each_see_every_flush() {

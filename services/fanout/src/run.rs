@@ -28,8 +28,9 @@ use tokio::sync::oneshot;
 use tokio::task::{JoinHandle, JoinSet};
 use tokio::time::MissedTickBehavior;
 
-use super::plan::{Fanout, Outcome, Outgoing};
-use crate::triggers::{quote_channel, FlushTap};
+use crate::plan::{Fanout, Outcome, Outgoing};
+use adapters::config::{ConnectionsSettings, RedisSettings};
+use market_data::tap::{quote_channel, FlushTap, QuoteFeed};
 
 /// A 410 this soon after `connected_at` means the handshake has not completed yet (the
 /// connection was announced from inside `$connect`), not that the client left.
@@ -91,37 +92,46 @@ impl FanoutConfig {
         }
     }
 
-    /// From the ingest configuration and `CONNECTIONS_TABLE`, `WS_MANAGEMENT_URL`,
-    /// `FANOUT_CONCURRENCY`, `FANOUT_RESCAN_SECS`. `None` (fan-out off, logged) unless both
-    /// the table and the endpoint are set.
-    pub fn from_env(config: &crate::Config) -> anyhow::Result<Option<FanoutConfig>> {
-        use crate::{env_num as num, env_var as var};
-        let (table, url) = match (var("CONNECTIONS_TABLE"), var("WS_MANAGEMENT_URL")) {
-            (Some(t), Some(u)) => (t, u),
-            (t, u) => {
-                let missing: Vec<&str> = [
-                    t.is_none().then_some("CONNECTIONS_TABLE"),
-                    u.is_none().then_some("WS_MANAGEMENT_URL"),
-                ]
-                .into_iter()
-                .flatten()
-                .collect();
-                tracing::warn!(missing = %missing.join(", "),
-                    "WebSocket fan-out is off: prices and PnL will not be pushed to clients");
-                return Ok(None);
-            }
+    /// From the configuration sections: the shared Redis and connections ones, this
+    /// service's own [`FanoutArgs`], and the market data's pace (`flush_interval_ms` for the
+    /// tick, `stats_interval_secs` for the `fanout stats` line, 0 = never). `None` (fan-out
+    /// off, logged) without a management endpoint (`WS_MANAGEMENT_URL`).
+    pub fn from_sections(
+        redis: &RedisSettings,
+        connections: &ConnectionsSettings,
+        args: &FanoutArgs,
+        flush_interval_ms: u64,
+        stats_interval_secs: u64,
+    ) -> anyhow::Result<Option<FanoutConfig>> {
+        let Some(url) = connections.management_url.as_deref() else {
+            tracing::warn!(
+                missing = "WS_MANAGEMENT_URL",
+                "WebSocket fan-out is off: prices and PnL will not be pushed to clients"
+            );
+            return Ok(None);
         };
-        let mut cfg = FanoutConfig::new(&config.redis_url, &config.key_prefix, &table, &url);
-        cfg.tick = Duration::from_millis(config.flush_interval_ms.max(1));
-        cfg.concurrency = num("FANOUT_CONCURRENCY", DEFAULT_CONCURRENCY)?;
-        cfg.rescan_every = Duration::from_secs(num("FANOUT_RESCAN_SECS", DEFAULT_RESCAN_SECS)?);
-        cfg.stats_every = (config.stats_interval_secs > 0)
-            .then(|| Duration::from_secs(config.stats_interval_secs));
+        let mut cfg = FanoutConfig::new(&redis.url, &redis.key_prefix, &connections.table, url);
+        cfg.tick = Duration::from_millis(flush_interval_ms.max(1));
+        cfg.concurrency = args.fanout_concurrency;
+        cfg.rescan_every = Duration::from_secs(args.fanout_rescan_secs);
+        cfg.stats_every =
+            (stats_interval_secs > 0).then(|| Duration::from_secs(stats_interval_secs));
         if cfg.concurrency == 0 || cfg.rescan_every.is_zero() {
             anyhow::bail!("FANOUT_CONCURRENCY and FANOUT_RESCAN_SECS must be > 0");
         }
         Ok(Some(cfg))
     }
+}
+
+/// The fan-out section of the ingest command line (flattened into the `ingest` binary's).
+#[derive(Debug, Clone, clap::Args)]
+pub struct FanoutArgs {
+    /// Posts in flight at once.
+    #[arg(long, env = "FANOUT_CONCURRENCY", default_value_t = DEFAULT_CONCURRENCY)]
+    pub fanout_concurrency: usize,
+    /// Periodic re-scan of the connection table, in seconds.
+    #[arg(long, env = "FANOUT_RESCAN_SECS", default_value_t = DEFAULT_RESCAN_SECS)]
+    pub fanout_rescan_secs: u64,
 }
 
 macro_rules! counters {
@@ -293,15 +303,6 @@ pub fn spawn(cfg: FanoutConfig) -> anyhow::Result<FanoutHandle> {
     })
 }
 
-/// Starts the fan-out from the environment ([`FanoutConfig::from_env`]); `None` when it is
-/// off.
-pub fn spawn_from_env(config: &crate::Config) -> anyhow::Result<Option<FanoutHandle>> {
-    match FanoutConfig::from_env(config)? {
-        Some(cfg) => spawn(cfg).map(Some),
-        None => Ok(None),
-    }
-}
-
 struct Pushed {
     id: Arc<str>,
     generation: u64,
@@ -337,11 +338,7 @@ struct Runner {
 }
 
 impl Runner {
-    async fn run(
-        mut self,
-        mut quotes: UnboundedReceiver<Vec<Quote>>,
-        mut events: UnboundedReceiver<Event>,
-    ) {
+    async fn run(mut self, mut quotes: QuoteFeed, mut events: UnboundedReceiver<Event>) {
         let mut tick = tokio::time::interval(self.cfg.tick);
         tick.set_missed_tick_behavior(MissedTickBehavior::Delay);
         let stats_every = self.cfg.stats_every;
@@ -351,15 +348,10 @@ impl Runner {
         stats_tick.tick().await;
         loop {
             tokio::select! {
-                batch = quotes.recv() => {
-                    let Some(mut all) = batch else { break };
-                    let mut batches = 1;
-                    while let Ok(more) = quotes.try_recv() {
-                        all.extend(more);
-                        batches += 1;
-                    }
-                    self.stats.quote_batches.fetch_add(batches, Relaxed);
-                    self.fanout.on_quotes(&all);
+                flushed = quotes.next_merged() => {
+                    let Some(flushed) = flushed else { break };
+                    self.stats.quote_batches.fetch_add(flushed.batches, Relaxed);
+                    self.fanout.on_quotes(&flushed.quotes);
                     self.plan();
                 }
                 _ = tick.tick() => {

@@ -1,13 +1,17 @@
-//! `ingest`: Binance combined stream → latest quote per symbol → Redis every flush interval.
+//! Market data: Binance combined stream → latest quote per symbol → Redis every flush
+//! interval, and the [`tap`] through which the trigger engine and the WebSocket fan-out
+//! follow the flushed quotes. One of the three services the `ingest` task runs.
+//!
+//! Depends on `domain` and `adapters` (the Redis connection and key names, the configuration
+//! sections); never on a function crate or on the other services.
 //!
 //! - [`parse`]: borrowed, allocation-free parsing of bookTicker and trade messages (and
 //!   `serverShutdown` events).
 //! - [`book`]: latest bid/ask/last per symbol plus a dirty set (coalescing).
 //! - [`flush`]: pipelined Redis writer with TTL; outages are logged and retried; stale
 //!   markers; the [`flush::FlushHook`] that sees every flush.
-//! - [`triggers`]: resting orders crossed by the flushed prices → SQS.
-//! - [`fanout`]: the flushed prices and live PnL → WebSocket clients (PostToConnection),
-//!   at most one message per connection per flush and per its `max_rate_ms`.
+//! - [`tap`]: the flush hook that copies every flush to a consumer (the `triggers` and
+//!   `fanout` services).
 //! - [`stream`]: WebSocket client: pings answered, connections rotated without a gap (max
 //!   age, `serverShutdown`, stall), jittered exponential backoff after a loss.
 //! - [`health`]: the heartbeat file behind `ingest health`, and the `ingest
@@ -54,49 +58,30 @@
 //!   value `$.fields.price_age_ms`.
 
 pub mod book;
-pub mod fanout;
 pub mod flush;
 pub mod health;
 pub mod parse;
 pub mod stream;
-pub mod triggers;
+pub mod tap;
 
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
-use clap::Parser;
+use adapters::config::RedisSettings;
 use tokio::sync::{mpsc, oneshot};
 use tokio::task::JoinHandle;
-
-/// An environment variable, `None` when unset or blank.
-pub(crate) fn env_var(name: &str) -> Option<String> {
-    std::env::var(name).ok().filter(|v| !v.trim().is_empty())
-}
-
-/// A numeric environment variable, `default` when unset; an unparsable value is an error
-/// naming the variable.
-pub(crate) fn env_num<T: std::str::FromStr>(name: &str, default: T) -> anyhow::Result<T>
-where
-    T::Err: std::fmt::Display,
-{
-    match env_var(name) {
-        None => Ok(default),
-        Some(v) => v
-            .trim()
-            .parse()
-            .map_err(|e| anyhow::anyhow!("{name}={v}: {e}")),
-    }
-}
 
 /// Locks a mutex, ignoring poisoning (no critical section leaves the book half-updated).
 pub(crate) fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
     m.lock().unwrap_or_else(|e| e.into_inner())
 }
 
-/// Configuration, from the environment (or flags).
-#[derive(Debug, Clone, Parser)]
-#[command(name = "ingest", version, about)]
+/// The market-data section of the ingest configuration, from the environment (or flags):
+/// flattened into the `ingest` binary's command line. Redis comes from the shared
+/// [`RedisSettings`] section (filled in by the binary), so `REDIS_URL` and `KEY_PREFIX` are
+/// read in one place for every process.
+#[derive(Debug, Clone, clap::Args)]
 pub struct Config {
     /// Base URL of a Binance-compatible WebSocket API; `/stream?streams=...` is appended.
     #[arg(
@@ -113,10 +98,12 @@ pub struct Config {
         default_value = "BTCUSDT,ETHUSDT"
     )]
     pub symbols: Vec<String>,
-    #[arg(long, env = "REDIS_URL", default_value = "redis://127.0.0.1:6379")]
+    /// `REDIS_URL` of the [`RedisSettings`] section.
+    #[arg(skip)]
     pub redis_url: String,
-    /// Prefix of every Redis key (`{KEY_PREFIX}px:{SYMBOL}`).
-    #[arg(long, env = "KEY_PREFIX", default_value = "")]
+    /// Prefix of every Redis key (`{KEY_PREFIX}px:{SYMBOL}`), of the [`RedisSettings`]
+    /// section.
+    #[arg(skip)]
     pub key_prefix: String,
     #[arg(long, env = "FLUSH_INTERVAL_MS", default_value_t = 100)]
     pub flush_interval_ms: u64,
@@ -144,16 +131,6 @@ pub struct Config {
     /// (0 = never).
     #[arg(long, env = "HEARTBEAT_INTERVAL_SECS", default_value_t = 10)]
     pub heartbeat_interval_secs: u64,
-    /// Without a command: run.
-    #[command(subcommand)]
-    pub command: Option<Command>,
-}
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::Subcommand)]
-pub enum Command {
-    /// The container health check: exit 0 when the heartbeat file is at most
-    /// HEALTH_MAX_AGE_SECS old, 1 otherwise (printing why); nothing else is started.
-    Health,
 }
 
 /// Where the heartbeat file is unless `HEARTBEAT_FILE` says otherwise.
@@ -162,11 +139,12 @@ pub const DEFAULT_HEARTBEAT_FILE: &str = "/tmp/ingest-heartbeat";
 impl Config {
     /// Defaults, as if no environment variable were set.
     pub fn defaults() -> Self {
+        let redis = RedisSettings::default();
         Self {
             binance_ws_url: "wss://stream.binance.com:9443".into(),
             symbols: vec!["BTCUSDT".into(), "ETHUSDT".into()],
-            redis_url: "redis://127.0.0.1:6379".into(),
-            key_prefix: String::new(),
+            redis_url: redis.url,
+            key_prefix: redis.key_prefix,
             flush_interval_ms: 100,
             price_ttl_ms: 60_000,
             stats_interval_secs: 60,
@@ -175,8 +153,14 @@ impl Config {
             heartbeat_file: DEFAULT_HEARTBEAT_FILE.into(),
             health_max_age_secs: 15,
             heartbeat_interval_secs: 10,
-            command: None,
         }
+    }
+
+    /// With the shared Redis section.
+    pub fn with_redis(mut self, redis: &RedisSettings) -> Self {
+        self.redis_url = redis.url.clone();
+        self.key_prefix = redis.key_prefix.clone();
+        self
     }
 
     pub fn validate(&self) -> anyhow::Result<()> {

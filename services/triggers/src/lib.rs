@@ -20,12 +20,16 @@
 //! A fired order is not fired again for `cooldown_ms` (the executor normally fills it and
 //! removes it before that). A send that fails is counted and logged, never fatal: the order
 //! fires again after the cooldown if the price still crosses it.
+//!
+//! One of the three services the `ingest` task runs. Depends on `domain`, `adapters` and
+//! `market_data` (for the [`QuoteFeed`] of flushed quotes); never on a function crate.
 
 use std::future::Future;
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use adapters::config::{DatabaseSource, QueueSettings, RedisSettings, TradingSettings};
 use adapters::error::DependencyError;
 use adapters::ledger::Ledger;
 use adapters::queue::CommandQueue;
@@ -35,7 +39,8 @@ use domain::quote::Quote;
 use domain::trigger::Watch;
 use domain::trigger_index::{Fired, FiredKind, TriggerIndex, DEFAULT_COOLDOWN_MS};
 use futures_util::future::BoxFuture;
-use tokio::sync::mpsc::{self, UnboundedReceiver, UnboundedSender};
+
+pub use market_data::tap::{quote_channel, FlushTap, QuoteFeed};
 
 /// SendMessageBatch calls in flight at once (ten commands each).
 const SEND_CONCURRENCY: usize = 8;
@@ -49,7 +54,7 @@ pub struct TriggerConfig {
     /// `KEY_PREFIX`: prefix of every Redis key.
     pub key_prefix: String,
     /// The ledger the index is rebuilt from (none: no rebuilds): `DATABASE_URL`, or on AWS
-    /// the URL built from the `DATABASE_SECRET_ARN` secret (see [`database_url_from_env`]).
+    /// the URL built from the `DATABASE_SECRET_ARN` secret (see [`spawn_configured`]).
     pub database_url: Option<String>,
     /// `COMMANDS_QUEUE_URL`: the SQS FIFO queue commands go to (none: no triggers).
     pub queue_url: Option<String>,
@@ -75,24 +80,36 @@ impl TriggerConfig {
         }
     }
 
-    /// From the environment variables named on the fields, without AWS calls:
-    /// `database_url` is `DATABASE_URL` as given ([`spawn_from_env`] resolves the secret).
-    pub fn from_env() -> anyhow::Result<TriggerConfig> {
-        use crate::{env_num as num, env_var as var};
-        let mut cfg = TriggerConfig::new(
-            &var("REDIS_URL").unwrap_or_else(|| "redis://127.0.0.1:6379".into()),
-            &var("KEY_PREFIX").unwrap_or_default(),
-        );
-        cfg.database_url = var("DATABASE_URL");
-        cfg.queue_url = var("COMMANDS_QUEUE_URL");
-        cfg.cooldown_ms = num("TRIGGER_COOLDOWN_MS", DEFAULT_COOLDOWN_MS)?;
-        cfg.rebuild_check_ms = num("TRIGGER_REBUILD_CHECK_MS", 1_000u64)?;
-        cfg.max_quote_age_ms = Some(num("MAX_PRICE_AGE_MS", 5_000i64)?);
+    /// From the configuration sections: the shared Redis, queue and trading ones and this
+    /// service's own [`TriggerArgs`]. The database URL is resolved by the caller.
+    pub fn from_sections(
+        redis: &RedisSettings,
+        queue: &QueueSettings,
+        trading: &TradingSettings,
+        args: &TriggerArgs,
+    ) -> anyhow::Result<TriggerConfig> {
+        let mut cfg = TriggerConfig::new(&redis.url, &redis.key_prefix);
+        cfg.queue_url = queue.url.clone();
+        cfg.cooldown_ms = args.trigger_cooldown_ms;
+        cfg.rebuild_check_ms = args.trigger_rebuild_check_ms;
+        cfg.max_quote_age_ms = Some(trading.max_price_age_ms);
         if cfg.rebuild_check_ms == 0 {
             anyhow::bail!("TRIGGER_REBUILD_CHECK_MS must be > 0");
         }
         Ok(cfg)
     }
+}
+
+/// The trigger section of the ingest command line (flattened into the `ingest` binary's).
+#[derive(Debug, Clone, clap::Args)]
+pub struct TriggerArgs {
+    /// A fired order is not fired again sooner, in milliseconds.
+    #[arg(long, env = "TRIGGER_COOLDOWN_MS", default_value_t = DEFAULT_COOLDOWN_MS)]
+    pub trigger_cooldown_ms: i64,
+    /// How often the runner checks the Redis copy, expires `day` orders without quotes, and
+    /// saves moved trailing marks, in milliseconds.
+    #[arg(long, env = "TRIGGER_REBUILD_CHECK_MS", default_value_t = 1_000)]
+    pub trigger_rebuild_check_ms: u64,
 }
 
 /// Where trigger and expire commands go: the SQS FIFO queue, or anything else in tests.
@@ -206,34 +223,6 @@ impl TriggerStats {
     }
 }
 
-/// The flusher's end of the quote channel: hands every flushed batch to the runner.
-#[derive(Debug, Clone)]
-pub struct FlushTap {
-    tx: UnboundedSender<Vec<Quote>>,
-}
-
-impl FlushTap {
-    /// Sends a copy of the quotes just flushed (nothing when the runner is gone).
-    pub fn on_flush(&mut self, quotes: &[Quote]) {
-        if !quotes.is_empty() {
-            let _ = self.tx.send(quotes.to_vec());
-        }
-    }
-}
-
-impl crate::flush::FlushHook for FlushTap {
-    fn on_flush(&mut self, quotes: &[Quote]) {
-        FlushTap::on_flush(self, quotes)
-    }
-}
-
-/// The channel from the flusher to the runner. The runner drains whatever queued up before
-/// each evaluation, so a slow send never lets batches pile up for long.
-pub fn quote_channel() -> (FlushTap, UnboundedReceiver<Vec<Quote>>) {
-    let (tx, rx) = mpsc::unbounded_channel();
-    (FlushTap { tx }, rx)
-}
-
 struct Runner<S> {
     index: WatchIndex,
     loader: Option<WatchLoader>,
@@ -270,7 +259,7 @@ pub async fn run<S: CommandSink>(
     index: WatchIndex,
     loader: Option<WatchLoader>,
     sink: S,
-    mut quotes: UnboundedReceiver<Vec<Quote>>,
+    mut quotes: QuoteFeed,
     stats: Arc<TriggerStats>,
 ) {
     let check_every = Duration::from_millis(cfg.rebuild_check_ms.max(1));
@@ -295,16 +284,11 @@ pub async fn run<S: CommandSink>(
     tick.tick().await;
     loop {
         tokio::select! {
-            batch = quotes.recv() => {
-                let Some(mut all) = batch else { break };
-                let mut batches = 1;
-                while let Ok(more) = quotes.try_recv() {
-                    all.extend(more);
-                    batches += 1;
-                }
-                runner.stats.quote_batches.fetch_add(batches, Relaxed);
+            flushed = quotes.next_merged() => {
+                let Some(flushed) = flushed else { break };
+                runner.stats.quote_batches.fetch_add(flushed.batches, Relaxed);
                 runner.sync().await;
-                runner.evaluate(&all).await;
+                runner.evaluate(&flushed.quotes).await;
             }
             _ = tick.tick() => {
                 runner.sync().await;
@@ -502,29 +486,27 @@ impl<S: CommandSink> Runner<S> {
     }
 }
 
-/// The ledger's URL for rebuilds: with `DATABASE_SECRET_ARN` set (AWS), built from that
-/// secret ([`adapters::config::database_url_from_env`]: one Secrets Manager call, an error
-/// when it fails, so a broken deployment fails at start rather than when a rebuild is
-/// needed); else `DATABASE_URL`; `None` when neither is set.
-pub async fn database_url_from_env() -> anyhow::Result<Option<String>> {
-    if crate::env_var("DATABASE_SECRET_ARN").is_none() && crate::env_var("DATABASE_URL").is_none() {
-        return Ok(None);
-    }
-    Ok(Some(adapters::config::database_url_from_env().await?))
-}
-
-/// Starts the trigger engine from the environment ([`TriggerConfig::from_env`]): the hook to
-/// give the flusher, and the runner's counters. Without `COMMANDS_QUEUE_URL` there is nowhere
-/// to send triggers, so the engine is off (prices alone, as a price-only deployment wants);
-/// without a database ([`database_url_from_env`]) a lost index cannot be rebuilt, which is
-/// logged.
-pub async fn spawn_from_env() -> anyhow::Result<Option<(FlushTap, Arc<TriggerStats>)>> {
-    let mut cfg = TriggerConfig::from_env()?;
+/// Starts the trigger engine from its configuration: the hook to give the flusher, and the
+/// runner's counters. Without `COMMANDS_QUEUE_URL` there is nowhere to send triggers, so the
+/// engine is off (prices alone, as a price-only deployment wants). `database` is the
+/// ledger the index is rebuilt from: with `DATABASE_SECRET_ARN` (AWS) the URL is built from
+/// that secret here, one Secrets Manager call whose failure fails the start (a broken
+/// deployment fails now rather than when a rebuild is needed); without a database a lost
+/// index cannot be rebuilt, which is logged. `stats_every` paces the `trigger stats` line
+/// (`None`: never).
+pub async fn spawn_configured(
+    mut cfg: TriggerConfig,
+    database: Option<&DatabaseSource>,
+    stats_every: Option<Duration>,
+) -> anyhow::Result<Option<(FlushTap, Arc<TriggerStats>)>> {
     let Some(queue_url) = cfg.queue_url.clone() else {
         tracing::warn!("COMMANDS_QUEUE_URL is not set: resting orders will not be triggered");
         return Ok(None);
     };
-    cfg.database_url = database_url_from_env().await?;
+    cfg.database_url = match database {
+        Some(source) => Some(source.resolve().await?),
+        None => None,
+    };
     let index = WatchIndex::new(&cfg.redis_url, &cfg.key_prefix)?;
     let loader = match cfg.database_url.as_deref() {
         Some(url) => Some(ledger_loader(Ledger::connect_lazy(url, 2)?)),
@@ -545,14 +527,10 @@ pub async fn spawn_from_env() -> anyhow::Result<Option<(FlushTap, Arc<TriggerSta
         quotes,
         stats.clone(),
     ));
-    let every = std::env::var("STATS_INTERVAL_SECS")
-        .ok()
-        .and_then(|v| v.trim().parse::<u64>().ok())
-        .unwrap_or(60);
-    if every > 0 {
+    if let Some(every) = stats_every {
         let counters = stats.clone();
         tokio::spawn(async move {
-            let mut tick = tokio::time::interval(Duration::from_secs(every));
+            let mut tick = tokio::time::interval(every);
             tick.tick().await;
             loop {
                 tick.tick().await;
@@ -571,26 +549,4 @@ pub async fn spawn_from_env() -> anyhow::Result<Option<(FlushTap, Arc<TriggerSta
         });
     }
     Ok(Some((tap, stats)))
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[tokio::test]
-    async fn the_tap_hands_over_copies_of_non_empty_flushes() {
-        let (mut tap, mut rx) = quote_channel();
-        let q = Quote {
-            symbol: "BTCUSDT".into(),
-            bid: "1".parse().unwrap(),
-            ask: "2".parse().unwrap(),
-            last: None,
-            ts: 1,
-        };
-        tap.on_flush(&[]);
-        tap.on_flush(std::slice::from_ref(&q));
-        assert_eq!(rx.recv().await, Some(vec![q]));
-        drop(tap);
-        assert_eq!(rx.recv().await, None);
-    }
 }
