@@ -147,7 +147,7 @@ async fn place_without_send(deps: &Deps, req: &Request) -> Result<Response<Body>
     let (valid, inst) = request.validate(deps.catalog)?;
     let order = NewOrder::new(p.account_id, valid, inst.asset_id, Utc::now());
     if let Some(existing) = deps.ledger.order(order.account_id, order.id).await? {
-        return Ok(rest::json(200, &existing.to_alpaca_json()));
+        return Ok(rest::json(200, &alpaca::order_json(&existing)));
     }
     app::orders::pre_trade_checks(deps, &order).await?;
     match deps.cache.put_pending_order(&order).await? {
@@ -160,7 +160,7 @@ async fn place_without_send(deps: &Deps, req: &Request) -> Result<Response<Body>
         .pending_order(order.account_id, order.id)
         .await?
         .unwrap_or(order);
-    Ok(rest::json(200, &stored.pending().to_alpaca_json()))
+    Ok(rest::json(200, &alpaca::order_json(&stored.pending())))
 }
 
 async fn run() -> String {

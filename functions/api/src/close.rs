@@ -2,6 +2,7 @@
 //! `DELETE /v2/positions` (every position, optionally canceling open orders first); the use
 //! cases are `app::close`.
 
+use alpaca::order_json;
 use app::close::CloseAmount;
 use app::ApiError;
 use domain::decimal::parse_decimal;
@@ -12,7 +13,6 @@ use rust_decimal::Decimal;
 use serde_json::json;
 
 use crate::auth::authenticate;
-use crate::orders::alpaca_order;
 use crate::Deps;
 use rest::{json, query, query_bool};
 
@@ -34,7 +34,7 @@ pub async fn close(deps: &Deps, req: &Request, symbol: &str) -> Result<Response<
         })
     };
     let order = app::close::close(deps, p.account_id, symbol, amount).await?;
-    Ok(json(200, &alpaca_order(&order)))
+    Ok(json(200, &order_json(&order)))
 }
 
 /// `DELETE /v2/positions?cancel_orders=true|false` → 207 with one `{symbol, status, body}`
@@ -48,7 +48,9 @@ pub async fn close_all(deps: &Deps, req: &Request) -> Result<Response<Body>, Api
     let results = closes
         .iter()
         .map(|c| match &c.outcome {
-            Ok(o) => json!({"symbol": c.symbol, "status": 200, "order_id": o.id, "body": alpaca_order(o)}),
+            Ok(o) => {
+                json!({"symbol": c.symbol, "status": 200, "order_id": o.id, "body": order_json(o)})
+            }
             Err(e) => json!({"symbol": c.symbol, "status": e.status, "body": {
                 "code": e.status, "reason": e.code, "message": format!("{}: {}", e.code, e.message),
                 "symbol": c.symbol, "existing_qty": domain::decimal::to_text(&c.held),

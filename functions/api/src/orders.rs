@@ -3,9 +3,10 @@
 //! `app::orders`; this module reads the requests and writes Alpaca's JSON.
 
 use adapters::ledger::{OrderQuery, StatusFilter};
+use alpaca::order_json;
 use app::orders::ReplaceRequest;
 use app::ApiError;
-use domain::order::{Order, OrderRequest};
+use domain::order::OrderRequest;
 use lambda_http::{Body, Request, Response};
 use serde_json::Value;
 
@@ -16,24 +17,19 @@ use rest::{
     query_time,
 };
 
-/// An order as Alpaca's Trading API shows it.
-pub fn alpaca_order(o: &Order) -> Value {
-    o.to_alpaca_json()
-}
-
 /// `POST /v2/orders` → 200 with the order in `pending_new` (or the existing order for a
 /// repeated `client_order_id` with the same parameters; 422 for different parameters).
 pub async fn place(deps: &Deps, req: &Request) -> Result<Response<Body>, ApiError> {
     let p = authenticate(deps, req).await?;
     let order = app::orders::place(deps, &p, || json_body::<OrderRequest>(req)).await?;
-    Ok(json(200, &alpaca_order(&order)))
+    Ok(json(200, &order_json(&order)))
 }
 
 /// `GET /v2/orders/{id}`: another account's order is as absent as a missing one (404).
 pub async fn get(deps: &Deps, req: &Request, id: &str) -> Result<Response<Body>, ApiError> {
     let p = authenticate(deps, req).await?;
     let order = app::orders::get(deps, p.account_id, id).await?;
-    Ok(json(200, &alpaca_order(&order)))
+    Ok(json(200, &order_json(&order)))
 }
 
 /// `GET /v2/orders:by_client_order_id?client_order_id=…`
@@ -41,7 +37,7 @@ pub async fn by_client_order_id(deps: &Deps, req: &Request) -> Result<Response<B
     let p = authenticate(deps, req).await?;
     let coid = query(req, "client_order_id");
     let order = app::orders::by_client_order_id(deps, p.account_id, coid).await?;
-    Ok(json(200, &alpaca_order(&order)))
+    Ok(json(200, &order_json(&order)))
 }
 
 /// `GET /v2/orders?status=open|closed|all&limit=&after=&until=&direction=&symbols=`
@@ -76,7 +72,7 @@ pub async fn list(deps: &Deps, req: &Request) -> Result<Response<Body>, ApiError
     let orders = app::orders::list(deps, p.account_id, &q).await?;
     Ok(json(
         200,
-        &Value::Array(orders.iter().map(alpaca_order).collect()),
+        &Value::Array(orders.iter().map(order_json).collect()),
     ))
 }
 
@@ -92,7 +88,7 @@ pub async fn cancel(deps: &Deps, req: &Request, id: &str) -> Result<Response<Bod
 pub async fn replace(deps: &Deps, req: &Request, id: &str) -> Result<Response<Body>, ApiError> {
     let p = authenticate(deps, req).await?;
     let order = app::orders::replace(deps, &p, id, || json_body::<ReplaceRequest>(req)).await?;
-    Ok(json(200, &alpaca_order(&order)))
+    Ok(json(200, &order_json(&order)))
 }
 
 /// `DELETE /v2/orders`: cancels every open order; 207 with one `{id, status, body}` per order,
@@ -102,7 +98,7 @@ pub async fn cancel_all(deps: &Deps, req: &Request) -> Result<Response<Body>, Ap
     let canceled = app::orders::cancel_open_orders(deps, p.account_id).await?;
     let results = canceled
         .iter()
-        .map(|o| serde_json::json!({"id": o.id, "status": 200, "body": alpaca_order(o)}))
+        .map(|o| serde_json::json!({"id": o.id, "status": 200, "body": order_json(o)}))
         .collect();
     Ok(json(207, &Value::Array(results)))
 }

@@ -8,10 +8,10 @@
 use adapters::webhooks::{Delivery, Webhook};
 use app::webhooks::CreateWebhook;
 use app::ApiError;
-use domain::alert::{template_with_passphrase, TEMPLATES};
 use lambda_http::{Body, Request, RequestExt, Response};
 use rest::{header, json, no_content, optional_json_body, query_int};
 use serde_json::{json, Value};
+use tradingview::{template_with_passphrase, TEMPLATES};
 
 use crate::auth::authenticate;
 use crate::Deps;

@@ -10,8 +10,9 @@ use std::collections::HashMap;
 
 use adapters::ledger::BatchResult;
 use adapters::push::{PushError, Pusher};
+use alpaca::{trade_updates, FillEvent};
 use domain::order::Side;
-use domain::realtime::{order_message, trade_updates, ConnectionChange, FillEvent};
+use domain::realtime::{order_message, ConnectionChange};
 use futures_util::future::join_all;
 use rust_decimal::Decimal;
 use uuid::Uuid;

@@ -86,7 +86,7 @@ async fn scripted_quotes_land_in_redis_exactly() {
         .get_multiplexed_async_connection()
         .await
         .unwrap();
-    let btc_key = domain::quote::price_key(&prefix, "BTCUSDT");
+    let btc_key = adapters::keyspace::Keyspace::new(&prefix).price("BTCUSDT");
 
     // Replayed data arrives first.
     let replayed = wait_for(&mut conn, &btc_key, |v| v["bid"].is_string()).await;
@@ -122,7 +122,7 @@ async fn scripted_quotes_land_in_redis_exactly() {
         r#"{"symbol":"SOLUSDT","bid":145.1200,"ask":"145.13","last":"145.125"}"#,
     )
     .await;
-    let sol_key = domain::quote::price_key(&prefix, "SOLUSDT");
+    let sol_key = adapters::keyspace::Keyspace::new(&prefix).price("SOLUSDT");
     let v = wait_for(&mut conn, &sol_key, |v| v["bid"] == "145.12").await;
     assert_eq!(v["ask"], "145.13");
     assert_eq!(v["last"], "145.125");
@@ -176,7 +176,7 @@ async fn reconnects_after_the_feed_goes_away() {
         .get_multiplexed_async_connection()
         .await
         .unwrap();
-    let key = domain::quote::price_key(&prefix, "ETHUSDT");
+    let key = adapters::keyspace::Keyspace::new(&prefix).price("ETHUSDT");
     post_quote(
         &feed,
         r#"{"symbol":"ETHUSDT","bid":"2500.01","ask":"2500.02"}"#,
@@ -184,7 +184,7 @@ async fn reconnects_after_the_feed_goes_away() {
     .await;
     wait_for(&mut conn, &key, |v| v["bid"] == "2500.01").await;
 
-    let stale = market_data::flush::stale_key(&prefix, "ETHUSDT");
+    let stale = adapters::keyspace::Keyspace::new(&prefix).stale("ETHUSDT");
     assert!(!stale_exists(&mut conn, &stale).await);
 
     // While the feed is down, the price is marked stale (within a flush or so).

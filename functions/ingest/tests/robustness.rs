@@ -43,7 +43,7 @@ async fn a_dropped_connection_is_replaced_and_prices_resume() {
     let ingest = market_data::spawn(&ingest_config(&feed, &["BTCUSDT"], &prefix)).unwrap();
     let url = redis_url();
     let mut conn = redis(&url).await;
-    let key = domain::quote::price_key(&prefix, "BTCUSDT");
+    let key = adapters::keyspace::Keyspace::new(&prefix).price("BTCUSDT");
     post_quote(&feed, r#"{"symbol":"BTCUSDT","bid":"100.1","ask":"100.2"}"#).await;
     wait_for(&mut conn, &key, |v| v["bid"] == "100.1").await;
 
@@ -91,8 +91,8 @@ async fn server_shutdown_rotates_to_a_new_connection_without_a_gap() {
     .unwrap();
     let url = redis_url();
     let mut conn = redis(&url).await;
-    let key = domain::quote::price_key(&prefix, "BTCUSDT");
-    let stale = market_data::flush::stale_key(&prefix, "BTCUSDT");
+    let key = adapters::keyspace::Keyspace::new(&prefix).price("BTCUSDT");
+    let stale = adapters::keyspace::Keyspace::new(&prefix).stale("BTCUSDT");
     post_quote(&feed, r#"{"symbol":"BTCUSDT","bid":"100.1","ask":"100.2"}"#).await;
     wait_for(&mut conn, &key, |v| v["bid"] == "100.1").await;
     key_becomes(&mut conn, &stale, false, SOON).await;
@@ -140,8 +140,8 @@ async fn connections_are_rotated_at_their_max_age_without_a_gap() {
     let ingest = market_data::spawn(&config).unwrap();
     let url = redis_url();
     let mut conn = redis(&url).await;
-    let key = domain::quote::price_key(&prefix, "BTCUSDT");
-    let stale = market_data::flush::stale_key(&prefix, "BTCUSDT");
+    let key = adapters::keyspace::Keyspace::new(&prefix).price("BTCUSDT");
+    let stale = adapters::keyspace::Keyspace::new(&prefix).stale("BTCUSDT");
     post_quote(&feed, r#"{"symbol":"BTCUSDT","bid":"100.1","ask":"100.2"}"#).await;
     wait_for(&mut conn, &key, |v| v["bid"] == "100.1").await;
     key_becomes(&mut conn, &stale, false, SOON).await;
@@ -173,8 +173,8 @@ async fn a_stalled_connection_is_replaced_and_the_stale_marker_comes_and_goes() 
     let ingest = market_data::spawn(&config).unwrap();
     let url = redis_url();
     let mut conn = redis(&url).await;
-    let key = domain::quote::price_key(&prefix, "BTCUSDT");
-    let stale = market_data::flush::stale_key(&prefix, "BTCUSDT");
+    let key = adapters::keyspace::Keyspace::new(&prefix).price("BTCUSDT");
+    let stale = adapters::keyspace::Keyspace::new(&prefix).stale("BTCUSDT");
     post_quote(&feed, r#"{"symbol":"BTCUSDT","bid":"100.1","ask":"100.2"}"#).await;
     wait_for(&mut conn, &key, |v| v["bid"] == "100.1").await;
     key_becomes(&mut conn, &stale, false, SOON).await;
@@ -202,10 +202,10 @@ async fn a_feed_wide_stall_marks_prices_stale_until_data_returns() {
     let ingest = market_data::spawn(&config).unwrap();
     let url = redis_url();
     let mut conn = redis(&url).await;
-    let key = domain::quote::price_key(&prefix, "BTCUSDT");
-    let stale = market_data::flush::stale_key(&prefix, "BTCUSDT");
+    let key = adapters::keyspace::Keyspace::new(&prefix).price("BTCUSDT");
+    let stale = adapters::keyspace::Keyspace::new(&prefix).stale("BTCUSDT");
     // SOLUSDT never gets a quote: marked stale from the start, and stays so.
-    let sol_stale = market_data::flush::stale_key(&prefix, "SOLUSDT");
+    let sol_stale = adapters::keyspace::Keyspace::new(&prefix).stale("SOLUSDT");
     post_quote(&feed, r#"{"symbol":"BTCUSDT","bid":"100.1","ask":"100.2"}"#).await;
     wait_for(&mut conn, &key, |v| v["bid"] == "100.1").await;
     key_becomes(&mut conn, &sol_stale, true, SOON).await;
@@ -241,8 +241,8 @@ async fn a_burst_coalesces_into_one_entry_per_symbol() {
         market_data::spawn(&ingest_config(&feed, &["BTCUSDT", "SOLUSDT"], &prefix)).unwrap();
     let url = redis_url();
     let mut conn = redis(&url).await;
-    let btc = domain::quote::price_key(&prefix, "BTCUSDT");
-    let sol = domain::quote::price_key(&prefix, "SOLUSDT");
+    let btc = adapters::keyspace::Keyspace::new(&prefix).price("BTCUSDT");
+    let sol = adapters::keyspace::Keyspace::new(&prefix).price("SOLUSDT");
     post_quote(
         &feed,
         r#"{"symbol":"BTCUSDT","bid":"61000.10","ask":"61000.20"}"#,
@@ -309,7 +309,7 @@ async fn the_flush_hook_sees_exactly_what_was_written() {
     .unwrap();
     let url = redis_url();
     let mut conn = redis(&url).await;
-    let key = domain::quote::price_key(&prefix, "BTCUSDT");
+    let key = adapters::keyspace::Keyspace::new(&prefix).price("BTCUSDT");
     post_quote(
         &feed,
         r#"{"symbol":"BTCUSDT","bid":"100.1","ask":"100.2","last":"100.15"}"#,

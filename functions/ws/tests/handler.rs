@@ -9,7 +9,7 @@ use adapters::config::Config;
 use adapters::connections::ConnectionTable;
 use adapters::testkit::{self, service_env};
 use aws_lambda_events::apigw::ApiGatewayWebsocketProxyRequest;
-use domain::realtime::{connections_channel, ConnectionChange};
+use domain::realtime::ConnectionChange;
 use futures_util::StreamExt;
 use rust_decimal_macros::dec;
 use serde_json::Value;
@@ -118,7 +118,7 @@ async fn connect_authenticates_limits_registers_and_announces() {
     let redis = redis::Client::open(service_env("REDIS_URL")).expect("redis url");
     let mut pubsub = redis.get_async_pubsub().await.expect("pubsub");
     pubsub
-        .subscribe(connections_channel(f.deps.cache.prefix()))
+        .subscribe(f.deps.cache.keys().connections_channel())
         .await
         .expect("subscribe");
 

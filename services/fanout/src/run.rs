@@ -18,9 +18,7 @@ use adapters::connections::ConnectionTable;
 use adapters::error::DependencyError;
 use adapters::push::{PushError, Pusher};
 use domain::quote::Quote;
-use domain::realtime::{
-    connections_channel, positions_channel, Connection, ConnectionChange, PositionsSnapshot,
-};
+use domain::realtime::{Connection, ConnectionChange, PositionsSnapshot};
 use futures_util::StreamExt;
 use rand::Rng;
 use tokio::sync::mpsc::{self, UnboundedReceiver, UnboundedSender};
@@ -712,7 +710,8 @@ async fn listen(
     events: UnboundedSender<Event>,
     stats: Arc<FanoutStats>,
 ) {
-    let (changes, positions) = (connections_channel(&prefix), positions_channel(&prefix));
+    let keys = adapters::keyspace::Keyspace::new(&prefix);
+    let (changes, positions) = (keys.connections_channel(), keys.positions_channel());
     let mut backoff = Duration::from_millis(100);
     loop {
         match subscribe(&client, &changes, &positions).await {

@@ -11,7 +11,8 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use domain::quote::{price_key, Quote};
+use adapters::keyspace::Keyspace;
+use domain::quote::Quote;
 use redis::aio::{ConnectionManager, ConnectionManagerConfig};
 use tokio::sync::{mpsc, oneshot};
 
@@ -54,12 +55,6 @@ impl FlushHook for Hooks {
     }
 }
 
-/// The Redis key of a symbol's stale marker: present (value `1`) while ingest knows its
-/// price in `{prefix}px:{SYMBOL}` is not being kept fresh.
-pub fn stale_key(prefix: &str, symbol: &str) -> String {
-    format!("{prefix}stale:{symbol}")
-}
-
 /// Counters of the flush loop.
 #[derive(Debug, Default)]
 pub struct FlushStats {
@@ -79,7 +74,7 @@ pub type FlushRequest = oneshot::Sender<bool>;
 pub struct Flusher {
     client: redis::Client,
     conn: Option<ConnectionManager>,
-    prefix: String,
+    keys: Keyspace,
     ttl_ms: u64,
     op_timeout: Duration,
     consecutive_failures: u64,
@@ -97,7 +92,7 @@ impl Flusher {
         Ok(Self {
             client,
             conn: None,
-            prefix: prefix.to_string(),
+            keys: Keyspace::new(prefix),
             ttl_ms,
             op_timeout: Duration::from_secs(2),
             consecutive_failures: 0,
@@ -159,7 +154,7 @@ impl Flusher {
         pipe.atomic();
         for q in &batch.quotes {
             pipe.cmd("SET")
-                .arg(price_key(&self.prefix, &q.symbol))
+                .arg(self.keys.price(&q.symbol))
                 .arg(serde_json::to_string(q)?)
                 .arg("PX")
                 .arg(self.ttl_ms)
@@ -167,14 +162,14 @@ impl Flusher {
         }
         for s in &batch.mark_stale {
             pipe.cmd("SET")
-                .arg(stale_key(&self.prefix, s))
+                .arg(self.keys.stale(s))
                 .arg("1")
                 .arg("PX")
                 .arg(self.ttl_ms)
                 .ignore();
         }
         for s in &batch.clear_stale {
-            pipe.cmd("DEL").arg(stale_key(&self.prefix, s)).ignore();
+            pipe.cmd("DEL").arg(self.keys.stale(s)).ignore();
         }
         let mut conn = self.connection().await?;
         tokio::time::timeout(self.op_timeout, pipe.query_async::<()>(&mut conn))

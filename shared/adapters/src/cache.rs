@@ -6,7 +6,9 @@ use std::collections::HashMap;
 use std::time::Duration;
 
 use domain::order::NewOrder;
-use domain::quote::{price_key, Quote};
+use domain::quote::Quote;
+
+use crate::keyspace::Keyspace;
 use redis::aio::ConnectionManager;
 use serde::{Deserialize, Serialize};
 use uuid::Uuid;
@@ -33,7 +35,7 @@ pub enum PendingPut {
 
 pub struct Cache {
     redis: LazyRedis,
-    prefix: String,
+    keys: Keyspace,
 }
 
 impl Cache {
@@ -41,12 +43,17 @@ impl Cache {
     pub fn new(url: &str, prefix: &str) -> Result<Cache, DependencyError> {
         Ok(Cache {
             redis: LazyRedis::new(url, Duration::from_secs(2))?,
-            prefix: prefix.to_string(),
+            keys: Keyspace::new(prefix),
         })
     }
 
     pub fn prefix(&self) -> &str {
-        &self.prefix
+        self.keys.prefix()
+    }
+
+    /// The key names this cache reads and writes.
+    pub fn keys(&self) -> &Keyspace {
+        &self.keys
     }
 
     pub async fn conn(&self) -> Result<ConnectionManager, DependencyError> {
@@ -62,16 +69,12 @@ impl Cache {
         Ok(())
     }
 
-    fn key(&self, rest: &str) -> String {
-        format!("{}{rest}", self.prefix)
-    }
-
     // ---- prices --------------------------------------------------------------------
 
     pub async fn quote(&self, symbol: &str) -> Result<Option<Quote>, DependencyError> {
         let mut c = self.conn().await?;
         let raw: Option<String> = redis::cmd("GET")
-            .arg(price_key(&self.prefix, symbol))
+            .arg(self.keys.price(symbol))
             .query_async(&mut c)
             .await
             .map_err(DependencyError::redis)?;
@@ -87,7 +90,7 @@ impl Cache {
             return Ok(HashMap::new());
         }
         let mut c = self.conn().await?;
-        let keys: Vec<String> = symbols.iter().map(|s| price_key(&self.prefix, s)).collect();
+        let keys: Vec<String> = symbols.iter().map(|s| self.keys.price(s)).collect();
         let raws: Vec<Option<String>> = redis::cmd("MGET")
             .arg(&keys)
             .query_async(&mut c)
@@ -106,7 +109,7 @@ impl Cache {
         let mut c = self.conn().await?;
         let value = serde_json::to_string(quote).map_err(DependencyError::redis)?;
         redis::cmd("SET")
-            .arg(price_key(&self.prefix, &quote.symbol))
+            .arg(self.keys.price(&quote.symbol))
             .arg(value)
             .arg("PX")
             .arg(ttl_ms)
@@ -118,7 +121,7 @@ impl Cache {
     // ---- sessions ------------------------------------------------------------------
 
     fn session_key(&self, token_digest: &str) -> String {
-        self.key(&format!("sess:{token_digest}"))
+        self.keys.session(token_digest)
     }
 
     pub async fn put_session(
@@ -169,7 +172,7 @@ impl Cache {
     // ---- orders accepted but not yet applied -----------------------------------------
 
     fn pending_key(&self, account_id: Uuid) -> String {
-        self.key(&format!("pending:{account_id}"))
+        self.keys.pending_orders(account_id)
     }
 
     /// Records an accepted order unless one with the same id is already pending

@@ -8,6 +8,7 @@ pub mod cache;
 pub mod config;
 pub mod connections;
 pub mod error;
+pub mod keyspace;
 pub mod ledger;
 pub mod live;
 pub mod push;

@@ -13,9 +13,7 @@
 
 use std::collections::HashMap;
 
-use domain::realtime::{
-    connections_channel, positions_channel, positions_key, ConnectionChange, PositionsSnapshot,
-};
+use domain::realtime::{ConnectionChange, PositionsSnapshot};
 use uuid::Uuid;
 
 use crate::cache::Cache;
@@ -36,7 +34,7 @@ impl Cache {
     ) -> Result<(), DependencyError> {
         let mut c = self.conn().await?;
         redis::cmd("PUBLISH")
-            .arg(connections_channel(self.prefix()))
+            .arg(self.keys().connections_channel())
             .arg(encode(change)?)
             .query_async::<i64>(&mut c)
             .await
@@ -49,12 +47,12 @@ impl Cache {
         if snaps.is_empty() {
             return Ok(());
         }
-        let channel = positions_channel(self.prefix());
+        let channel = self.keys().positions_channel();
         let mut pipe = redis::pipe();
         for s in snaps {
             let text = encode(s)?;
             pipe.cmd("SET")
-                .arg(positions_key(self.prefix(), s.account_id))
+                .arg(self.keys().positions(s.account_id))
                 .arg(&text)
                 .arg("EX")
                 .arg(SNAPSHOT_TTL_SECS)
@@ -76,7 +74,7 @@ impl Cache {
         let text = encode(snap)?;
         let mut c = self.conn().await?;
         let set: Option<String> = redis::cmd("SET")
-            .arg(positions_key(self.prefix(), snap.account_id))
+            .arg(self.keys().positions(snap.account_id))
             .arg(&text)
             .arg("NX")
             .arg("EX")
@@ -86,7 +84,7 @@ impl Cache {
             .map_err(DependencyError::redis)?;
         if set.is_some() {
             redis::cmd("PUBLISH")
-                .arg(positions_channel(self.prefix()))
+                .arg(self.keys().positions_channel())
                 .arg(text)
                 .query_async::<i64>(&mut c)
                 .await
@@ -103,10 +101,7 @@ impl Cache {
         if accounts.is_empty() {
             return Ok(HashMap::new());
         }
-        let keys: Vec<String> = accounts
-            .iter()
-            .map(|a| positions_key(self.prefix(), *a))
-            .collect();
+        let keys: Vec<String> = accounts.iter().map(|a| self.keys().positions(*a)).collect();
         let mut c = self.conn().await?;
         let values: Vec<Option<String>> = redis::cmd("MGET")
             .arg(&keys)

@@ -41,6 +41,7 @@
 //! Layout under the key prefix `{p}`: `{p}login:email:{sha256 hex}` and `{p}login:ip:{ip}`,
 //! hashes with the failure count `n` and the time of the last failure `last` (ms).
 
+use crate::keyspace::Keyspace;
 use std::sync::{Arc, LazyLock};
 use std::time::Duration;
 
@@ -140,7 +141,7 @@ impl Decision {
 /// Token buckets in Redis, shared by every instance. See the module documentation.
 pub struct RateLimiter {
     redis: Arc<LazyRedis>,
-    prefix: String,
+    keys: Keyspace,
 }
 
 impl RateLimiter {
@@ -148,26 +149,26 @@ impl RateLimiter {
     pub fn new(redis_url: &str, key_prefix: &str) -> Result<RateLimiter, DependencyError> {
         Ok(RateLimiter {
             redis: Arc::new(LazyRedis::new(redis_url, RESPONSE_TIMEOUT)?),
-            prefix: key_prefix.to_string(),
+            keys: Keyspace::new(key_prefix),
         })
     }
 
     pub fn prefix(&self) -> &str {
-        &self.prefix
+        self.keys.prefix()
     }
 
     /// A login guard on the same connection and key prefix.
     pub fn login_guard(&self, policy: LoginPolicy) -> LoginGuard {
         LoginGuard {
             redis: Arc::clone(&self.redis),
-            prefix: self.prefix.clone(),
+            keys: self.keys.clone(),
             policy,
         }
     }
 
     /// The key of `subject`'s bucket for the limit `name`.
     pub fn key(&self, name: &str, subject: &str) -> String {
-        format!("{}rl:{name}:{subject}", self.prefix)
+        self.keys.rate_bucket(name, subject)
     }
 
     /// Takes one token from `subject`'s bucket for the limit `name`. A switched-off `spec`
@@ -291,7 +292,7 @@ type Failures = (Option<u64>, Option<u64>);
 /// Login backoff in Redis. See the module documentation for the policy.
 pub struct LoginGuard {
     redis: Arc<LazyRedis>,
-    prefix: String,
+    keys: Keyspace,
     policy: LoginPolicy,
 }
 
@@ -305,7 +306,7 @@ impl LoginGuard {
     ) -> Result<LoginGuard, DependencyError> {
         Ok(LoginGuard {
             redis: Arc::new(LazyRedis::new(redis_url, RESPONSE_TIMEOUT)?),
-            prefix: key_prefix.to_string(),
+            keys: Keyspace::new(key_prefix),
             policy,
         })
     }
@@ -317,16 +318,13 @@ impl LoginGuard {
     /// The key counting failures for `email`: its normalized form hashed, never the address.
     pub fn email_key(&self, email: &str) -> String {
         let normalized = email.trim().to_lowercase();
-        format!(
-            "{}login:email:{}",
-            self.prefix,
-            hex::encode(Sha256::digest(normalized.as_bytes()))
-        )
+        self.keys
+            .login_email(&hex::encode(Sha256::digest(normalized.as_bytes())))
     }
 
     /// The key counting failures from `ip`.
     pub fn ip_key(&self, ip: &str) -> String {
-        format!("{}login:ip:{}", self.prefix, ip.trim())
+        self.keys.login_ip(ip.trim())
     }
 
     async fn conn(&self) -> Result<ConnectionManager, DependencyError> {

@@ -142,7 +142,7 @@ type StreamEntries = Vec<(String, Vec<String>)>;
 
 pub struct WatchIndex {
     redis: LazyRedis,
-    prefix: String,
+    keys: crate::keyspace::Keyspace,
 }
 
 impl WatchIndex {
@@ -151,12 +151,12 @@ impl WatchIndex {
         Ok(WatchIndex {
             // Rebuilds write up to 100k entries in one round trip: allow them the time.
             redis: LazyRedis::new(url, Duration::from_secs(5))?,
-            prefix: prefix.to_string(),
+            keys: crate::keyspace::Keyspace::new(prefix),
         })
     }
 
     pub fn prefix(&self) -> &str {
-        &self.prefix
+        self.keys.prefix()
     }
 
     async fn conn(&self) -> Result<ConnectionManager, DependencyError> {
@@ -165,24 +165,24 @@ impl WatchIndex {
 
     /// `{p}watch:` — the prefix of the per-symbol hashes.
     fn hash_prefix(&self) -> String {
-        format!("{}watch:", self.prefix)
+        self.keys.watch_hash_prefix()
     }
 
     /// The hash of one symbol's watches.
     pub fn symbol_key(&self, symbol: &str) -> String {
-        format!("{}watch:{symbol}", self.prefix)
+        self.keys.watch(symbol)
     }
 
     pub fn symbols_key(&self) -> String {
-        format!("{}watch:symbols", self.prefix)
+        self.keys.watch_symbols()
     }
 
     pub fn log_key(&self) -> String {
-        format!("{}watch:log", self.prefix)
+        self.keys.watch_log()
     }
 
     pub fn marker_key(&self) -> String {
-        format!("{}watch:built", self.prefix)
+        self.keys.watch_built()
     }
 
     /// Every key of the index (the hashes of the symbols in the set, the set, the log and the

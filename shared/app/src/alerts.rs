@@ -16,11 +16,11 @@
 use adapters::auth::{digest, digest_matches};
 use adapters::webhooks::{Delivery, Webhook};
 use chrono::Utc;
-use domain::alert::{client_order_id, parse_alert, redact_passphrase, Alert};
 use domain::order::NewOrder;
 use domain::RejectCode;
 use rust_decimal::Decimal;
 use serde_json::json;
+use tradingview::{client_order_id, parse_alert, redact_passphrase, Alert};
 use uuid::Uuid;
 
 use crate::{ApiError, Deps};
@@ -88,7 +88,7 @@ pub async fn receive(deps: &Deps, alert: Received<'_>) -> Result<Outcome, ApiErr
     } = alert;
     let webhook = deps.ledger.webhook(id).await?;
     let text = body.unwrap_or_default();
-    let passphrase = domain::alert::alert_passphrase(text).unwrap_or_default();
+    let passphrase = tradingview::alert_passphrase(text).unwrap_or_default();
     let stored = webhook
         .as_ref()
         .map_or(dummy_digest(), |w| w.passphrase_hash.as_str());
@@ -169,7 +169,7 @@ async fn place(deps: &Deps, webhook: &Webhook, text: &str) -> Result<Outcome, Ap
     crate::auth::take(deps, "orders", &principal, deps.config.rates.orders).await?;
     let coid = client_order_id(&webhook.id, &alert, text);
     // Target-position mode orders the difference from the position as the ledger has it.
-    let current = if matches!(alert.size, domain::alert::AlertSize::TargetPosition(_)) {
+    let current = if matches!(alert.size, tradingview::AlertSize::TargetPosition(_)) {
         deps.ledger
             .position(webhook.account_id, &alert.symbol)
             .await?

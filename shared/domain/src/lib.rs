@@ -1,8 +1,12 @@
 //! The trading domain, free of I/O: exact decimal amounts, the instrument catalog and its
-//! filters, orders, average-cost accounting, and the commands that flow through the queue.
+//! filters, orders, average-cost accounting, the execution engine and risk rules, the
+//! trigger index, and the commands that flow through the queue.
+//!
+//! Depends on no other crate of the workspace, and on nothing that does I/O (no tokio, no
+//! AWS, no database or Redis client). Wire formats of outside systems live at the edges
+//! (`alpaca`, `tradingview`); every other crate depends on this one.
 
 pub mod accounting;
-pub mod alert;
 pub mod amount;
 pub mod catalog;
 pub mod command;

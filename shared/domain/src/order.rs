@@ -977,11 +977,6 @@ pub struct Order {
     pub legs: Vec<Order>,
 }
 
-fn text(d: Option<Decimal>) -> serde_json::Value {
-    d.map(|d| serde_json::Value::String(crate::decimal::to_text(&d)))
-        .unwrap_or(serde_json::Value::Null)
-}
-
 impl Order {
     pub fn trail_price(&self) -> Option<Decimal> {
         match self.trail {
@@ -1000,48 +995,6 @@ impl Order {
     /// Quantity still to fill.
     pub fn remaining(&self) -> Decimal {
         (self.qty.unwrap_or_default() - self.filled_qty).max(Decimal::ZERO)
-    }
-
-    /// Alpaca's order object. Amounts are decimal strings.
-    pub fn to_alpaca_json(&self) -> serde_json::Value {
-        let legs: Vec<serde_json::Value> = self.legs.iter().map(Order::to_alpaca_json).collect();
-        serde_json::json!({
-            "id": self.id,
-            "client_order_id": self.client_order_id,
-            "created_at": self.created_at,
-            "updated_at": self.updated_at,
-            "submitted_at": self.submitted_at,
-            "filled_at": self.filled_at,
-            "expired_at": self.expired_at,
-            "expires_at": self.expires_at,
-            "canceled_at": self.canceled_at,
-            "failed_at": self.failed_at,
-            "replaced_at": self.replaced_at,
-            "replaced_by": self.replaced_by,
-            "replaces": self.replaces,
-            "asset_id": self.asset_id,
-            "symbol": self.symbol,
-            "asset_class": "crypto",
-            "notional": text(self.notional),
-            "qty": text(self.qty),
-            "filled_qty": crate::decimal::to_text(&self.filled_qty),
-            "filled_avg_price": text(self.filled_avg_price),
-            "order_class": self.order_class,
-            "order_type": self.order_type,
-            "type": self.order_type,
-            "side": self.side,
-            "position_intent": null,
-            "time_in_force": self.time_in_force,
-            "limit_price": text(self.limit_price),
-            "stop_price": text(self.stop_price),
-            "status": self.status,
-            "extended_hours": false,
-            "legs": if legs.is_empty() { serde_json::Value::Null } else { serde_json::Value::Array(legs) },
-            "trail_percent": text(self.trail_percent()),
-            "trail_price": text(self.trail_price()),
-            "hwm": text(self.hwm),
-            "reject_reason": self.reject_reason,
-        })
     }
 }
 
@@ -1223,15 +1176,6 @@ mod tests {
         assert_eq!(o.legs.len(), 1);
         assert_eq!(o.legs[0].side, Side::Sell);
         assert_eq!(o.legs[0].parent_id, Some(o.id));
-        let json = o.to_alpaca_json();
-        assert_eq!(json["legs"][0]["stop_price"], "49000", "{json}");
-        let (v, _) = req(r#"{"symbol":"BTCUSDT","qty":"0.01","side":"sell","type":"trailing_stop","trail_percent":"2.5","time_in_force":"day"}"#)
-            .validate(Catalog::builtin())
-            .unwrap();
-        let o = NewOrder::new(Uuid::new_v4(), v, Uuid::nil(), Utc::now()).pending();
-        let json = o.to_alpaca_json();
-        assert_eq!(json["trail_percent"], "2.5");
-        assert!(json["expires_at"].is_string(), "{json}");
     }
 
     #[test]

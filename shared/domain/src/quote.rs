@@ -34,12 +34,6 @@ impl Quote {
     }
 }
 
-/// The Redis key holding the latest quote of `symbol` (upper case), under a key prefix
-/// that lets several deployments or test runs share one Redis.
-pub fn price_key(prefix: &str, symbol: &str) -> String {
-    format!("{prefix}px:{symbol}")
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -58,6 +52,5 @@ mod tests {
         assert_eq!(serde_json::from_str::<Quote>(&json).unwrap(), q);
         assert!(q.is_fresh(q.ts + 5_000, 5_000));
         assert!(!q.is_fresh(q.ts + 5_001, 5_000));
-        assert_eq!(price_key("t1:", "BTCUSDT"), "t1:px:BTCUSDT");
     }
 }

@@ -308,21 +308,6 @@ pub struct SnapshotPosition {
     pub position: Position,
 }
 
-/// The Redis key of an account's [`PositionsSnapshot`].
-pub fn positions_key(prefix: &str, account_id: Uuid) -> String {
-    format!("{prefix}positions:{account_id}")
-}
-
-/// The Redis pub/sub channel on which new [`PositionsSnapshot`]s are announced.
-pub fn positions_channel(prefix: &str) -> String {
-    format!("{prefix}positions")
-}
-
-/// The Redis pub/sub channel of [`ConnectionChange`]s.
-pub fn connections_channel(prefix: &str) -> String {
-    format!("{prefix}connections")
-}
-
 /// One position valued on the price it could be closed at now (bid for a long, ask for a
 /// short). Without a price its market fields are `None`.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -462,65 +447,6 @@ pub fn pong_message(ts: i64) -> String {
 /// stream sends it (`price`, `qty`, `position_qty` on fills).
 pub fn order_message(ts: i64, data: &Value) -> String {
     json!({ "type": "order", "ts": ts, "data": data }).to_string()
-}
-
-/// One execution of an order, as a `fill`/`partial_fill` event reports it.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct FillEvent {
-    pub qty: Decimal,
-    pub price: Decimal,
-    pub time: chrono::DateTime<chrono::Utc>,
-    /// The account's position in the symbol after this fill (signed).
-    pub position_qty: Decimal,
-    /// The order's remaining quantity after this fill.
-    pub leaves_qty: Decimal,
-}
-
-/// The `trade_updates` events (Alpaca's names) of one order a commit created or changed, in
-/// the order they happened: `new` for an order created here (unless it was rejected on
-/// arrival), a `fill` or `partial_fill` per execution, then its terminal state if it reached
-/// one (`canceled`, `expired`, `rejected`, `replaced`).
-pub fn trade_updates(
-    order: &crate::order::Order,
-    created: bool,
-    fills: &[FillEvent],
-    now: chrono::DateTime<chrono::Utc>,
-) -> Vec<Value> {
-    use crate::order::OrderStatus;
-    let order_json = order.to_alpaca_json();
-    let event = |name: &str, at: chrono::DateTime<chrono::Utc>| json!({ "event": name, "timestamp": at, "order": order_json });
-    let mut out = Vec::new();
-    if created && order.status != OrderStatus::Rejected {
-        out.push(event("new", order.submitted_at));
-    }
-    for f in fills {
-        let name = if f.leaves_qty.is_zero() {
-            "fill"
-        } else {
-            "partial_fill"
-        };
-        let mut e = event(name, f.time);
-        if let Some(obj) = e.as_object_mut() {
-            obj.insert("price".into(), Value::String(to_text(&f.price)));
-            obj.insert("qty".into(), Value::String(to_text(&f.qty)));
-            obj.insert(
-                "position_qty".into(),
-                Value::String(to_text(&f.position_qty)),
-            );
-        }
-        out.push(e);
-    }
-    let terminal = match order.status {
-        OrderStatus::Canceled => Some(("canceled", order.canceled_at)),
-        OrderStatus::Expired => Some(("expired", order.expired_at)),
-        OrderStatus::Rejected => Some(("rejected", order.failed_at)),
-        OrderStatus::Replaced => Some(("replaced", order.replaced_at)),
-        _ => None,
-    };
-    if let Some((name, at)) = terminal {
-        out.push(event(name, at.unwrap_or(now)));
-    }
-    out
 }
 
 #[cfg(test)]
@@ -685,53 +611,6 @@ mod tests {
             serde_json::from_str::<PositionsSnapshot>(&text).unwrap(),
             snap
         );
-    }
-
-    #[test]
-    fn trade_updates_follow_alpacas_event_names() {
-        use crate::order::{Order, OrderStatus};
-        let now = chrono::Utc::now();
-        let order: Order = serde_json::from_value::<crate::order::NewOrder>(json!({
-            "id": Uuid::new_v4(), "account_id": Uuid::new_v4(), "client_order_id": "c1",
-            "symbol": "BTCUSDT", "asset_id": Uuid::new_v4(), "side": "buy", "order_type": "market",
-            "time_in_force": "gtc", "qty": "1", "submitted_at": now
-        }))
-        .map(|n| n.pending())
-        .unwrap_or_else(|e| panic!("{e}"));
-        let names = |o: &Order, created: bool, fills: &[FillEvent]| {
-            trade_updates(o, created, fills, now)
-                .iter()
-                .map(|e| e["event"].as_str().unwrap_or_default().to_string())
-                .collect::<Vec<_>>()
-        };
-        let fill = |leaves: Decimal| FillEvent {
-            qty: dec!(1),
-            price: dec!(60000.10),
-            time: now,
-            position_qty: dec!(1),
-            leaves_qty: leaves,
-        };
-        let mut filled = order.clone();
-        filled.status = OrderStatus::Filled;
-        assert_eq!(names(&filled, true, &[fill(dec!(0))]), ["new", "fill"]);
-        assert_eq!(names(&filled, false, &[fill(dec!(0.5))]), ["partial_fill"]);
-        let e = &trade_updates(&filled, false, &[fill(dec!(0))], now)[0];
-        assert_eq!(e["price"], "60000.1");
-        assert_eq!(e["position_qty"], "1");
-        assert_eq!(e["order"]["symbol"], "BTCUSDT");
-        let mut rejected = order.clone();
-        rejected.status = OrderStatus::Rejected;
-        assert_eq!(names(&rejected, true, &[]), ["rejected"]);
-        for (status, name) in [
-            (OrderStatus::Canceled, "canceled"),
-            (OrderStatus::Expired, "expired"),
-            (OrderStatus::Replaced, "replaced"),
-        ] {
-            let mut o = order.clone();
-            o.status = status;
-            assert_eq!(names(&o, false, &[]), [name]);
-        }
-        assert!(names(&order, false, &[]).is_empty());
     }
 
     #[test]

@@ -249,9 +249,9 @@ fn bracket_legs_wait_for_the_entry_then_cancel_each_other() {
     assert_eq!(w.status(tp), OrderStatus::Held);
     assert_eq!(w.status(sl), OrderStatus::Held);
     assert_eq!(w.trigger(tp), Effect::Unchanged, "held legs do not trigger");
-    let json = w.book.with_legs(id).unwrap().to_alpaca_json();
-    assert_eq!(json["legs"].as_array().unwrap().len(), 2, "{json}");
-    assert_eq!(json["order_class"], "bracket");
+    let with_legs = w.book.with_legs(id).unwrap();
+    assert_eq!(with_legs.legs.len(), 2, "{with_legs:?}");
+    assert_eq!(with_legs.order_class, crate::order::OrderClass::Bracket);
 
     // The entry fills at 59000; both legs go live for 0.01.
     w.quote(dec!(58990), dec!(59000));

@@ -79,14 +79,14 @@
 //! Everything that needs the catalog (unknown symbols, tick and lot sizes, leg prices) is
 //! checked afterwards by [`OrderRequest::validate`], with its own codes.
 
-use crate::RejectCode;
+use domain::RejectCode;
 use rust_decimal::Decimal;
 use serde_json::{Map, Value};
 use sha2::{Digest, Sha256};
 
-use crate::decimal::{to_text, DecimalError, DecimalText};
-use crate::error::RuleViolation;
-use crate::order::{LegRequest, OrderClass, OrderRequest, OrderType, Side, TimeInForce};
+use domain::decimal::{to_text, DecimalError, DecimalText};
+use domain::error::RuleViolation;
+use domain::order::{LegRequest, OrderClass, OrderRequest, OrderType, Side, TimeInForce};
 
 /// The marker the templates hold where the webhook's passphrase goes.
 pub const PASSPHRASE_MARKER: &str = "PASSPHRASE";
@@ -725,8 +725,8 @@ fn cut(mut s: String, max: usize) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::catalog::Catalog;
-    use crate::order::{LegRole, ValidOrder};
+    use domain::catalog::Catalog;
+    use domain::order::{LegRole, ValidOrder};
     use rust_decimal_macros::dec;
 
     const COID: &str = "tv-test";
@@ -1180,7 +1180,7 @@ mod tests {
         let id = client_order_id("wh1", &a, body);
         assert!(id.starts_with("tv-"), "{id}");
         assert_eq!(id.len(), 43);
-        assert!(id.len() <= crate::order::MAX_CLIENT_ORDER_ID_LEN);
+        assert!(id.len() <= domain::order::MAX_CLIENT_ORDER_ID_LEN);
         assert!(id[3..]
             .chars()
             .all(|c| c.is_ascii_hexdigit() && !c.is_ascii_uppercase()));
