@@ -87,7 +87,7 @@ pub async fn apply_all(
     let mut symbols: Vec<String> = commands
         .iter()
         .filter_map(|c| match c {
-            Command::PlaceOrder { order, .. } => Some(order.symbol.clone()),
+            Command::PlaceOrder { order, .. } => Some(order.spec.symbol.clone()),
             Command::TriggerOrder { symbol, .. } => Some(symbol.clone()),
             Command::CancelOrder { .. } | Command::ExpireOrder { .. } | Command::Flatten { .. } => {
                 None

@@ -185,7 +185,7 @@ async fn cache_sessions_and_pending_orders() {
         PendingPut::Created
     );
     let mut other = o.clone();
-    other.qty = Some(domain::amount::Quantity::new(dec!(0.6)).unwrap());
+    other.spec.qty = Some(domain::amount::Quantity::new(dec!(0.6)).unwrap());
     assert_eq!(
         cache.put_pending_order(&other).await.unwrap(),
         PendingPut::Exists(Box::new(o.clone()))

@@ -4,7 +4,7 @@
 
 use chrono::Utc;
 use domain::catalog::Instrument;
-use domain::order::{NewOrder, Order, OrderType, Side, TimeInForce, ValidOrder};
+use domain::order::{NewOrder, Order, OrderSpec, OrderType, Side, TimeInForce, ValidOrder};
 use domain::RejectCode;
 use domain::RuleViolation;
 use rust_decimal::Decimal;
@@ -17,7 +17,7 @@ use crate::{ApiError, Deps};
 fn close_order(account_id: Uuid, inst: &Instrument, qty: Decimal) -> Result<NewOrder, ApiError> {
     let qty = domain::amount::Quantity::new(qty)
         .map_err(|e| ApiError::rule(RuleViolation::new(RejectCode::InvalidQty, e.to_string())))?;
-    let valid = ValidOrder {
+    let spec = OrderSpec {
         symbol: inst.symbol.clone(),
         side: Side::Sell,
         order_type: OrderType::Market,
@@ -29,6 +29,9 @@ fn close_order(account_id: Uuid, inst: &Instrument, qty: Decimal) -> Result<NewO
         trail: None,
         order_class: domain::order::OrderClass::Simple,
         legs: Vec::new(),
+    };
+    let valid = ValidOrder {
+        spec,
         client_order_id: None,
     };
     Ok(NewOrder::new(account_id, valid, inst.asset_id, Utc::now()))

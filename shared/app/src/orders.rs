@@ -116,7 +116,7 @@ fn conflict(order: &NewOrder) -> ApiError {
 /// the executor's own rules (`domain::engine::Book`, `domain::risk`), so both agree on what
 /// is refused.
 pub async fn pre_trade_checks(deps: &Deps, order: &NewOrder) -> Result<(), ApiError> {
-    let Some(inst) = deps.catalog.get(&order.symbol) else {
+    let Some(inst) = deps.catalog.get(&order.spec.symbol) else {
         return Ok(());
     };
     let Some(book) = deps.ledger.book(order.account_id).await? else {
@@ -126,7 +126,7 @@ pub async fn pre_trade_checks(deps: &Deps, order: &NewOrder) -> Result<(), ApiEr
     domain::risk::check_kill(book.risk.kill.as_ref())?;
     // The order's quote, and those marking the positions for the gross exposure limit.
     let mut symbols: Vec<String> = book.positions.keys().cloned().collect();
-    symbols.push(order.symbol.clone());
+    symbols.push(order.spec.symbol.clone());
     symbols.sort();
     symbols.dedup();
     let now = now_ms();
@@ -137,21 +137,23 @@ pub async fn pre_trade_checks(deps: &Deps, order: &NewOrder) -> Result<(), ApiEr
         .into_iter()
         .filter(|(_, q)| q.is_fresh(now, deps.config.trading.max_price_age_ms))
         .collect();
-    let touch = quotes.get(&order.symbol).map(|q| match order.side {
-        Side::Buy => q.ask,
-        Side::Sell => q.bid,
-    });
+    let touch = quotes
+        .get(&order.spec.symbol)
+        .map(|q| match order.spec.side {
+            Side::Buy => q.ask,
+            Side::Sell => q.bid,
+        });
     // The price the order would pay at worst, as far as we can tell before it runs.
-    let reference = match order.order_type {
-        OrderType::Limit | OrderType::StopLimit => order.limit_price.map(Price::get),
-        OrderType::Stop => order.stop_price.map(Price::get),
+    let reference = match order.spec.order_type {
+        OrderType::Limit | OrderType::StopLimit => order.spec.limit_price.map(Price::get),
+        OrderType::Stop => order.spec.stop_price.map(Price::get),
         OrderType::Market | OrderType::TrailingStop => touch,
     };
     let Some(price) = reference.filter(|p| *p > rust_decimal::Decimal::ZERO) else {
         return Ok(());
     };
     // A notional order buys what its notional buys at the touch.
-    let qty = match (order.qty, order.notional) {
+    let qty = match (order.spec.qty, order.spec.notional) {
         (Some(q), _) => q.get(),
         (None, Some(n)) => inst.floor_to_step(n.get() / price),
         (None, None) => return Ok(()),
@@ -164,7 +166,7 @@ pub async fn pre_trade_checks(deps: &Deps, order: &NewOrder) -> Result<(), ApiEr
         now_ms: now,
         params: &params,
     };
-    if order.order_type == OrderType::Market {
+    if order.spec.order_type == OrderType::Market {
         inst.check_notional(qty, price, true)
             .map_err(RuleViolation::from)?;
     }
@@ -230,7 +232,10 @@ pub async fn list(deps: &Deps, account_id: Uuid, q: &OrderQuery) -> Result<Vec<O
         for o in pending.into_iter().filter(|o| !known.contains(&o.id)) {
             let in_window = q.after.is_none_or(|a| o.submitted_at > a)
                 && q.until.is_none_or(|u| o.submitted_at < u);
-            let in_symbols = q.symbols.as_ref().is_none_or(|s| s.contains(&o.symbol));
+            let in_symbols = q
+                .symbols
+                .as_ref()
+                .is_none_or(|s| s.contains(&o.spec.symbol));
             // The ledger may have taken it since our read; then it is already listed or closed.
             if in_window && in_symbols {
                 orders.push(o.pending());
@@ -337,7 +342,7 @@ pub async fn replace(
     };
     let (valid, inst) = request.validate(deps.catalog)?;
     let mut order = NewOrder::new(p.account_id, valid, inst.asset_id, Utc::now());
-    order.order_class = old.order_class;
+    order.spec.order_class = old.order_class;
     order.replaces = Some(old.id);
     submit(deps, order).await
 }

@@ -798,10 +798,10 @@ mod tests {
         assert!(req.notional.is_none() && req.limit_price.is_none());
         assert!(req.order_class.is_none() && req.take_profit.is_none() && req.stop_loss.is_none());
         let v = valid(&req);
-        assert_eq!(v.side, Side::Buy);
-        assert_eq!(v.order_type, OrderType::Market);
-        assert_eq!(v.qty.map(|q| q.get()), Some(dec!(0.015)));
-        assert_eq!(v.order_class, OrderClass::Simple);
+        assert_eq!(v.spec.side, Side::Buy);
+        assert_eq!(v.spec.order_type, OrderType::Market);
+        assert_eq!(v.spec.qty.map(|q| q.get()), Some(dec!(0.015)));
+        assert_eq!(v.spec.order_class, OrderClass::Simple);
         assert_eq!(v.client_order_id, Some(coid));
     }
 
@@ -811,7 +811,7 @@ mod tests {
         let req = request(body, dec!(0)).unwrap();
         assert_eq!(req.side.as_deref(), Some("sell"));
         assert_eq!(text(&req.qty), Some("0.5"));
-        assert_eq!(valid(&req).side, Side::Sell);
+        assert_eq!(valid(&req).spec.side, Side::Sell);
         assert_eq!(
             alert(r#"{"symbol":"BTCUSDT","side":"Buy","qty":1}"#).action,
             Some(Side::Buy)
@@ -826,7 +826,7 @@ mod tests {
         let req = a.to_order_request(dec!(0), COID.into()).unwrap().unwrap();
         assert_eq!(text(&req.notional), Some("25.5"));
         assert!(req.qty.is_none());
-        assert_eq!(valid(&req).notional.map(|n| n.get()), Some(dec!(25.5)));
+        assert_eq!(valid(&req).spec.notional.map(|n| n.get()), Some(dec!(25.5)));
         // Alpaca allows notional for simple market orders only; validation says so.
         let req = request(
             r#"{"symbol":"BTCUSDT","action":"buy","notional":100,"type":"limit","price":"60000"}"#,
@@ -846,7 +846,7 @@ mod tests {
         assert_eq!(req.order_type.as_deref(), Some("limit"));
         assert_eq!(text(&req.limit_price), Some("61837.64"));
         let v = valid(&req);
-        assert_eq!(v.limit_price.map(|p| p.get()), Some(dec!(61837.64)));
+        assert_eq!(v.spec.limit_price.map(|p| p.get()), Some(dec!(61837.64)));
         // Aliases, upper case, time in force.
         let req = request(
             r#"{"symbol":"ETHUSDT","action":"sell","qty":"0.5","order_type":"LIMIT","limit_price":"3000.01","time_in_force":"IOC"}"#,
@@ -854,7 +854,7 @@ mod tests {
         )
         .unwrap();
         assert_eq!(req.time_in_force.as_deref(), Some("ioc"));
-        assert_eq!(valid(&req).time_in_force, TimeInForce::Ioc);
+        assert_eq!(valid(&req).spec.time_in_force, TimeInForce::Ioc);
         // A price sent with a market order is not used.
         let req = request(
             r#"{"symbol":"BTCUSDT","action":"buy","qty":"0.001","price":"{{close}} is ignored"}"#,
@@ -899,19 +899,19 @@ mod tests {
         assert_eq!(text(&sl.stop_price), Some("60000"));
         assert!(sl.limit_price.is_none());
         let v = valid(&req);
-        assert_eq!(v.order_class, OrderClass::Bracket);
-        assert_eq!(v.legs.len(), 2);
-        assert_eq!(v.legs[0].role, LegRole::TakeProfit);
-        assert_eq!(v.legs[0].order_type, OrderType::Limit);
-        assert_eq!(v.legs[1].role, LegRole::StopLoss);
-        assert_eq!(v.legs[1].order_type, OrderType::Stop);
+        assert_eq!(v.spec.order_class, OrderClass::Bracket);
+        assert_eq!(v.spec.legs.len(), 2);
+        assert_eq!(v.spec.legs[0].role, LegRole::TakeProfit);
+        assert_eq!(v.spec.legs[0].order_type, OrderType::Limit);
+        assert_eq!(v.spec.legs[1].role, LegRole::StopLoss);
+        assert_eq!(v.spec.legs[1].order_type, OrderType::Stop);
         // A limit entry between the exits; Alpaca-shaped legs and the tp/sl aliases.
         let req = request(
             r#"{"symbol":"BTCUSDT","action":"buy","qty":"0.015","type":"limit","price":"62000","take_profit":{"limit_price":"64000"},"sl":{"stop_price":60000}}"#,
             dec!(0),
         )
         .unwrap();
-        assert_eq!(valid(&req).legs.len(), 2);
+        assert_eq!(valid(&req).spec.legs.len(), 2);
         // Exits on the wrong side of the entry are refused by validation.
         let req = request(
             r#"{"symbol":"BTCUSDT","action":"buy","qty":"0.015","take_profit":"60000","stop_loss":"64000"}"#,
@@ -941,9 +941,9 @@ mod tests {
         assert_eq!(req.order_class.as_deref(), Some("oto"));
         assert!(req.take_profit.is_none());
         let v = valid(&req);
-        assert_eq!(v.order_class, OrderClass::Oto);
-        assert_eq!(v.legs.len(), 1);
-        assert_eq!(v.legs[0].role, LegRole::StopLoss);
+        assert_eq!(v.spec.order_class, OrderClass::Oto);
+        assert_eq!(v.spec.legs.len(), 1);
+        assert_eq!(v.spec.legs[0].role, LegRole::StopLoss);
         let req = request(
             r#"{"symbol":"BTCUSDT","action":"buy","qty":"0.015","take_profit":"64000","stop_loss":""}"#,
             dec!(0),
@@ -951,8 +951,8 @@ mod tests {
         .unwrap();
         assert_eq!(req.order_class.as_deref(), Some("oto"));
         let v = valid(&req);
-        assert_eq!(v.legs.len(), 1);
-        assert_eq!(v.legs[0].role, LegRole::TakeProfit);
+        assert_eq!(v.spec.legs.len(), 1);
+        assert_eq!(v.spec.legs[0].role, LegRole::TakeProfit);
     }
 
     #[test]
@@ -998,7 +998,7 @@ mod tests {
         );
         let up = a.to_order_request(dec!(0), COID.into()).unwrap().unwrap();
         assert_eq!(up.order_class.as_deref(), Some("bracket"));
-        assert_eq!(valid(&up).legs.len(), 2);
+        assert_eq!(valid(&up).spec.legs.len(), 2);
         let down = a
             .to_order_request(dec!(0.03), COID.into())
             .unwrap()
@@ -1277,11 +1277,11 @@ mod tests {
             .to_order_request(dec!(0), client_order_id("wh", &a, &body))
             .unwrap()
             .unwrap();
-        assert_eq!(valid(&req).qty.map(|q| q.get()), Some(dec!(0.015)));
+        assert_eq!(valid(&req).spec.qty.map(|q| q.get()), Some(dec!(0.015)));
 
         let body = filled(INDICATOR_TEMPLATE);
         let req = request(&body, dec!(0)).unwrap();
-        assert_eq!(valid(&req).notional.map(|n| n.get()), Some(dec!(100)));
+        assert_eq!(valid(&req).spec.notional.map(|n| n.get()), Some(dec!(100)));
         assert_eq!(
             alert(&body).alert_id.as_deref(),
             Some("buy-BTCUSDT-15-2026-11-21T10:00:00Z")
@@ -1303,12 +1303,12 @@ mod tests {
         let body = filled(BRACKET_TEMPLATE);
         let req = request(&body, dec!(0)).unwrap();
         assert_eq!(req.order_class.as_deref(), Some("bracket"));
-        assert_eq!(valid(&req).legs.len(), 2);
+        assert_eq!(valid(&req).spec.legs.len(), 2);
 
         // The strategy template for a sell fill.
         let sell = substitute(STRATEGY_TEMPLATE, &[("{{strategy.order.action}}", "sell")]);
         let req = request(&substitute(&sell, &TV), dec!(0.015)).unwrap();
-        assert_eq!(valid(&req).side, Side::Sell);
+        assert_eq!(valid(&req).spec.side, Side::Sell);
     }
 
     #[test]

@@ -63,7 +63,7 @@ impl Ledger {
             order: order.clone(),
         };
         let quotes: HashMap<String, Quote> = quote
-            .map(|q| (order.symbol.clone(), q.clone()))
+            .map(|q| (order.spec.symbol.clone(), q.clone()))
             .into_iter()
             .collect();
         let mut out = self
