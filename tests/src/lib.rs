@@ -31,11 +31,11 @@ use std::time::{Duration, Instant};
 pub mod ws;
 
 use adapters::cache::Cache;
-use adapters::testkit::service_env;
 use domain::quote::Quote;
 use reqwest::Method;
 use rust_decimal::Decimal;
 use serde_json::{json, Value};
+use testkit::service_env;
 use tokio::process::{Child, Command};
 use uuid::Uuid;
 
@@ -235,7 +235,7 @@ impl Stack {
             .build()
             .expect("http client");
         let cache = Cache::new(&redis_url, &prefix).expect("REDIS_URL parses");
-        let connections_table = adapters::testkit::connection_table();
+        let connections_table = testkit::connection_table();
         let mut stack = Stack {
             rest_url: String::new(),
             feed_url: String::new(),

@@ -29,7 +29,6 @@ use adapters::config::Config;
 use adapters::ledger::Ledger;
 use adapters::now_ms;
 use adapters::queue::CommandQueue;
-use adapters::testkit::measure;
 use api::Deps;
 use app::ApiError;
 use chrono::Utc;
@@ -41,6 +40,7 @@ use domain::quote::Quote;
 use lambda_http::{Body, Request, Response};
 use rust_decimal_macros::dec;
 use serde_json::json;
+use testkit::measure;
 use uuid::Uuid;
 
 fn env(name: &str) -> String {
@@ -237,7 +237,7 @@ async fn run() -> String {
         }
     });
 
-    let stub = adapters::testkit::sqs_stub().await;
+    let stub = testkit::sqs_stub().await;
     let stub_endpoint = format!("http://{stub}");
     let stub_queue_url = format!("http://{stub}/123456789012/bench.fifo");
     let run_tag = Uuid::new_v4().simple().to_string();

@@ -2,38 +2,15 @@
 //! real PostgreSQL, Redis and moto (`make test`).
 
 use adapters::auth::{digest, new_key_id, random_secret};
-use adapters::config::Config;
-use adapters::queue::CommandQueue;
-use adapters::testkit::{self, account_with_cash, put_quote};
 use api::{handle, Deps};
 use lambda_http::{Body, Request};
 use rust_decimal_macros::dec;
 use serde_json::Value;
+use testkit::{account_with_cash, put_quote};
 use uuid::Uuid;
 
 async fn deps() -> Deps {
-    testkit::service_env("AWS_ENDPOINT_URL");
-    let config = aws_config::load_defaults(aws_config::BehaviorVersion::latest()).await;
-    let client = aws_sdk_sqs::Client::new(&config);
-    let url = client
-        .create_queue()
-        .queue_name(format!("api-{}.fifo", Uuid::new_v4().simple()))
-        .attributes(aws_sdk_sqs::types::QueueAttributeName::FifoQueue, "true")
-        .send()
-        .await
-        .expect("queue created in moto")
-        .queue_url
-        .unwrap();
-    let cache = testkit::cache();
-    let mut config = Config::from_env().unwrap();
-    config.redis.key_prefix = cache.prefix().to_string();
-    Deps::with(
-        config,
-        testkit::ledger().await,
-        cache,
-        CommandQueue::from_client(&url, client),
-    )
-    .unwrap()
+    testkit::app_deps().await
 }
 
 /// A sample event with its credentials and body replaced.

@@ -3,7 +3,6 @@
 
 use std::collections::HashMap;
 
-use adapters::testkit::{self, account_with_cash, put_quote};
 use aws_lambda_events::sqs::SqsMessage;
 use chrono::Utc;
 use domain::catalog::Catalog;
@@ -12,6 +11,7 @@ use domain::order::{NewOrder, OrderRequest, OrderStatus};
 use executor::{apply, handle_batch, Deps};
 use rust_decimal::Decimal;
 use rust_decimal_macros::dec;
+use testkit::{account_with_cash, put_quote};
 use uuid::Uuid;
 
 async fn deps() -> Deps {

@@ -2,7 +2,6 @@
 //! and Redis): each limit refuses exactly past its boundary, the daily loss limit trips the
 //! kill switch, and the kill switch's flatten sells everything.
 
-use adapters::testkit::{self, account_with_cash, put_quote};
 use chrono::Utc;
 use domain::catalog::Catalog;
 use domain::command::Command;
@@ -11,6 +10,7 @@ use domain::risk::RiskLimits;
 use executor::{apply, Deps};
 use rust_decimal::Decimal;
 use rust_decimal_macros::dec;
+use testkit::{account_with_cash, put_quote};
 use uuid::Uuid;
 
 async fn deps() -> Deps {

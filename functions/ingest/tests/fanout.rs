@@ -13,7 +13,6 @@ use std::time::Duration;
 
 use adapters::cache::Cache;
 use adapters::connections::ConnectionTable;
-use adapters::testkit::service_env;
 use axum::body::Bytes;
 use axum::extract::{Path, State};
 use axum::http::{HeaderValue, StatusCode};
@@ -26,6 +25,7 @@ use domain::realtime::{Connection, ConnectionChange, PositionsSnapshot, Snapshot
 use fanout::{spawn, FanoutConfig, FanoutHandle};
 use rust_decimal::Decimal;
 use serde_json::{json, Value};
+use testkit::service_env;
 use tokio::task::JoinHandle;
 use triggers::FlushTap;
 use uuid::Uuid;

@@ -10,15 +10,15 @@ use std::time::{Duration, Instant};
 
 use adapters::error::DependencyError;
 use adapters::queue::CommandQueue;
-use adapters::testkit::service_env;
 use adapters::watch::WatchIndex;
-use aws_sdk_sqs::types::{MessageSystemAttributeName, QueueAttributeName};
+use aws_sdk_sqs::types::MessageSystemAttributeName;
 use domain::command::Command;
 use domain::order::{Side, Trail};
 use domain::quote::Quote;
 use domain::trigger::{Condition, Watch};
 use rust_decimal::Decimal;
 use rust_decimal_macros::dec;
+use testkit::service_env;
 use tokio::task::JoinHandle;
 use triggers::{
     quote_channel, run, CommandSink, FlushTap, TriggerConfig, TriggerStats, WatchLoader,
@@ -27,19 +27,7 @@ use uuid::Uuid;
 
 /// A FIFO queue of the test's own on moto.
 async fn queue() -> (aws_sdk_sqs::Client, String) {
-    let endpoint = service_env("AWS_ENDPOINT_URL");
-    let config = aws_config::load_defaults(aws_config::BehaviorVersion::latest()).await;
-    let client = aws_sdk_sqs::Client::new(&config);
-    let url = client
-        .create_queue()
-        .queue_name(format!("trig-{}.fifo", Uuid::new_v4().simple()))
-        .attributes(QueueAttributeName::FifoQueue, "true")
-        .send()
-        .await
-        .unwrap_or_else(|e| panic!("create queue on {endpoint}: {e:?}"))
-        .queue_url
-        .unwrap();
-    (client, url)
+    testkit::fifo_queue("trig").await
 }
 
 /// The ledger as the loader sees it, and the Redis index as the executor writes it.

@@ -5,7 +5,6 @@ use std::future::Future;
 use std::str::FromStr;
 use std::time::{Duration, Instant};
 
-use adapters::testkit::service_env;
 use axum::body::Bytes;
 use axum::http::HeaderMap;
 use axum::routing::put;
@@ -14,6 +13,7 @@ use migrate::{handle, Limits, PHYSICAL_RESOURCE_ID};
 use serde_json::{json, Value};
 use sqlx::postgres::PgConnectOptions;
 use sqlx::{ConnectOptions, Connection, PgConnection};
+use testkit::service_env;
 use tokio::sync::mpsc;
 use uuid::Uuid;
 

@@ -26,13 +26,13 @@ use adapters::config::Config;
 use adapters::ledger::Ledger;
 use adapters::queue::CommandQueue;
 use adapters::ratelimit::BucketSpec;
-use adapters::testkit::{measure, pct};
 use app::Deps;
 use domain::command::Command;
 use domain::order::{NewOrder, OrderRequest};
 use lambda_http::Request;
 use rust_decimal_macros::dec;
 use serde_json::json;
+use testkit::{measure, pct};
 use uuid::Uuid;
 
 fn env(name: &str) -> String {
@@ -104,7 +104,7 @@ async fn run() -> String {
     ] {
         std::env::set_var(k, v);
     }
-    let stub = adapters::testkit::sqs_stub().await;
+    let stub = testkit::sqs_stub().await;
     std::env::set_var("AWS_ENDPOINT_URL", format!("http://{stub}"));
     let queue = CommandQueue::new(&format!("http://{stub}/123456789012/bench.fifo"));
     queue.client().await;
@@ -112,7 +112,7 @@ async fn run() -> String {
         .expect("database url");
     ledger.migrate().await.expect("migrations");
     let cache = Cache::new(&config.redis.url, &config.redis.key_prefix).expect("redis url");
-    adapters::testkit::put_quote(&cache, "BTCUSDT", dec!(60000), dec!(60000.01)).await;
+    testkit::put_quote(&cache, "BTCUSDT", dec!(60000), dec!(60000.01)).await;
     let deps = Deps::with(config, ledger, cache, queue).expect("redis url");
 
     let (_, account) = deps

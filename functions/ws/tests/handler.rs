@@ -5,14 +5,13 @@ use std::time::Duration;
 
 use adapters::auth::{digest, new_key_id, random_secret};
 use adapters::cache::{Cache, Session};
-use adapters::config::Config;
 use adapters::connections::ConnectionTable;
-use adapters::testkit::{self, service_env};
 use aws_lambda_events::apigw::ApiGatewayWebsocketProxyRequest;
 use domain::realtime::ConnectionChange;
 use futures_util::StreamExt;
 use rust_decimal_macros::dec;
 use serde_json::Value;
+use testkit::service_env;
 use uuid::Uuid;
 use ws::{handle, Deps, WsRequest};
 
@@ -45,9 +44,7 @@ async fn fixture(max_connections: usize) -> Fixture {
         .insert_api_key(&key_id, user_id, account_id, &digest(&secret))
         .await
         .expect("api key stored");
-    let mut config = Config::from_env().expect("config");
-    config.database.url = service_env("DATABASE_URL");
-    config.redis.url = service_env("REDIS_URL");
+    let mut config = testkit::config();
     config.redis.key_prefix = cache.prefix().to_string();
     config.connections.table = testkit::connection_table();
     config.websocket.max_connections_per_user = max_connections;

@@ -20,8 +20,6 @@ pub mod telemetry;
 pub mod watch;
 pub mod webhooks;
 
-pub mod testkit;
-
 pub use error::DependencyError;
 
 /// Milliseconds since the Unix epoch, the clock prices are stamped with.

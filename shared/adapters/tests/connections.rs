@@ -1,7 +1,6 @@
 //! The connection table against DynamoDB (moto), with the schema of template.yaml.
 
 use adapters::connections::ConnectionTable;
-use adapters::testkit;
 use domain::realtime::Connection;
 use uuid::Uuid;
 

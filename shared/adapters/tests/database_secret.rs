@@ -4,9 +4,9 @@
 use std::str::FromStr;
 
 use adapters::config::{secrets_client, DatabaseSecretSource};
-use adapters::testkit::service_env;
 use sqlx::postgres::PgConnectOptions;
 use sqlx::{ConnectOptions, Connection};
+use testkit::service_env;
 use uuid::Uuid;
 
 /// A secret of our own (moto is shared) holding the test database's credentials with the

@@ -3,12 +3,12 @@
 use adapters::cache::{PendingPut, Session};
 use adapters::ledger::{FillQuery, OrderQuery, SignupError, StatusFilter};
 use adapters::queue::CommandQueue;
-use adapters::testkit::{self, account_with_cash, put_quote};
 use chrono::Utc;
 use domain::catalog::Catalog;
 use domain::command::Command;
 use domain::order::{NewOrder, OrderRequest, OrderStatus};
 use rust_decimal_macros::dec;
+use testkit::{account_with_cash, put_quote};
 use uuid::Uuid;
 
 fn order(account: Uuid, json: &str) -> NewOrder {
@@ -200,19 +200,7 @@ async fn cache_sessions_and_pending_orders() {
 
 #[tokio::test]
 async fn queue_sends_fifo_commands_with_group_and_dedup_ids() {
-    let endpoint = testkit::service_env("AWS_ENDPOINT_URL");
-    let config = aws_config::load_defaults(aws_config::BehaviorVersion::latest()).await;
-    let client = aws_sdk_sqs::Client::new(&config);
-    let name = format!("t-{}.fifo", Uuid::new_v4().simple());
-    let url = client
-        .create_queue()
-        .queue_name(&name)
-        .attributes(aws_sdk_sqs::types::QueueAttributeName::FifoQueue, "true")
-        .send()
-        .await
-        .unwrap_or_else(|e| panic!("create queue on {endpoint}: {e:?}"))
-        .queue_url
-        .unwrap();
+    let (client, url) = testkit::fifo_queue("t").await;
     let queue = CommandQueue::from_client(&url, client.clone());
     queue.ping().await.unwrap();
     let account = Uuid::new_v4();

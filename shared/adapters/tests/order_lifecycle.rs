@@ -5,7 +5,6 @@
 use std::collections::HashMap;
 
 use adapters::ledger::{Ledger, OrderQuery, StatusFilter};
-use adapters::testkit::{self, account_with_cash};
 use chrono::Utc;
 use domain::catalog::Catalog;
 use domain::command::Command;
@@ -14,6 +13,7 @@ use domain::order::{leg_id, LegRole, NewOrder, Order, OrderRequest, OrderStatus}
 use domain::quote::Quote;
 use rust_decimal::Decimal;
 use rust_decimal_macros::dec;
+use testkit::account_with_cash;
 use uuid::Uuid;
 
 fn order(account: Uuid, json: &str) -> NewOrder {

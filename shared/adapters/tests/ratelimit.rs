@@ -5,7 +5,7 @@
 use std::time::Duration;
 
 use adapters::ratelimit::{Backoff, BucketSpec, Decision, LoginGuard, LoginPolicy, RateLimiter};
-use adapters::testkit::{service_env, unique_email};
+use testkit::{service_env, unique_email};
 use uuid::Uuid;
 
 fn prefix() -> String {

@@ -1,11 +1,11 @@
 //! The Redis trigger index against the real Redis of `REDIS_URL` (`make test`), each test
 //! under a key prefix of its own.
 
-use adapters::testkit::service_env;
 use adapters::watch::{WatchChange, WatchIndex, START_ID};
 use domain::order::{Side, Trail};
 use domain::trigger::{Condition, Watch};
 use rust_decimal_macros::dec;
+use testkit::service_env;
 use uuid::Uuid;
 
 fn index() -> WatchIndex {

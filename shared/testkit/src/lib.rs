@@ -4,9 +4,17 @@
 //! - [`events`]: typed API Gateway (REST and WebSocket) and SQS events, built with
 //!   `aws_lambda_events`, as AWS would send them. Always available; needs no AWS SDK and
 //!   no project crate (`domain`, `adapters`).
+//! - [`services`] (feature `services`): fixtures against the real PostgreSQL, Redis and
+//!   moto that `make test` starts: the ledger, the cache, a FIFO queue of one's own, the
+//!   use cases' `Deps`, quotes, accounts, a loopback SQS stub and the bench timer.
 //!
 //! Heavier helpers go in modules of their own behind a Cargo feature, declared here as
 //! `#[cfg(feature = "<name>")] pub mod <name>;` with the feature (and its optional
 //! dependencies) in `Cargo.toml`, so that the default build stays light.
 
 pub mod events;
+
+#[cfg(feature = "services")]
+pub mod services;
+#[cfg(feature = "services")]
+pub use services::*;

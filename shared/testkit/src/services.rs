@@ -1,6 +1,6 @@
-//! Used by tests only; compiled always so integration tests in every crate can share it.
-//! Helpers for integration tests against the real services that `make test` starts
-//! (PostgreSQL, Redis, moto). A missing service address is an error, never a skipped test.
+//! Fixtures against the real services that `make test` starts (PostgreSQL, Redis, moto),
+//! for integration tests and benchmarks: a missing service address is an error, never a
+//! skipped test. Behind the `services` feature, so the event builders stay light.
 
 use domain::quote::Quote;
 use rust_decimal::Decimal;
@@ -9,8 +9,10 @@ use std::time::{Duration, Instant};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use uuid::Uuid;
 
-use crate::cache::Cache;
-use crate::ledger::Ledger;
+use adapters::cache::Cache;
+use adapters::config::Config;
+use adapters::ledger::Ledger;
+use adapters::queue::CommandQueue;
 
 /// Reads a service address exported by `make test`; panics with a clear message without it.
 pub fn service_env(name: &str) -> String {
@@ -56,7 +58,7 @@ pub async fn put_quote(cache: &Cache, symbol: &str, bid: Decimal, ask: Decimal) 
         bid,
         ask,
         last: Some(bid),
-        ts: crate::now_ms(),
+        ts: adapters::now_ms(),
     };
     cache.put_quote(&q, 60_000).await.expect("quote stored");
 }
@@ -209,4 +211,56 @@ where
     };
     eprintln!("{}", fig.row());
     fig
+}
+
+/// A FIFO queue of the caller's own on moto (`AWS_ENDPOINT_URL`), named `{stem}-{uuid}.fifo`:
+/// the client and the queue URL.
+pub async fn fifo_queue(stem: &str) -> (aws_sdk_sqs::Client, String) {
+    let endpoint = service_env("AWS_ENDPOINT_URL");
+    let config = aws_config::load_defaults(aws_config::BehaviorVersion::latest()).await;
+    let client = aws_sdk_sqs::Client::new(&config);
+    let url = client
+        .create_queue()
+        .queue_name(format!("{stem}-{}.fifo", Uuid::new_v4().simple()))
+        .attributes(aws_sdk_sqs::types::QueueAttributeName::FifoQueue, "true")
+        .send()
+        .await
+        .unwrap_or_else(|e| {
+            panic!(
+                "creating a FIFO queue on {endpoint}: {}",
+                aws_sdk_sqs::error::DisplayErrorContext(e)
+            )
+        })
+        .queue_url
+        .expect("moto answers a queue URL");
+    (client, url)
+}
+
+/// The configuration of the environment `make test` exports, under a fresh key prefix.
+pub fn config() -> Config {
+    let mut config = Config::from_env().expect("the test environment is a valid configuration");
+    config.database.url = service_env("DATABASE_URL");
+    config.redis.url = service_env("REDIS_URL");
+    config.redis.key_prefix = format!("t{}:", Uuid::new_v4().simple());
+    config
+}
+
+/// The use cases' dependencies on the real services, with a FIFO queue of their own on
+/// moto and a fresh key prefix (`app::Deps::for_test`, as every test and benchmark of the
+/// REST edge builds it).
+pub async fn app_deps() -> app::Deps {
+    app_deps_with(config()).await
+}
+
+/// [`app_deps`] with a configuration of the caller's (its key prefix is kept).
+pub async fn app_deps_with(config: Config) -> app::Deps {
+    let (client, url) = fifo_queue("api").await;
+    let cache = Cache::new(&config.redis.url, &config.redis.key_prefix).expect("cache");
+    app::Deps::with(
+        config,
+        ledger().await,
+        cache,
+        CommandQueue::from_client(&url, client),
+    )
+    .expect("rate limiter")
 }
