@@ -36,18 +36,11 @@ use domain::catalog::Catalog;
 use domain::command::Command;
 use domain::engine::ExecutionParams;
 use domain::order::{NewOrder, OrderRequest};
-use domain::quote::Quote;
 use lambda_http::{Body, Request, Response};
 use rust_decimal_macros::dec;
 use serde_json::json;
-use testkit::measure;
+use testkit::{bench_env, measure};
 use uuid::Uuid;
-
-fn env(name: &str) -> String {
-    std::env::var(name).ok().filter(|v| !v.is_empty()).unwrap_or_else(|| {
-        panic!("{name} is not set: run `make bench` (infra/scripts/bench.sh), which starts the services and exports it")
-    })
-}
 
 fn opt_env(name: &str) -> Option<String> {
     std::env::var(name).ok().filter(|v| !v.is_empty())
@@ -104,22 +97,6 @@ fn order_body(client_order_id: &str) -> String {
     )
 }
 
-async fn put_quotes(cache: &Cache) {
-    for (symbol, bid, ask) in [
-        ("BTCUSDT", dec!(60000), dec!(60000.01)),
-        ("ETHUSDT", dec!(3000), dec!(3000.01)),
-    ] {
-        let q = Quote {
-            symbol: symbol.into(),
-            bid,
-            ask,
-            last: Some(bid),
-            ts: now_ms(),
-        };
-        cache.put_quote(&q, 60_000).await.expect("quote stored");
-    }
-}
-
 /// A queue whose SDK client is built now, with `endpoint` as `AWS_ENDPOINT_URL` (the SDK
 /// reads it when its config loads, on first use).
 async fn queue_at(endpoint: &str, queue_url: &str) -> CommandQueue {
@@ -169,8 +146,8 @@ async fn run() -> String {
         .and_then(|v| v.parse().ok())
         .unwrap_or(5.0);
     let mut config = Config::from_env().expect("config");
-    config.database.url = env("DATABASE_URL");
-    config.redis.url = env("REDIS_URL");
+    config.database.url = bench_env("DATABASE_URL");
+    config.redis.url = bench_env("REDIS_URL");
     config.redis.key_prefix = format!("bench{}:", Uuid::new_v4().simple());
     // One account sends every request: the per-account rate limits would measure 429s.
     let off = adapters::ratelimit::BucketSpec {
@@ -209,7 +186,7 @@ async fn run() -> String {
         .await
         .expect("api key");
     let quote_cache = Cache::new(&config.redis.url, &config.redis.key_prefix).expect("redis url");
-    put_quotes(&quote_cache).await;
+    testkit::put_bench_quotes(&quote_cache).await;
     for (symbol, qty) in [("BTCUSDT", "0.01"), ("ETHUSDT", "0.5")] {
         let req: OrderRequest = serde_json::from_str(&format!(
             r#"{{"symbol":"{symbol}","qty":"{qty}","side":"buy","type":"market","time_in_force":"gtc","client_order_id":"seed-{symbol}"}}"#
@@ -233,7 +210,7 @@ async fn run() -> String {
     let refresher = tokio::spawn(async move {
         loop {
             tokio::time::sleep(Duration::from_millis(200)).await;
-            put_quotes(&quote_cache).await;
+            testkit::put_bench_quotes(&quote_cache).await;
         }
     });
 
@@ -447,8 +424,5 @@ fn main() {
         .build()
         .expect("runtime");
     let md = rt.block_on(run());
-    match std::env::var("BENCH_REPORT") {
-        Ok(path) if !path.is_empty() => std::fs::write(&path, &md).expect("write BENCH_REPORT"),
-        _ => println!("{md}"),
-    }
+    testkit::write_report(&md);
 }

@@ -34,22 +34,16 @@ use domain::catalog::Catalog;
 use domain::command::Command;
 use domain::engine::ExecutionParams;
 use domain::order::{NewOrder, OrderRequest};
-use domain::quote::Quote;
 use executor::{handle_batch, Deps};
 use rust_decimal_macros::dec;
 use sqlx::Connection;
+use testkit::bench_env;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 use uuid::Uuid;
 
 const BATCH: usize = 10;
 const SYMBOLS: [(&str, &str); 2] = [("BTCUSDT", "0.001"), ("ETHUSDT", "0.01")];
-
-fn env(name: &str) -> String {
-    std::env::var(name).ok().filter(|v| !v.is_empty()).unwrap_or_else(|| {
-        panic!("{name} is not set: run `make bench` (infra/scripts/bench.sh), which starts the services and exports it")
-    })
-}
 
 fn env_or<T: std::str::FromStr>(name: &str, default: T) -> T {
     std::env::var(name)
@@ -116,22 +110,6 @@ fn batch(accounts: &[Uuid], tag: &str, seq: u64) -> Vec<SqsMessage> {
             )
         })
         .collect()
-}
-
-async fn put_quotes(cache: &Cache) {
-    for (symbol, bid, ask) in [
-        ("BTCUSDT", dec!(60000), dec!(60000.01)),
-        ("ETHUSDT", dec!(3000), dec!(3000.01)),
-    ] {
-        let q = Quote {
-            symbol: symbol.into(),
-            bid,
-            ask,
-            last: Some(bid),
-            ts: now_ms(),
-        };
-        cache.put_quote(&q, 60_000).await.expect("quote stored");
-    }
 }
 
 // ---- CPU accounting -------------------------------------------------------------------
@@ -636,8 +614,8 @@ fn mean(v: &[u64]) -> f64 {
 
 async fn run() -> String {
     let setup = Setup {
-        db: env("DATABASE_URL"),
-        redis: env("REDIS_URL"),
+        db: bench_env("DATABASE_URL"),
+        redis: bench_env("REDIS_URL"),
         prefix: format!("bench{}:", Uuid::new_v4().simple()),
         pool: env_or("DATABASE_MAX_CONNECTIONS", 5u32),
         secs: env_or("BENCH_SECS", 5.0f64),
@@ -657,13 +635,13 @@ async fn run() -> String {
         proc_stat(backend as u32).map(|s| s.0).unwrap_or(0)
     };
     let quotes = setup.deps(&setup.db, &setup.redis);
-    put_quotes(&quotes.cache).await;
+    testkit::put_bench_quotes(&quotes.cache).await;
     // Fresh prices all along, as the ingest task keeps them (an order on a price older than
     // 5 s would be rejected, not filled).
     let refresher = tokio::spawn(async move {
         loop {
             tokio::time::sleep(Duration::from_millis(200)).await;
-            put_quotes(&quotes.cache).await;
+            testkit::put_bench_quotes(&quotes.cache).await;
         }
     });
     let run_tag = format!("bench{}", &Uuid::new_v4().simple().to_string()[..8]);
@@ -823,8 +801,5 @@ fn main() {
         .build()
         .expect("runtime");
     let md = rt.block_on(run());
-    match std::env::var("BENCH_REPORT") {
-        Ok(path) if !path.is_empty() => std::fs::write(&path, &md).expect("write BENCH_REPORT"),
-        _ => println!("{md}"),
-    }
+    testkit::write_report(&md);
 }

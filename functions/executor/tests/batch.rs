@@ -1,6 +1,8 @@
 //! The executor against real PostgreSQL and Redis (`make test`): idempotent commands,
 //! FIFO-safe partial batch failures, and concurrent executors on different accounts.
 
+mod common;
+use common::deps;
 use std::collections::HashMap;
 
 use aws_lambda_events::sqs::SqsMessage;
@@ -8,25 +10,11 @@ use chrono::Utc;
 use domain::catalog::Catalog;
 use domain::command::Command;
 use domain::order::{NewOrder, OrderRequest, OrderStatus};
-use executor::{apply, handle_batch, Deps};
+use executor::{apply, handle_batch};
 use rust_decimal::Decimal;
 use rust_decimal_macros::dec;
 use testkit::{account_with_cash, put_quote};
 use uuid::Uuid;
-
-async fn deps() -> Deps {
-    let redis = testkit::service_env("REDIS_URL");
-    let prefix = format!("t{}:", Uuid::new_v4().simple());
-    Deps {
-        ledger: testkit::ledger().await,
-        cache: adapters::cache::Cache::new(&redis, &prefix).unwrap(),
-        catalog: Catalog::builtin(),
-        params: domain::engine::ExecutionParams::default(),
-        watches: adapters::watch::WatchIndex::new(&redis, &prefix).unwrap(),
-        connections: adapters::connections::ConnectionTable::new("unused"),
-        pusher: None,
-    }
-}
 
 fn market(account: Uuid, side: &str, qty: &str, client_order_id: &str) -> Command {
     let json = format!(

@@ -2,7 +2,9 @@
 //! and Redis): each limit refuses exactly past its boundary, the daily loss limit trips the
 //! kill switch, and the kill switch's flatten sells everything.
 
+mod common;
 use chrono::Utc;
+use common::deps;
 use domain::catalog::Catalog;
 use domain::command::Command;
 use domain::order::{NewOrder, Order, OrderRequest, OrderStatus};
@@ -12,20 +14,6 @@ use rust_decimal::Decimal;
 use rust_decimal_macros::dec;
 use testkit::{account_with_cash, put_quote};
 use uuid::Uuid;
-
-async fn deps() -> Deps {
-    let redis = testkit::service_env("REDIS_URL");
-    let prefix = format!("t{}:", Uuid::new_v4().simple());
-    Deps {
-        ledger: testkit::ledger().await,
-        cache: adapters::cache::Cache::new(&redis, &prefix).unwrap(),
-        catalog: Catalog::builtin(),
-        params: domain::engine::ExecutionParams::default(),
-        watches: adapters::watch::WatchIndex::new(&redis, &prefix).unwrap(),
-        connections: adapters::connections::ConnectionTable::new("unused"),
-        pusher: None,
-    }
-}
 
 fn order(account: Uuid, json: &str) -> Command {
     let mut v: serde_json::Value = serde_json::from_str(json).unwrap();

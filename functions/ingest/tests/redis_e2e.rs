@@ -11,6 +11,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use serde_json::Value;
 
 mod common;
+use common::post_quote;
 
 fn redis_url() -> Option<String> {
     match std::env::var("REDIS_URL") {
@@ -27,22 +28,6 @@ fn unique_prefix(name: &str) -> String {
         .unwrap()
         .as_nanos();
     format!("test-ingest-{name}-{}-{nanos}:", std::process::id())
-}
-
-async fn post_quote(feed: &feed::Feed, body: &str) {
-    let resp = reqwest::Client::new()
-        .post(format!("{}/quotes", feed.http_base_url()))
-        .header("content-type", "application/json")
-        .body(body.to_string())
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(
-        resp.status(),
-        200,
-        "{}",
-        resp.text().await.unwrap_or_default()
-    );
 }
 
 /// Polls `key` until its JSON satisfies `pred`; returns it (panics after 15 s).

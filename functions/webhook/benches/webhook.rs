@@ -32,14 +32,8 @@ use domain::order::{NewOrder, OrderRequest};
 use lambda_http::Request;
 use rust_decimal_macros::dec;
 use serde_json::json;
-use testkit::{measure, pct};
+use testkit::{bench_env, measure, pct};
 use uuid::Uuid;
-
-fn env(name: &str) -> String {
-    std::env::var(name).ok().filter(|v| !v.is_empty()).unwrap_or_else(|| {
-        panic!("{name} is not set: run `make bench` (infra/scripts/bench.sh), which starts the services and exports it")
-    })
-}
 
 /// An API Gateway REST event for `/v2/hooks/tradingview/{webhook_id}`, as TradingView's
 /// POST arrives (JSON body, no custom headers).
@@ -88,8 +82,8 @@ async fn run() -> String {
         .and_then(|v| v.parse().ok())
         .unwrap_or(5.0);
     let mut config = Config::from_env().expect("config");
-    config.database.url = env("DATABASE_URL");
-    config.redis.url = env("REDIS_URL");
+    config.database.url = bench_env("DATABASE_URL");
+    config.redis.url = bench_env("REDIS_URL");
     config.redis.key_prefix = format!("bench{}:", Uuid::new_v4().simple());
     // One webhook sends every alert: the per-account order bucket would measure 429s.
     config.rates.orders = BucketSpec {
@@ -239,8 +233,5 @@ fn main() {
         .build()
         .expect("runtime");
     let md = rt.block_on(run());
-    match std::env::var("BENCH_REPORT") {
-        Ok(path) if !path.is_empty() => std::fs::write(&path, &md).expect("write BENCH_REPORT"),
-        _ => println!("{md}"),
-    }
+    testkit::write_report(&md);
 }

@@ -264,3 +264,26 @@ pub async fn app_deps_with(config: Config) -> app::Deps {
     )
     .expect("rate limiter")
 }
+
+/// A variable `make bench` exports; panics with a clear message without it.
+pub fn bench_env(name: &str) -> String {
+    std::env::var(name).ok().filter(|v| !v.is_empty()).unwrap_or_else(|| {
+        panic!("{name} is not set: run `make bench` (infra/scripts/bench.sh), which starts the services and exports it")
+    })
+}
+
+/// The quotes the benches trade at: BTCUSDT 60000/60000.01 and ETHUSDT 3000/3000.01.
+pub async fn put_bench_quotes(cache: &Cache) {
+    use rust_decimal_macros::dec;
+    put_quote(cache, "BTCUSDT", dec!(60000), dec!(60000.01)).await;
+    put_quote(cache, "ETHUSDT", dec!(3000), dec!(3000.01)).await;
+}
+
+/// Writes a benchmark's markdown to `BENCH_REPORT` (where bench.sh collects it), else
+/// prints it.
+pub fn write_report(md: &str) {
+    match std::env::var("BENCH_REPORT") {
+        Ok(path) if !path.is_empty() => std::fs::write(&path, md).expect("write BENCH_REPORT"),
+        _ => println!("{md}"),
+    }
+}
