@@ -4,6 +4,9 @@
 //! REST through the devstack, prices through the feed's `POST /quotes` → ingest → Redis,
 //! orders through API → SQS FIFO (moto) → devstack poller → executor → Postgres.
 //!
+//! Dev-only: runs the binaries as a client would (never links a function crate); depends on
+//! `testkit`, `domain` and `adapters` for fixtures.
+//!
 //! Isolation between stacks running at once: a Redis key prefix and an SQS FIFO queue of
 //! their own; Postgres is shared (users have unique emails).
 //!

@@ -2,6 +2,10 @@
 //! from the SQS FIFO queue and applies each in one Postgres transaction, idempotent on its
 //! command id.
 //!
+//! Depends on `adapters` (the ledger, cache, trigger index, pushes), `alpaca` (the
+//! `trade_updates` it pushes) and `domain`; no crate depends on it, and its `main.rs` only
+//! wires.
+//!
 //! A whole batch applies in one transaction with a fixed number of multi-row statements
 //! (see `adapters::ledger::execute`). FIFO-safe partial batch failure: each message group
 //! (account) applies in order; a message that cannot apply is reported in

@@ -1,6 +1,8 @@
 //! The `migrate` Lambda: a CloudFormation custom resource that applies the ledger migrations
 //! (`infra/migrations`, embedded at build time) on every deploy.
 //!
+//! Depends on `adapters` (schema, configuration); no crate depends on it.
+//!
 //! - Create and Update apply every migration the database lacks (idempotent), then answer
 //!   SUCCESS with `Data.Applied` = the newest migration version of this build.
 //! - Delete answers SUCCESS and leaves the schema alone: deleting the stack or replacing the

@@ -1,5 +1,8 @@
 //! The `ws` Lambda behind API Gateway's WebSocket API.
 //!
+//! A route table over `app` (credentials, errors) and `adapters` (the connection table, the
+//! cache), with `domain`; no crate depends on it, and its `main.rs` only wires.
+//!
 //! - `$connect`: authenticates by `?token=<session>` or `?key_id=…&secret_key=…` (or the REST
 //!   API's headers, for clients that can set them) before the connection is accepted: 401
 //!   otherwise, 429 past the per-account connection limit. Stores the connection in the

@@ -1,5 +1,7 @@
 //! Monthly AWS cost of the deployment at list prices (us-east-1), from a [`Workload`].
 //!
+//! A pure model with no workspace dependency.
+//!
 //! A pure model: [`estimate`] turns a workload and [`Prices`] into line items (quantity, unit
 //! price, monthly dollars), a total, the total per user-month, and the request rates that
 //! matter for account limits rather than cost ([`Limits`]). [`render`] prints it as Markdown

@@ -2,6 +2,9 @@
 //! `@connections` management API), Lambda and the SQS event source, running
 //! the real function binaries as child processes under an emulated Lambda
 //! Runtime API. See `start`.
+//!
+//! A dev tool: runs the function binaries as processes (never links them); depends on
+//! `testkit` (the events it sends) and the AWS SDK clients of moto.
 
 pub mod cli;
 pub mod connections;

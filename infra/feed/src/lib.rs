@@ -1,5 +1,7 @@
 //! `feed`: a Binance-protocol replay server for local development and tests.
 //!
+//! A dev tool with no workspace dependency: it speaks Binance's protocol, not ours.
+//!
 //! - `GET /stream?streams=a/b/c` — WebSocket speaking Binance's combined-stream protocol,
 //!   replaying recorded data in a loop (plus live-style `SUBSCRIBE`/`UNSUBSCRIBE`).
 //! - `POST /quotes`, `GET /quotes`, `DELETE /quotes/{symbol}` — script control of exact prices.

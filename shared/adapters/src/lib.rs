@@ -2,6 +2,9 @@
 //! sessions, pending orders, positions snapshots and connection notifications), the command
 //! queue (SQS FIFO), the WebSocket connection table (DynamoDB), pushes to WebSocket clients
 //! (API Gateway management API), credentials, configuration and telemetry.
+//!
+//! Depends on `domain` only among the workspace crates; every connection, key name and SQL
+//! statement of the platform lives here, and nothing here knows HTTP or Lambda events.
 
 pub mod auth;
 pub mod cache;

@@ -1,6 +1,9 @@
 //! Dev-only helpers: never a dependency of a deployed function's code, only of tests,
 //! benches and the local devstack.
 //!
+//! May depend on `domain`, `adapters` and `app` (feature `services`); never on a function
+//! crate, and no deployed crate depends on it.
+//!
 //! - [`events`]: typed API Gateway (REST and WebSocket) and SQS events, built with
 //!   `aws_lambda_events`, as AWS would send them. Always available; needs no AWS SDK and
 //!   no project crate (`domain`, `adapters`).

@@ -1,5 +1,8 @@
 //! TradingView alerts: the JSON an alert sends, and the order it becomes.
 //!
+//! An edge format crate: depends on `domain` only; no I/O. Used by `app` (alerts) and the
+//! `api` (the templates shown with a new webhook).
+//!
 //! TradingView posts an alert's *message* as the request body, after replacing its
 //! placeholders (`{{ticker}}`, `{{strategy.order.action}}`, …) with text. The body is sent as
 //! `application/json` when the substituted message parses as JSON, else as `text/plain`; we
