@@ -10,7 +10,7 @@ use domain::engine::Book;
 use domain::order::{LegRole, Order, OrderClass, OrderStatus, OrderType, Side, TimeInForce, Trail};
 use rust_decimal::Decimal;
 use sqlx::postgres::{PgPool, PgPoolOptions, PgRow};
-use sqlx::Row;
+use sqlx::FromRow;
 use uuid::Uuid;
 
 use crate::error::DependencyError;
@@ -27,24 +27,25 @@ pub struct Ledger {
     pool: PgPool,
 }
 
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, sqlx::FromRow)]
 pub struct UserCredentials {
     pub user_id: Uuid,
     pub account_id: Uuid,
     pub password_hash: String,
 }
 
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, sqlx::FromRow)]
 pub struct ApiKeyRecord {
     pub key_id: String,
     pub user_id: Uuid,
     pub account_id: Uuid,
     pub secret_hash: String,
     pub created_at: DateTime<Utc>,
+    /// Selected as `revoked_at IS NOT NULL AS revoked`.
     pub revoked: bool,
 }
 
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, sqlx::FromRow)]
 pub struct AccountRecord {
     pub id: Uuid,
     pub account_number: String,
@@ -152,82 +153,131 @@ fn nest_legs(order: &mut Order, candidates: &[Order]) {
         .collect();
 }
 
+/// An `orders` row as stored: enumerations as their text, the trail in two columns.
+#[derive(sqlx::FromRow)]
+struct OrderRow {
+    id: Uuid,
+    client_order_id: String,
+    account_id: Uuid,
+    created_at: DateTime<Utc>,
+    updated_at: DateTime<Utc>,
+    submitted_at: DateTime<Utc>,
+    filled_at: Option<DateTime<Utc>>,
+    canceled_at: Option<DateTime<Utc>>,
+    failed_at: Option<DateTime<Utc>>,
+    asset_id: Uuid,
+    symbol: String,
+    notional: Option<Decimal>,
+    qty: Option<Decimal>,
+    filled_qty: Decimal,
+    filled_avg_price: Option<Decimal>,
+    order_type: String,
+    side: String,
+    time_in_force: String,
+    limit_price: Option<Decimal>,
+    status: String,
+    reject_reason: Option<String>,
+    order_class: String,
+    stop_price: Option<Decimal>,
+    trail_price: Option<Decimal>,
+    trail_percent: Option<Decimal>,
+    hwm: Option<Decimal>,
+    parent_id: Option<Uuid>,
+    leg_role: Option<String>,
+    triggered_at: Option<DateTime<Utc>>,
+    expires_at: Option<DateTime<Utc>>,
+    expired_at: Option<DateTime<Utc>>,
+    replaced_at: Option<DateTime<Utc>>,
+    replaced_by: Option<Uuid>,
+    replaces: Option<Uuid>,
+}
+
 fn order_from_row(r: &PgRow) -> Result<Order, sqlx::Error> {
-    let text = |name: &str| -> Result<String, sqlx::Error> { r.try_get::<String, _>(name) };
-    let bad = |name: &str, v: String| {
+    let row = OrderRow::from_row(r)?;
+    let bad = |name: &str, v: &str| {
         sqlx::Error::Decode(format!("orders.{name}: unexpected value '{v}'").into())
     };
-    let order_type = text("order_type")?;
-    let side = text("side")?;
-    let tif = text("time_in_force")?;
-    let status = text("status")?;
-    let class = text("order_class")?;
     Ok(Order {
-        id: r.try_get("id")?,
-        client_order_id: r.try_get("client_order_id")?,
-        account_id: r.try_get("account_id")?,
-        created_at: r.try_get("created_at")?,
-        updated_at: r.try_get("updated_at")?,
-        submitted_at: r.try_get("submitted_at")?,
-        filled_at: r.try_get("filled_at")?,
-        canceled_at: r.try_get("canceled_at")?,
-        failed_at: r.try_get("failed_at")?,
-        asset_id: r.try_get("asset_id")?,
-        symbol: r.try_get("symbol")?,
-        notional: r.try_get("notional")?,
-        qty: r.try_get("qty")?,
-        filled_qty: r.try_get("filled_qty")?,
-        filled_avg_price: r.try_get("filled_avg_price")?,
-        order_type: OrderType::parse(&order_type)
-            .ok_or_else(|| bad("order_type", order_type.clone()))?,
-        side: Side::parse(&side).ok_or_else(|| bad("side", side.clone()))?,
-        time_in_force: TimeInForce::parse(&tif).ok_or_else(|| bad("time_in_force", tif.clone()))?,
-        limit_price: r.try_get("limit_price")?,
-        status: OrderStatus::parse(&status).ok_or_else(|| bad("status", status.clone()))?,
-        reject_reason: r.try_get("reject_reason")?,
-        order_class: OrderClass::parse(&class).ok_or_else(|| bad("order_class", class.clone()))?,
-        stop_price: r.try_get("stop_price")?,
-        trail: match (
-            r.try_get::<Option<Decimal>, _>("trail_price")?,
-            r.try_get::<Option<Decimal>, _>("trail_percent")?,
-        ) {
+        order_type: OrderType::parse(&row.order_type)
+            .ok_or_else(|| bad("order_type", &row.order_type))?,
+        side: Side::parse(&row.side).ok_or_else(|| bad("side", &row.side))?,
+        time_in_force: TimeInForce::parse(&row.time_in_force)
+            .ok_or_else(|| bad("time_in_force", &row.time_in_force))?,
+        status: OrderStatus::parse(&row.status).ok_or_else(|| bad("status", &row.status))?,
+        order_class: OrderClass::parse(&row.order_class)
+            .ok_or_else(|| bad("order_class", &row.order_class))?,
+        trail: match (row.trail_price, row.trail_percent) {
             (Some(p), _) => Some(Trail::Price(p)),
             (None, Some(p)) => Some(Trail::Percent(p)),
             _ => None,
         },
-        hwm: r.try_get("hwm")?,
-        parent_id: r.try_get("parent_id")?,
-        leg_role: match r.try_get::<Option<String>, _>("leg_role")?.as_deref() {
+        leg_role: match row.leg_role.as_deref() {
             Some("take_profit") => Some(LegRole::TakeProfit),
             Some("stop_loss") => Some(LegRole::StopLoss),
-            Some(other) => return Err(bad("leg_role", other.to_string())),
+            Some(other) => return Err(bad("leg_role", other)),
             None => None,
         },
-        triggered_at: r.try_get("triggered_at")?,
-        expires_at: r.try_get("expires_at")?,
-        expired_at: r.try_get("expired_at")?,
-        replaced_at: r.try_get("replaced_at")?,
-        replaced_by: r.try_get("replaced_by")?,
-        replaces: r.try_get("replaces")?,
+        id: row.id,
+        client_order_id: row.client_order_id,
+        account_id: row.account_id,
+        created_at: row.created_at,
+        updated_at: row.updated_at,
+        submitted_at: row.submitted_at,
+        filled_at: row.filled_at,
+        canceled_at: row.canceled_at,
+        failed_at: row.failed_at,
+        asset_id: row.asset_id,
+        symbol: row.symbol,
+        notional: row.notional,
+        qty: row.qty,
+        filled_qty: row.filled_qty,
+        filled_avg_price: row.filled_avg_price,
+        limit_price: row.limit_price,
+        reject_reason: row.reject_reason,
+        stop_price: row.stop_price,
+        hwm: row.hwm,
+        parent_id: row.parent_id,
+        triggered_at: row.triggered_at,
+        expires_at: row.expires_at,
+        expired_at: row.expired_at,
+        replaced_at: row.replaced_at,
+        replaced_by: row.replaced_by,
+        replaces: row.replaces,
         legs: Vec::new(),
     })
 }
 
+/// A `fills` row as stored: the side as its text.
+#[derive(sqlx::FromRow)]
+struct FillRow {
+    id: Uuid,
+    order_id: Uuid,
+    symbol: String,
+    side: String,
+    qty: Decimal,
+    price: Decimal,
+    fee: Decimal,
+    realized_pnl: Decimal,
+    cum_qty: Decimal,
+    leaves_qty: Decimal,
+    transaction_time: DateTime<Utc>,
+}
+
 fn fill_from_row(r: &PgRow) -> Result<FillRecord, sqlx::Error> {
-    let side: String = r.try_get("side")?;
+    let row = FillRow::from_row(r)?;
     Ok(FillRecord {
-        id: r.try_get("id")?,
-        order_id: r.try_get("order_id")?,
-        symbol: r.try_get("symbol")?,
-        side: Side::parse(&side)
-            .ok_or_else(|| sqlx::Error::Decode(format!("fills.side '{side}'").into()))?,
-        qty: r.try_get("qty")?,
-        price: r.try_get("price")?,
-        fee: r.try_get("fee")?,
-        realized_pnl: r.try_get("realized_pnl")?,
-        cum_qty: r.try_get("cum_qty")?,
-        leaves_qty: r.try_get("leaves_qty")?,
-        transaction_time: r.try_get("transaction_time")?,
+        side: Side::parse(&row.side)
+            .ok_or_else(|| sqlx::Error::Decode(format!("fills.side '{}'", row.side).into()))?,
+        id: row.id,
+        order_id: row.order_id,
+        symbol: row.symbol,
+        qty: row.qty,
+        price: row.price,
+        fee: row.fee,
+        realized_pnl: row.realized_pnl,
+        cum_qty: row.cum_qty,
+        leaves_qty: row.leaves_qty,
+        transaction_time: row.transaction_time,
     })
 }
 
@@ -311,15 +361,10 @@ impl Ledger {
         .fetch_optional(&self.pool)
         .await
         .map_err(pg)?;
-        row.map(|r| {
-            Ok(UserCredentials {
-                user_id: r.try_get("user_id")?,
-                account_id: r.try_get("account_id")?,
-                password_hash: r.try_get("password_hash")?,
-            })
-        })
-        .transpose()
-        .map_err(pg)
+        row.as_ref()
+            .map(UserCredentials::from_row)
+            .transpose()
+            .map_err(pg)
     }
 
     pub async fn insert_api_key(
@@ -340,20 +385,11 @@ impl Ledger {
     }
 
     fn api_key_from_row(r: &PgRow) -> Result<ApiKeyRecord, sqlx::Error> {
-        Ok(ApiKeyRecord {
-            key_id: r.try_get("key_id")?,
-            user_id: r.try_get("user_id")?,
-            account_id: r.try_get("account_id")?,
-            secret_hash: r.try_get("secret_hash")?,
-            created_at: r.try_get("created_at")?,
-            revoked: r
-                .try_get::<Option<DateTime<Utc>>, _>("revoked_at")?
-                .is_some(),
-        })
+        ApiKeyRecord::from_row(r)
     }
 
     pub async fn api_key(&self, key_id: &str) -> Result<Option<ApiKeyRecord>, DependencyError> {
-        let row = sqlx::query("SELECT key_id, user_id, account_id, secret_hash, created_at, revoked_at FROM api_keys WHERE key_id = $1")
+        let row = sqlx::query("SELECT key_id, user_id, account_id, secret_hash, created_at, revoked_at IS NOT NULL AS revoked FROM api_keys WHERE key_id = $1")
             .bind(key_id)
             .fetch_optional(&self.pool)
             .await
@@ -366,7 +402,7 @@ impl Ledger {
 
     pub async fn api_keys(&self, user_id: Uuid) -> Result<Vec<ApiKeyRecord>, DependencyError> {
         let rows = sqlx::query(
-            "SELECT key_id, user_id, account_id, secret_hash, created_at, revoked_at FROM api_keys \
+            "SELECT key_id, user_id, account_id, secret_hash, created_at, revoked_at IS NOT NULL AS revoked FROM api_keys \
              WHERE user_id = $1 AND revoked_at IS NULL ORDER BY created_at",
         )
         .bind(user_id)
@@ -407,20 +443,10 @@ impl Ledger {
         .fetch_optional(&self.pool)
         .await
         .map_err(pg)?;
-        row.map(|r| {
-            Ok(AccountRecord {
-                id: r.try_get("id")?,
-                account_number: r.try_get("account_number")?,
-                currency: r.try_get("currency")?,
-                initial_cash: r.try_get("initial_cash")?,
-                cash: r.try_get("cash")?,
-                realized_pnl: r.try_get("realized_pnl")?,
-                fees_paid: r.try_get("fees_paid")?,
-                created_at: r.try_get("created_at")?,
-            })
-        })
-        .transpose()
-        .map_err(pg)
+        row.as_ref()
+            .map(AccountRecord::from_row)
+            .transpose()
+            .map_err(pg)
     }
 
     pub async fn order(
@@ -671,14 +697,25 @@ fn assemble(
     book
 }
 
+/// A `positions` row.
+#[derive(sqlx::FromRow)]
+struct PositionRow {
+    symbol: String,
+    asset_id: Uuid,
+    qty: Decimal,
+    avg_entry_price: Decimal,
+    realized_pnl: Decimal,
+}
+
 fn position_from_row(r: &PgRow) -> Result<PositionRecord, sqlx::Error> {
+    let row = PositionRow::from_row(r)?;
     Ok(PositionRecord {
-        symbol: r.try_get("symbol")?,
-        asset_id: r.try_get("asset_id")?,
+        symbol: row.symbol,
+        asset_id: row.asset_id,
         position: Position {
-            qty: r.try_get("qty")?,
-            avg_entry_price: r.try_get("avg_entry_price")?,
-            realized_pnl: r.try_get("realized_pnl")?,
+            qty: row.qty,
+            avg_entry_price: row.avg_entry_price,
+            realized_pnl: row.realized_pnl,
         },
     })
 }

@@ -7,7 +7,7 @@
 
 use chrono::{DateTime, Utc};
 use sqlx::postgres::PgRow;
-use sqlx::Row;
+use sqlx::FromRow;
 use uuid::Uuid;
 
 use crate::error::DependencyError;
@@ -25,7 +25,7 @@ pub fn new_webhook_id() -> String {
     format!("{WEBHOOK_ID_PREFIX}{}", crate::auth::random_secret())
 }
 
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, sqlx::FromRow)]
 pub struct Webhook {
     pub id: String,
     pub account_id: Uuid,
@@ -47,7 +47,7 @@ impl Webhook {
 }
 
 /// What became of one alert.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, sqlx::FromRow)]
 pub struct Delivery {
     pub id: Uuid,
     pub webhook_id: String,
@@ -57,6 +57,8 @@ pub struct Delivery {
     pub content_type: Option<String>,
     /// As received, the passphrase redacted.
     pub body: String,
+    /// Stored as an `integer`.
+    #[sqlx(try_from = "i32")]
     pub status: u16,
     /// `accepted` or `rejected`.
     pub outcome: String,
@@ -70,34 +72,11 @@ const WEBHOOK_COLUMNS: &str =
     "id, account_id, name, passphrase_hash, allowed_ips, created_at, rotated_at";
 
 fn webhook_from_row(r: &PgRow) -> Result<Webhook, sqlx::Error> {
-    Ok(Webhook {
-        id: r.try_get("id")?,
-        account_id: r.try_get("account_id")?,
-        name: r.try_get("name")?,
-        passphrase_hash: r.try_get("passphrase_hash")?,
-        allowed_ips: r.try_get("allowed_ips")?,
-        created_at: r.try_get("created_at")?,
-        rotated_at: r.try_get("rotated_at")?,
-    })
+    Webhook::from_row(r)
 }
 
 fn delivery_from_row(r: &PgRow) -> Result<Delivery, sqlx::Error> {
-    let status: i32 = r.try_get("status")?;
-    Ok(Delivery {
-        id: r.try_get("id")?,
-        webhook_id: r.try_get("webhook_id")?,
-        account_id: r.try_get("account_id")?,
-        received_at: r.try_get("received_at")?,
-        source_ip: r.try_get("source_ip")?,
-        content_type: r.try_get("content_type")?,
-        body: r.try_get("body")?,
-        status: u16::try_from(status).unwrap_or(0),
-        outcome: r.try_get("outcome")?,
-        code: r.try_get("code")?,
-        message: r.try_get("message")?,
-        order_id: r.try_get("order_id")?,
-        client_order_id: r.try_get("client_order_id")?,
-    })
+    Delivery::from_row(r)
 }
 
 impl Ledger {

@@ -195,16 +195,9 @@ async fn apply_in_tx(
         .map_err(pg)?;
         for r in rows {
             let account: Uuid = r.try_get("account_id").map_err(pg)?;
-            let position = domain::accounting::Position {
-                qty: r.try_get("qty").map_err(pg)?,
-                avg_entry_price: r.try_get("avg_entry_price").map_err(pg)?,
-                realized_pnl: r.try_get("realized_pnl").map_err(pg)?,
-            };
+            let p = super::position_from_row(&r).map_err(pg)?;
             if let Some(book) = books.get_mut(&account) {
-                book.positions.insert(
-                    r.try_get("symbol").map_err(pg)?,
-                    (r.try_get("asset_id").map_err(pg)?, position),
-                );
+                book.positions.insert(p.symbol, (p.asset_id, p.position));
             }
         }
         let rows = sqlx::query(&format!(
