@@ -123,7 +123,14 @@ async fn place_without_send(deps: &Deps, req: &Request) -> Result<Response<Body>
     let request: OrderRequest = rest::json_body(req)?;
     let (valid, inst) = request.validate(deps.catalog)?;
     let order = NewOrder::new(p.account_id, valid, inst.asset_id, Utc::now());
-    if let Some(existing) = deps.ledger.order(order.account_id, order.id).await? {
+    if let Some(existing) = deps
+        .ledger
+        .order(domain::order::OrderRef {
+            account_id: order.account_id,
+            order_id: order.id,
+        })
+        .await?
+    {
         return Ok(rest::json(200, &alpaca::order_json(&existing)));
     }
     app::orders::pre_trade_checks(deps, &order).await?;
@@ -134,7 +141,10 @@ async fn place_without_send(deps: &Deps, req: &Request) -> Result<Response<Body>
     // (CommandQueue::send would be here.)
     let stored = deps
         .cache
-        .pending_order(order.account_id, order.id)
+        .pending_order(domain::order::OrderRef {
+            account_id: order.account_id,
+            order_id: order.id,
+        })
         .await?
         .unwrap_or(order);
     Ok(rest::json(200, &alpaca::order_json(&stored.pending())))
@@ -412,7 +422,12 @@ async fn run() -> String {
     let cache = Cache::new(&config.redis.url, &config.redis.key_prefix).expect("redis url");
     if let Ok(pending) = cache.pending_orders(account_id).await {
         for o in pending {
-            let _ = cache.clear_pending_order(account_id, o.id).await;
+            let _ = cache
+                .clear_pending_order(domain::order::OrderRef {
+                    account_id,
+                    order_id: o.id,
+                })
+                .await;
         }
     }
     md

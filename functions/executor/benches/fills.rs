@@ -424,7 +424,10 @@ async fn stages(deps: &Deps, account: Uuid, secs: f64, tag: &str) -> Stages {
             .expect("place");
         let t2 = Instant::now();
         deps.cache
-            .clear_pending_order(order.account_id, order.id)
+            .clear_pending_order(domain::order::OrderRef {
+                account_id: order.account_id,
+                order_id: order.id,
+            })
             .await
             .expect("clear");
         let t3 = Instant::now();

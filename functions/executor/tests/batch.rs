@@ -273,7 +273,10 @@ async fn commands_in_one_batch_see_each_other_in_order() {
     let (v, inst) = req.validate(Catalog::builtin()).unwrap();
     let limit = NewOrder::new(account, v, inst.asset_id, Utc::now());
     let rest = Command::place(limit.clone());
-    let cancel = Command::cancel(account, limit.id);
+    let cancel = Command::cancel(domain::order::OrderRef {
+        account_id: account,
+        order_id: limit.id,
+    });
     let body = |c: &Command| serde_json::to_string(c).unwrap();
     let batch = vec![
         record("1", account, body(&buy)),
@@ -408,9 +411,15 @@ async fn the_trigger_index_follows_resting_orders() {
         .unwrap();
     assert!(out.fill.is_none(), "a filled order does not fill again");
     assert_eq!(out.order.unwrap().status, OrderStatus::Filled);
-    apply(&deps, &Command::cancel(account, limit.id))
-        .await
-        .unwrap();
+    apply(
+        &deps,
+        &Command::cancel(domain::order::OrderRef {
+            account_id: account,
+            order_id: limit.id,
+        }),
+    )
+    .await
+    .unwrap();
     assert!(watched().await.is_empty(), "neither order rests any more");
 }
 

@@ -248,7 +248,15 @@ async fn flatten_on_kill_sells_every_position_and_cancels_open_orders() {
         assert_eq!(qty, Decimal::ZERO, "{symbol} not flattened");
     }
     assert!(deps.ledger.open_orders(a).await.unwrap().is_empty());
-    let canceled = deps.ledger.order(a, resting.id).await.unwrap().unwrap();
+    let canceled = deps
+        .ledger
+        .order(domain::order::OrderRef {
+            account_id: a,
+            order_id: resting.id,
+        })
+        .await
+        .unwrap()
+        .unwrap();
     assert_eq!(canceled.status, OrderStatus::Canceled);
 }
 

@@ -5,7 +5,7 @@
 use std::collections::HashMap;
 use std::time::Duration;
 
-use domain::order::NewOrder;
+use domain::order::{NewOrder, OrderRef};
 use domain::quote::Quote;
 
 use crate::keyspace::Keyspace;
@@ -207,13 +207,12 @@ impl Cache {
 
     pub async fn pending_order(
         &self,
-        account_id: Uuid,
-        order_id: Uuid,
+        order: OrderRef,
     ) -> Result<Option<NewOrder>, DependencyError> {
         let mut c = self.conn().await?;
         let raw: Option<String> = redis::cmd("HGET")
-            .arg(self.pending_key(account_id))
-            .arg(order_id.to_string())
+            .arg(self.pending_key(order.account_id))
+            .arg(order.order_id.to_string())
             .query_async(&mut c)
             .await
             .map_err(DependencyError::redis)?;
@@ -234,12 +233,9 @@ impl Cache {
     }
 
     /// Drops the pending copy once the ledger holds the order (or the enqueue failed).
-    pub async fn clear_pending_order(
-        &self,
-        account_id: Uuid,
-        order_id: Uuid,
-    ) -> Result<(), DependencyError> {
-        self.clear_pending_orders(account_id, &[order_id]).await
+    pub async fn clear_pending_order(&self, order: OrderRef) -> Result<(), DependencyError> {
+        self.clear_pending_orders(order.account_id, &[order.order_id])
+            .await
     }
 
     /// Drops the pending copies of orders of several accounts in one round trip.

@@ -7,7 +7,9 @@ use std::time::Duration;
 use chrono::{DateTime, Utc};
 use domain::accounting::Position;
 use domain::engine::Book;
-use domain::order::{LegRole, Order, OrderClass, OrderStatus, OrderType, Side, TimeInForce, Trail};
+use domain::order::{
+    LegRole, Order, OrderClass, OrderRef, OrderStatus, OrderType, Side, TimeInForce, Trail,
+};
 use rust_decimal::Decimal;
 use sqlx::postgres::{PgPool, PgPoolOptions, PgRow};
 use sqlx::FromRow;
@@ -449,11 +451,11 @@ impl Ledger {
             .map_err(pg)
     }
 
-    pub async fn order(
-        &self,
-        account_id: Uuid,
-        order_id: Uuid,
-    ) -> Result<Option<Order>, DependencyError> {
+    pub async fn order(&self, order: OrderRef) -> Result<Option<Order>, DependencyError> {
+        let OrderRef {
+            account_id,
+            order_id,
+        } = order;
         let sql = format!("SELECT {ORDER_COLUMNS} FROM orders WHERE id = $1 AND account_id = $2");
         let row = sqlx::query(&sql)
             .bind(order_id)

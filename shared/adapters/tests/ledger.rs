@@ -144,7 +144,10 @@ async fn resting_limit_is_canceled_once() {
     // Held back: 0.01 × 50000 and the 0.1 % fee on it.
     let book = ledger.book(account).await.unwrap().unwrap();
     assert_eq!(book.buying_power(None, &params), book.cash - dec!(500.5));
-    let Command::CancelOrder { command_id, .. } = Command::cancel(account, o.id) else {
+    let Command::CancelOrder { command_id, .. } = Command::cancel(domain::order::OrderRef {
+        account_id: account,
+        order_id: o.id,
+    }) else {
         unreachable!()
     };
     let canceled = ledger
@@ -194,8 +197,21 @@ async fn cache_sessions_and_pending_orders() {
         cache.pending_orders(account).await.unwrap(),
         vec![o.clone()]
     );
-    cache.clear_pending_order(account, o.id).await.unwrap();
-    assert!(cache.pending_order(account, o.id).await.unwrap().is_none());
+    cache
+        .clear_pending_order(domain::order::OrderRef {
+            account_id: account,
+            order_id: o.id,
+        })
+        .await
+        .unwrap();
+    assert!(cache
+        .pending_order(domain::order::OrderRef {
+            account_id: account,
+            order_id: o.id
+        })
+        .await
+        .unwrap()
+        .is_none());
 }
 
 #[tokio::test]

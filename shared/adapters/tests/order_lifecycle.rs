@@ -48,7 +48,15 @@ async fn run(ledger: &Ledger, commands: &[Command], quotes: &HashMap<String, Quo
 }
 
 async fn status(ledger: &Ledger, account: Uuid, id: Uuid) -> OrderStatus {
-    ledger.order(account, id).await.unwrap().unwrap().status
+    ledger
+        .order(domain::order::OrderRef {
+            account_id: account,
+            order_id: id,
+        })
+        .await
+        .unwrap()
+        .unwrap()
+        .status
 }
 
 #[tokio::test]
@@ -70,7 +78,14 @@ async fn a_bracket_lives_its_whole_life_in_the_ledger() {
     )
     .await;
     assert_eq!(changed.len(), 3, "the entry and its two legs are written");
-    let stored = ledger.order(account, entry.id).await.unwrap().unwrap();
+    let stored = ledger
+        .order(domain::order::OrderRef {
+            account_id: account,
+            order_id: entry.id,
+        })
+        .await
+        .unwrap()
+        .unwrap();
     assert_eq!(stored.status, OrderStatus::New);
     assert_eq!(stored.legs.len(), 2, "legs nested under their parent");
     assert!(stored.legs.iter().all(|l| l.status == OrderStatus::Held));
@@ -106,7 +121,14 @@ async fn a_bracket_lives_its_whole_life_in_the_ledger() {
         &quotes(dec!(57500), dec!(57501)),
     )
     .await;
-    let sl_order = ledger.order(account, sl).await.unwrap().unwrap();
+    let sl_order = ledger
+        .order(domain::order::OrderRef {
+            account_id: account,
+            order_id: sl,
+        })
+        .await
+        .unwrap()
+        .unwrap();
     assert_eq!(sl_order.status, OrderStatus::Filled);
     assert_eq!(sl_order.filled_avg_price, Some(dec!(57500)));
     assert!(sl_order.triggered_at.is_some());
@@ -153,10 +175,24 @@ async fn replace_expire_and_trailing_marks_are_stored() {
     );
     new.replaces = Some(old.id);
     run(&ledger, &[Command::place(new.clone())], &q).await;
-    let o = ledger.order(account, old.id).await.unwrap().unwrap();
+    let o = ledger
+        .order(domain::order::OrderRef {
+            account_id: account,
+            order_id: old.id,
+        })
+        .await
+        .unwrap()
+        .unwrap();
     assert_eq!(o.status, OrderStatus::Replaced);
     assert_eq!(o.replaced_by, Some(new.id));
-    let n = ledger.order(account, new.id).await.unwrap().unwrap();
+    let n = ledger
+        .order(domain::order::OrderRef {
+            account_id: account,
+            order_id: new.id,
+        })
+        .await
+        .unwrap()
+        .unwrap();
     assert_eq!((n.status, n.replaces), (OrderStatus::New, Some(old.id)));
     assert!(n.expires_at.is_some());
 
@@ -179,7 +215,14 @@ async fn replace_expire_and_trailing_marks_are_stored() {
         )
         .await
         .unwrap();
-    let n = ledger.order(account, new.id).await.unwrap().unwrap();
+    let n = ledger
+        .order(domain::order::OrderRef {
+            account_id: account,
+            order_id: new.id,
+        })
+        .await
+        .unwrap()
+        .unwrap();
     assert_eq!(n.status, OrderStatus::Expired);
     assert!(n.expired_at.is_some());
 
@@ -189,7 +232,14 @@ async fn replace_expire_and_trailing_marks_are_stored() {
         r#"{"symbol":"BTCUSDT","qty":"0.01","side":"buy","type":"trailing_stop","trail_percent":"1","time_in_force":"gtc"}"#,
     );
     run(&ledger, &[Command::place(trailing.clone())], &q).await;
-    let t = ledger.order(account, trailing.id).await.unwrap().unwrap();
+    let t = ledger
+        .order(domain::order::OrderRef {
+            account_id: account,
+            order_id: trailing.id,
+        })
+        .await
+        .unwrap()
+        .unwrap();
     assert_eq!(t.hwm, Some(dec!(60001)));
     run(
         &ledger,
@@ -202,7 +252,14 @@ async fn replace_expire_and_trailing_marks_are_stored() {
         &quotes(dec!(58500), dec!(58501)),
     )
     .await;
-    let t = ledger.order(account, trailing.id).await.unwrap().unwrap();
+    let t = ledger
+        .order(domain::order::OrderRef {
+            account_id: account,
+            order_id: trailing.id,
+        })
+        .await
+        .unwrap()
+        .unwrap();
     assert_eq!(t.hwm, Some(dec!(58000)), "the mark the trigger saw");
     assert_eq!(t.status, OrderStatus::New, "58501 is below 58000 × 1.01");
     run(
@@ -211,7 +268,14 @@ async fn replace_expire_and_trailing_marks_are_stored() {
         &quotes(dec!(58580), dec!(58580)),
     )
     .await;
-    let t = ledger.order(account, trailing.id).await.unwrap().unwrap();
+    let t = ledger
+        .order(domain::order::OrderRef {
+            account_id: account,
+            order_id: trailing.id,
+        })
+        .await
+        .unwrap()
+        .unwrap();
     assert_eq!(t.status, OrderStatus::Filled);
     assert_eq!(t.filled_avg_price, Some(dec!(58580)));
     let live = ledger.live_orders().await.unwrap();

@@ -9,7 +9,7 @@ use domain::amount::Price;
 use domain::command::Command;
 use domain::decimal::DecimalText;
 use domain::order::{
-    order_id_for, NewOrder, Order, OrderRequest, OrderStatus, OrderType, Side, Trail,
+    order_id_for, NewOrder, Order, OrderRef, OrderRequest, OrderStatus, OrderType, Side, Trail,
 };
 use domain::RejectCode;
 use domain::RuleViolation;
@@ -55,7 +55,7 @@ pub async fn submit_checked(
             Ok(())
         }
     };
-    let (existing, checked) = tokio::join!(deps.ledger.order(order.account_id, order.id), checks);
+    let (existing, checked) = tokio::join!(deps.ledger.order(order.order_ref()), checks);
     if let Some(existing) = existing? {
         return stored_or_conflict(&order, existing);
     }
@@ -66,11 +66,8 @@ pub async fn submit_checked(
             // The executor may have committed this order and cleared its pending copy
             // between the ledger read above and this put; it commits before it clears,
             // so a second read settles it.
-            if let Some(existing) = deps.ledger.order(order.account_id, order.id).await? {
-                let _ = deps
-                    .cache
-                    .clear_pending_order(order.account_id, order.id)
-                    .await;
+            if let Some(existing) = deps.ledger.order(order.order_ref()).await? {
+                let _ = deps.cache.clear_pending_order(order.order_ref()).await;
                 return stored_or_conflict(&order, existing);
             }
             (order, true)
@@ -83,10 +80,7 @@ pub async fn submit_checked(
     if let Err(e) = deps.queue.send(&Command::place(order.clone())).await {
         if created {
             // Best effort: a failed clean-up only leaves a pending copy that expires.
-            let _ = deps
-                .cache
-                .clear_pending_order(order.account_id, order.id)
-                .await;
+            let _ = deps.cache.clear_pending_order(order.order_ref()).await;
         }
         return Err(e.into());
     }
@@ -177,18 +171,14 @@ pub async fn pre_trade_checks(deps: &Deps, order: &NewOrder) -> Result<(), ApiEr
 /// Finds an order of the account in the ledger or among those not yet applied. The ledger
 /// is read again after a miss in the cache: the executor clears the pending copy only after
 /// its commit, so an order moving between the two is still found.
-pub async fn find(
-    deps: &Deps,
-    account_id: Uuid,
-    order_id: Uuid,
-) -> Result<Option<Order>, ApiError> {
-    if let Some(o) = deps.ledger.order(account_id, order_id).await? {
+pub async fn find(deps: &Deps, order: OrderRef) -> Result<Option<Order>, ApiError> {
+    if let Some(o) = deps.ledger.order(order).await? {
         return Ok(Some(o));
     }
-    if let Some(p) = deps.cache.pending_order(account_id, order_id).await? {
+    if let Some(p) = deps.cache.pending_order(order).await? {
         return Ok(Some(p.pending()));
     }
-    Ok(deps.ledger.order(account_id, order_id).await?)
+    Ok(deps.ledger.order(order).await?)
 }
 
 fn parse_order_id(id: &str) -> Result<Uuid, ApiError> {
@@ -199,9 +189,15 @@ fn parse_order_id(id: &str) -> Result<Uuid, ApiError> {
 /// as absent as a missing one (404).
 pub async fn get(deps: &Deps, account_id: Uuid, id: &str) -> Result<Order, ApiError> {
     let order_id = parse_order_id(id)?;
-    find(deps, account_id, order_id)
-        .await?
-        .ok_or_else(|| ApiError::not_found(format!("order {id} not found")))
+    find(
+        deps,
+        OrderRef {
+            account_id,
+            order_id,
+        },
+    )
+    .await?
+    .ok_or_else(|| ApiError::not_found(format!("order {id} not found")))
 }
 
 /// One order of the account by its `client_order_id`.
@@ -217,9 +213,15 @@ pub async fn by_client_order_id(
             "client_order_id is required",
         )
     })?;
-    find(deps, account_id, order_id_for(account_id, &coid))
-        .await?
-        .ok_or_else(|| ApiError::not_found(format!("no order with client_order_id '{coid}'")))
+    find(
+        deps,
+        OrderRef {
+            account_id,
+            order_id: order_id_for(account_id, &coid),
+        },
+    )
+    .await?
+    .ok_or_else(|| ApiError::not_found(format!("no order with client_order_id '{coid}'")))
 }
 
 /// The account's orders as the query selects them, those not yet applied included (unless
@@ -259,9 +261,7 @@ pub async fn cancel(deps: &Deps, account_id: Uuid, id: &str) -> Result<(), ApiEr
             format!("order {id} is {} and cannot be canceled", order.status),
         )));
     }
-    deps.queue
-        .send(&Command::cancel(account_id, order.id))
-        .await?;
+    deps.queue.send(&Command::cancel(order.order_ref())).await?;
     Ok(())
 }
 
@@ -292,7 +292,10 @@ pub async fn replace(
     let patch = patch()?;
     let old = deps
         .ledger
-        .order(p.account_id, order_id)
+        .order(OrderRef {
+            account_id: p.account_id,
+            order_id,
+        })
         .await?
         .ok_or_else(|| {
             ApiError::not_found(format!(
@@ -369,7 +372,7 @@ pub async fn cancel_open_orders(deps: &Deps, account_id: Uuid) -> Result<Vec<Ord
     // Batches of ten keep the account's FIFO order and take one round trip per ten cancels.
     let cancels: Vec<Command> = targets
         .iter()
-        .map(|o| Command::cancel(account_id, o.id))
+        .map(|o| Command::cancel(o.order_ref()))
         .collect();
     deps.queue.send_batch(&cancels).await?;
     Ok(targets

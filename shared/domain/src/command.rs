@@ -8,7 +8,7 @@ use rust_decimal::Decimal;
 use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
-use crate::order::NewOrder;
+use crate::order::{NewOrder, OrderRef};
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(tag = "type", rename_all = "snake_case")]
@@ -55,11 +55,11 @@ impl Command {
         }
     }
 
-    pub fn cancel(account_id: Uuid, order_id: Uuid) -> Command {
+    pub fn cancel(order: OrderRef) -> Command {
         Command::CancelOrder {
-            command_id: Uuid::new_v5(&CANCEL_NAMESPACE, order_id.as_bytes()),
-            account_id,
-            order_id,
+            command_id: Uuid::new_v5(&CANCEL_NAMESPACE, order.order_id.as_bytes()),
+            account_id: order.account_id,
+            order_id: order.order_id,
         }
     }
 

@@ -202,6 +202,14 @@ pub fn day_expiry(submitted: DateTime<Utc>) -> DateTime<Utc> {
         .unwrap_or(submitted)
 }
 
+/// One order of one account: the pair every lookup and cancel takes, with named fields so
+/// that the two ids cannot be swapped by position.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct OrderRef {
+    pub account_id: Uuid,
+    pub order_id: Uuid,
+}
+
 mod new;
 mod record;
 mod request;

@@ -56,6 +56,14 @@ pub struct NewOrder {
 }
 
 impl NewOrder {
+    /// This order of its account.
+    pub fn order_ref(&self) -> OrderRef {
+        OrderRef {
+            account_id: self.account_id,
+            order_id: self.id,
+        }
+    }
+
     /// Builds the order for `account_id`; without a client order id, a fresh one is made up.
     pub fn new(
         account_id: Uuid,

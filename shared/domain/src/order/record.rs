@@ -50,6 +50,14 @@ pub struct Order {
 }
 
 impl Order {
+    /// This order of its account.
+    pub fn order_ref(&self) -> OrderRef {
+        OrderRef {
+            account_id: self.account_id,
+            order_id: self.id,
+        }
+    }
+
     pub fn trail_price(&self) -> Option<Decimal> {
         match self.trail {
             Some(Trail::Price(p)) => Some(p),
