@@ -209,26 +209,7 @@ impl Stack {
         let id = Uuid::new_v4().simple().to_string();
         let prefix = format!("e2e{}:", &id[..12]);
         let database_url = stack_database(&shared_database_url, &id[..12]).await;
-        let sqs = sqs_client().await;
-        let queue_url = sqs
-            .create_queue()
-            .queue_name(format!("e2e-{id}.fifo"))
-            .attributes(aws_sdk_sqs::types::QueueAttributeName::FifoQueue, "true")
-            .attributes(
-                aws_sdk_sqs::types::QueueAttributeName::ContentBasedDeduplication,
-                "false",
-            )
-            .send()
-            .await
-            .unwrap_or_else(|e| {
-                panic!(
-                    "creating the SQS FIFO queue in moto failed: {}",
-                    aws_sdk_sqs::error::DisplayErrorContext(e)
-                )
-            })
-            .queue_url()
-            .expect("CreateQueue returns a queue url")
-            .to_string();
+        let (_, queue_url) = testkit::fifo_queue("e2e").await;
 
         let log_dir = std::env::temp_dir().join(format!("e2e-{}", &id[..12]));
         std::fs::create_dir_all(&log_dir).expect("create the log directory");

@@ -11,7 +11,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use serde_json::Value;
 
 mod common;
-use common::post_quote;
+use common::{post_quote, unique_prefix};
 
 fn redis_url() -> Option<String> {
     match std::env::var("REDIS_URL") {
@@ -20,14 +20,6 @@ fn redis_url() -> Option<String> {
             "REDIS_URL is not set: run the tests with `make test`, which starts the services"
         ),
     }
-}
-
-fn unique_prefix(name: &str) -> String {
-    let nanos = SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .unwrap()
-        .as_nanos();
-    format!("test-ingest-{name}-{}-{nanos}:", std::process::id())
 }
 
 /// Polls `key` until its JSON satisfies `pred`; returns it (panics after 15 s).
@@ -66,11 +58,7 @@ async fn scripted_quotes_land_in_redis_exactly() {
         ..market_data::Config::defaults()
     };
     let ingest = market_data::spawn(&config).unwrap();
-    let mut conn = redis::Client::open(redis_url.as_str())
-        .unwrap()
-        .get_multiplexed_async_connection()
-        .await
-        .unwrap();
+    let mut conn = common::redis(&redis_url).await;
     let btc_key = adapters::keyspace::Keyspace::new(&prefix).price("BTCUSDT");
 
     // Replayed data arrives first.
@@ -156,11 +144,7 @@ async fn reconnects_after_the_feed_goes_away() {
         ..market_data::Config::defaults()
     })
     .unwrap();
-    let mut conn = redis::Client::open(redis_url.as_str())
-        .unwrap()
-        .get_multiplexed_async_connection()
-        .await
-        .unwrap();
+    let mut conn = common::redis(&redis_url).await;
     let key = adapters::keyspace::Keyspace::new(&prefix).price("ETHUSDT");
     post_quote(
         &feed,

@@ -17,11 +17,7 @@ fn limiter() -> RateLimiter {
 }
 
 async fn raw() -> redis::aio::MultiplexedConnection {
-    redis::Client::open(service_env("REDIS_URL"))
-        .unwrap()
-        .get_multiplexed_async_connection()
-        .await
-        .unwrap()
+    testkit::redis_connection().await
 }
 
 async fn keys_under(prefix: &str) -> Vec<String> {

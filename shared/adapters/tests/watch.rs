@@ -17,11 +17,7 @@ fn index() -> WatchIndex {
 }
 
 async fn raw() -> redis::aio::MultiplexedConnection {
-    redis::Client::open(service_env("REDIS_URL"))
-        .unwrap()
-        .get_multiplexed_async_connection()
-        .await
-        .unwrap()
+    testkit::redis_connection().await
 }
 
 fn limit(symbol: &str, side: Side, price: rust_decimal::Decimal) -> Watch {

@@ -223,6 +223,11 @@ pub async fn fifo_queue(stem: &str) -> (aws_sdk_sqs::Client, String) {
         .create_queue()
         .queue_name(format!("{stem}-{}.fifo", Uuid::new_v4().simple()))
         .attributes(aws_sdk_sqs::types::QueueAttributeName::FifoQueue, "true")
+        // Deduplication ids come from the commands, as on AWS.
+        .attributes(
+            aws_sdk_sqs::types::QueueAttributeName::ContentBasedDeduplication,
+            "false",
+        )
         .send()
         .await
         .unwrap_or_else(|e| {
@@ -286,4 +291,14 @@ pub fn write_report(md: &str) {
         Ok(path) if !path.is_empty() => std::fs::write(&path, md).expect("write BENCH_REPORT"),
         _ => println!("{md}"),
     }
+}
+
+/// A plain connection to the test Redis (`REDIS_URL`), for reading keys behind an adapter's
+/// back.
+pub async fn redis_connection() -> redis::aio::MultiplexedConnection {
+    redis::Client::open(service_env("REDIS_URL"))
+        .expect("REDIS_URL parses")
+        .get_multiplexed_async_connection()
+        .await
+        .expect("the test Redis is reachable")
 }
