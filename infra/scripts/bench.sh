@@ -85,16 +85,20 @@ if want executor || want api; then
 fi
 
 # ---- benches --------------------------------------------------------------------------
-bench_args=()
-want executor && bench_args+=(-p executor --bench fills)
-want api && bench_args+=(-p api --bench handler)
-want webhook && bench_args+=(-p webhook --bench webhook)
-want ingest && bench_args+=(-p ingest --bench ingest)
-want triggers && bench_args+=(-p domain --bench trigger_index)
-if [ ${#bench_args[@]} -gt 0 ]; then
-    log "building the benches (bench profile, lto=$CARGO_PROFILE_BENCH_LTO, codegen-units=$CARGO_PROFILE_BENCH_CODEGEN_UNITS)"
-    cargo bench --no-run "${bench_args[@]}"
-fi
+benches=()
+want executor && benches+=("executor fills")
+want api && benches+=("api handler")
+want webhook && benches+=("webhook webhook")
+want ingest && benches+=("ingest ingest")
+want triggers && benches+=("domain trigger_index")
+# Each bench is built on its own, exactly as it is run below: built together, Cargo unifies
+# the features of their dependencies differently and the runs would rebuild (inside their
+# timeouts).
+for bench in "${benches[@]}"; do
+    read -r package target <<<"$bench"
+    log "building the $package bench (bench profile, lto=$CARGO_PROFILE_BENCH_LTO, codegen-units=$CARGO_PROFILE_BENCH_CODEGEN_UNITS)"
+    cargo bench --no-run -q -p "$package" --bench "$target"
+done
 
 if want executor; then
     log "executor bench (about $(( BENCH_SECS * 8 + 20 )) s)"
