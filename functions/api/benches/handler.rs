@@ -38,7 +38,7 @@ use domain::engine::ExecutionParams;
 use domain::order::{NewOrder, OrderRequest};
 use lambda_http::{Body, Request, Response};
 use rust_decimal_macros::dec;
-use serde_json::json;
+use testkit::events::RestEvent;
 use testkit::{bench_env, measure};
 use uuid::Uuid;
 
@@ -49,46 +49,16 @@ fn opt_env(name: &str) -> Option<String> {
 /// An API Gateway REST proxy event (payload 1.0, as the devstack and API Gateway send it),
 /// parsed by lambda_http exactly as the runtime does.
 fn request(method: &str, path: &str, key_id: &str, secret: &str, body: Option<&str>) -> Request {
-    let event = json!({
-        "resource": "/{proxy+}",
-        "path": path,
-        "httpMethod": method,
-        "headers": {
-            "Accept": "application/json",
-            "APCA-API-KEY-ID": key_id,
-            "APCA-API-SECRET-KEY": secret,
-            "Content-Type": "application/json",
-            "Host": "127.0.0.1:3000",
-        },
-        "multiValueHeaders": {
-            "Accept": ["application/json"],
-            "APCA-API-KEY-ID": [key_id],
-            "APCA-API-SECRET-KEY": [secret],
-            "Content-Type": ["application/json"],
-            "Host": ["127.0.0.1:3000"],
-        },
-        "queryStringParameters": null,
-        "multiValueQueryStringParameters": null,
-        "pathParameters": { "proxy": path.trim_start_matches('/') },
-        "stageVariables": null,
-        "requestContext": {
-            "resourceId": "proxy0",
-            "resourcePath": "/{proxy+}",
-            "httpMethod": method,
-            "path": format!("/bench{path}"),
-            "accountId": "123456789012",
-            "protocol": "HTTP/1.1",
-            "stage": "bench",
-            "requestTimeEpoch": 1732356932000i64,
-            "requestId": Uuid::new_v4().to_string(),
-            "identity": { "sourceIp": "127.0.0.1", "userAgent": "bench" },
-            "domainName": "127.0.0.1:3000",
-            "apiId": "bench"
-        },
-        "body": body,
-        "isBase64Encoded": false
-    });
-    lambda_http::request::from_str(&event.to_string()).expect("a REST proxy event")
+    let event = RestEvent::new(method.parse().expect("an HTTP method"), path)
+        .stage("bench")
+        .header("Accept", "application/json")
+        .header("APCA-API-KEY-ID", key_id)
+        .header("APCA-API-SECRET-KEY", secret)
+        .header("Content-Type", "application/json")
+        .header("Host", "127.0.0.1:3000")
+        .user_agent("bench")
+        .body(body.unwrap_or_default());
+    lambda_http::request::from_str(&event.to_json()).expect("a REST proxy event")
 }
 
 fn order_body(client_order_id: &str) -> String {

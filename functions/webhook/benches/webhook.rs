@@ -29,44 +29,26 @@ use adapters::ratelimit::BucketSpec;
 use app::Deps;
 use domain::command::Command;
 use domain::order::{NewOrder, OrderRequest};
+use lambda_http::http::Method;
 use lambda_http::Request;
 use rust_decimal_macros::dec;
-use serde_json::json;
+use testkit::events::RestEvent;
 use testkit::{bench_env, measure, pct};
 use uuid::Uuid;
 
 /// An API Gateway REST event for `/v2/hooks/tradingview/{webhook_id}`, as TradingView's
 /// POST arrives (JSON body, no custom headers).
 fn alert(webhook_id: &str, body: &str) -> Request {
-    let path = format!("/v2/hooks/tradingview/{webhook_id}");
-    let event = json!({
-        "resource": "/v2/hooks/tradingview/{webhook_id}",
-        "path": path,
-        "httpMethod": "POST",
-        "headers": { "Content-Type": "application/json; charset=utf-8", "Host": "127.0.0.1:3000", "User-Agent": "Go-http-client/1.1" },
-        "multiValueHeaders": { "Content-Type": ["application/json; charset=utf-8"], "Host": ["127.0.0.1:3000"], "User-Agent": ["Go-http-client/1.1"] },
-        "queryStringParameters": null,
-        "multiValueQueryStringParameters": null,
-        "pathParameters": { "webhook_id": webhook_id },
-        "stageVariables": null,
-        "requestContext": {
-            "resourceId": "hook01",
-            "resourcePath": "/v2/hooks/tradingview/{webhook_id}",
-            "httpMethod": "POST",
-            "path": format!("/bench{path}"),
-            "accountId": "123456789012",
-            "protocol": "HTTP/1.1",
-            "stage": "bench",
-            "requestTimeEpoch": 1732356932000i64,
-            "requestId": Uuid::new_v4().to_string(),
-            "identity": { "sourceIp": "52.89.214.238", "userAgent": "Go-http-client/1.1" },
-            "domainName": "127.0.0.1:3000",
-            "apiId": "bench"
-        },
-        "body": body,
-        "isBase64Encoded": false
-    });
-    lambda_http::request::from_str(&event.to_string()).expect("a REST proxy event")
+    let event = RestEvent::new(Method::POST, &format!("/v2/hooks/tradingview/{webhook_id}"))
+        .resource("/v2/hooks/tradingview/{webhook_id}", "hook01")
+        .path_parameter("webhook_id", webhook_id)
+        .stage("bench")
+        .header("Content-Type", "application/json; charset=utf-8")
+        .header("Host", "127.0.0.1:3000")
+        .header("User-Agent", "Go-http-client/1.1")
+        .source_ip("52.89.214.238")
+        .body(body);
+    lambda_http::request::from_str(&event.to_json()).expect("a REST proxy event")
 }
 
 /// A strategy alert as TradingView sends it after substituting the documented template.

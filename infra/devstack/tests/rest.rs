@@ -5,6 +5,7 @@ use std::time::{Duration, Instant};
 
 use devstack::{Config, Devstack, FunctionConfig};
 use serde_json::Value;
+use testkit::web::{client, get, get_json};
 
 const ECHO: &str = env!("CARGO_BIN_EXE_devstack-echo");
 
@@ -29,13 +30,6 @@ async fn wait_idle(stack: &Devstack, n: usize) {
         );
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
-}
-
-fn client() -> reqwest::Client {
-    reqwest::Client::builder()
-        .timeout(Duration::from_secs(30))
-        .build()
-        .unwrap()
 }
 
 #[tokio::test]
@@ -81,14 +75,7 @@ async fn request_becomes_rest_proxy_event() {
     assert!(echo["trace_id"].as_str().unwrap().starts_with("Root=1-"));
 
     // Each request gets a fresh request id.
-    let a: Value = client()
-        .get(format!("{}/x", stack.rest_url()))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let a: Value = get_json(format!("{}/x", stack.rest_url())).await;
     assert_ne!(a["request_context"]["requestId"], rc["requestId"]);
     assert_eq!(a["body"], "");
     stack.shutdown().await;
@@ -97,32 +84,20 @@ async fn request_becomes_rest_proxy_event() {
 #[tokio::test]
 async fn response_status_headers_and_binary_body() {
     let stack = start_echo(1, Duration::from_secs(10)).await;
-    let resp = client()
-        .get(format!("{}/__echo/status?code=418", stack.rest_url()))
-        .send()
-        .await
-        .unwrap();
+    let resp = get(format!("{}/__echo/status?code=418", stack.rest_url())).await;
     assert_eq!(resp.status(), 418);
     assert_eq!(resp.headers()["x-echo"], "yes");
     let cookies: Vec<_> = resp.headers().get_all("set-cookie").iter().collect();
     assert_eq!(cookies, vec!["a=1", "b=2"]);
 
-    let resp = client()
-        .get(format!("{}/__echo/binary", stack.rest_url()))
-        .send()
-        .await
-        .unwrap();
+    let resp = get(format!("{}/__echo/binary", stack.rest_url())).await;
     assert_eq!(resp.status(), 200);
     assert_eq!(
         resp.bytes().await.unwrap().as_ref(),
         &[0, 159, 146, 150, 255]
     );
 
-    let resp = client()
-        .get(format!("{}/__devstack/health", stack.rest_url()))
-        .send()
-        .await
-        .unwrap();
+    let resp = get(format!("{}/__devstack/health", stack.rest_url())).await;
     assert_eq!(resp.status(), 200);
     stack.shutdown().await;
 }
@@ -130,21 +105,9 @@ async fn response_status_headers_and_binary_body() {
 #[tokio::test]
 async fn crash_gives_502_and_the_next_request_works() {
     let stack = start_echo(1, Duration::from_secs(20)).await;
-    let c = client();
-    let first: Value = c
-        .get(format!("{}/before", stack.rest_url()))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let first: Value = get_json(format!("{}/before", stack.rest_url())).await;
 
-    let resp = c
-        .get(format!("{}/__echo/exit", stack.rest_url()))
-        .send()
-        .await
-        .unwrap();
+    let resp = get(format!("{}/__echo/exit", stack.rest_url())).await;
     assert_eq!(resp.status(), 502);
     let body: Value = resp.json().await.unwrap();
     assert_eq!(
@@ -153,14 +116,7 @@ async fn crash_gives_502_and_the_next_request_works() {
     );
 
     // The only instance crashed; it is restarted and serves the next request.
-    let after: Value = c
-        .get(format!("{}/after", stack.rest_url()))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let after: Value = get_json(format!("{}/after", stack.rest_url())).await;
     assert_eq!(after["raw_path"], "/after");
     assert_ne!(
         after["pid"], first["pid"],
@@ -169,21 +125,10 @@ async fn crash_gives_502_and_the_next_request_works() {
 
     // A panic and a handler error are function errors: 502 too, same process.
     for path in ["/__echo/panic", "/__echo/error"] {
-        let resp = c
-            .get(format!("{}{path}", stack.rest_url()))
-            .send()
-            .await
-            .unwrap();
+        let resp = get(format!("{}{path}", stack.rest_url())).await;
         assert_eq!(resp.status(), 502, "{path}");
     }
-    let again: Value = c
-        .get(format!("{}/again", stack.rest_url()))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let again: Value = get_json(format!("{}/again", stack.rest_url())).await;
     assert_eq!(again["pid"], after["pid"]);
     stack.shutdown().await;
 }
@@ -191,23 +136,14 @@ async fn crash_gives_502_and_the_next_request_works() {
 #[tokio::test]
 async fn timeout_gives_504_and_the_instance_is_replaced() {
     let stack = start_echo(1, Duration::from_millis(700)).await;
-    let c = client();
-    let resp = c
-        .get(format!("{}/__echo/sleep?ms=5000", stack.rest_url()))
-        .send()
-        .await
-        .unwrap();
+    let resp = get(format!("{}/__echo/sleep?ms=5000", stack.rest_url())).await;
     assert_eq!(resp.status(), 504);
     let body: Value = resp.json().await.unwrap();
     assert_eq!(
         body,
         serde_json::json!({"message": "Endpoint request timed out"})
     );
-    let ok = c
-        .get(format!("{}/fine", stack.rest_url()))
-        .send()
-        .await
-        .unwrap();
+    let ok = get(format!("{}/fine", stack.rest_url())).await;
     assert_eq!(ok.status(), 200);
     stack.shutdown().await;
 }
@@ -240,14 +176,12 @@ async fn oversized_body_is_413_without_invoking() {
 #[tokio::test]
 async fn parallel_requests_spread_over_instances() {
     let stack = start_echo(3, Duration::from_secs(20)).await;
-    let c = client();
     let n = 24;
     let mut tasks = Vec::new();
     for i in 0..n {
-        let c = c.clone();
         let url = format!("{}/__echo/sleep?ms=100&i={i}", stack.rest_url());
         tasks.push(tokio::spawn(async move {
-            let resp = c.get(url).send().await.unwrap();
+            let resp = get(url).await;
             assert_eq!(resp.status(), 200);
             let v: Value = resp.json().await.unwrap();
             (
@@ -277,11 +211,7 @@ async fn missing_binary_gives_502_or_504_not_a_hang() {
     config.api = Some(FunctionConfig::new("api", "/nonexistent/binary", 1));
     config.api_timeout = Duration::from_millis(500);
     let stack = devstack::start(config).await.unwrap();
-    let resp = client()
-        .get(format!("{}/v2/account", stack.rest_url()))
-        .send()
-        .await
-        .unwrap();
+    let resp = get(format!("{}/v2/account", stack.rest_url())).await;
     assert!(
         resp.status() == 504 || resp.status() == 502,
         "{}",

@@ -7,6 +7,7 @@ use std::time::{Duration, Instant};
 
 use devstack::{Config, Devstack, FunctionConfig, FunctionHandle};
 use serde_json::{json, Value};
+use testkit::web::{client, get_json};
 
 const API_ECHO: &str = env!("CARGO_BIN_EXE_devstack-echo");
 const EVENT_ECHO: &str = env!("CARGO_BIN_EXE_devstack-event-echo");
@@ -36,13 +37,6 @@ async fn wait_idle(f: Option<&FunctionHandle>) {
         assert!(Instant::now() < deadline, "{} never became ready", f.name());
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
-}
-
-fn client() -> reqwest::Client {
-    reqwest::Client::builder()
-        .timeout(Duration::from_secs(30))
-        .build()
-        .unwrap()
 }
 
 /// POST to the webhook path; the event the webhook function received.
@@ -121,14 +115,7 @@ async fn post_to_hook_path_reaches_webhook_function() {
     let api = get_api(&stack, "/v2/account", Some("203.0.113.7")).await;
     assert_eq!(api["request_context"]["identity"]["sourceIp"], "127.0.0.1");
 
-    let health: Value = client()
-        .get(format!("{}/__devstack/health", stack.rest_url()))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let health: Value = get_json(format!("{}/__devstack/health", stack.rest_url())).await;
     assert_eq!(health["webhook"]["name"], "webhook");
     assert_eq!(health["api"]["name"], "api");
     assert_eq!(health["trust_forwarded_for"], false);

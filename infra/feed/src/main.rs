@@ -12,31 +12,11 @@ async fn main() -> anyhow::Result<()> {
     let mut feed = feed::spawn(config).await?;
     tokio::select! {
         r = feed.wait() => r,
-        _ = shutdown_signal() => {
+        // SIGTERM keeps its default (the process ends at once): a fake exchange has nothing
+        // to flush.
+        _ = tokio::signal::ctrl_c() => {
             tracing::info!("shutting down");
             Ok(())
         }
-    }
-}
-
-async fn shutdown_signal() {
-    #[cfg(unix)]
-    {
-        use tokio::signal::unix::{signal, SignalKind};
-        match signal(SignalKind::terminate()) {
-            Ok(mut term) => {
-                tokio::select! {
-                    _ = tokio::signal::ctrl_c() => {}
-                    _ = term.recv() => {}
-                }
-            }
-            Err(_) => {
-                let _ = tokio::signal::ctrl_c().await;
-            }
-        }
-    }
-    #[cfg(not(unix))]
-    {
-        let _ = tokio::signal::ctrl_c().await;
     }
 }

@@ -5,6 +5,7 @@ use std::time::Duration;
 
 use futures_util::{SinkExt, StreamExt};
 use serde_json::Value;
+use testkit::web::{client, get, get_json};
 use tokio::net::TcpStream;
 use tokio_tungstenite::tungstenite::Message;
 use tokio_tungstenite::{MaybeTlsStream, WebSocketStream};
@@ -62,10 +63,6 @@ fn stream_of(v: &Value) -> &str {
     v["stream"].as_str().unwrap_or("")
 }
 
-fn http() -> reqwest::Client {
-    reqwest::Client::new()
-}
-
 #[tokio::test]
 async fn sends_only_requested_streams_and_handles_subscribe() {
     let feed = start(20.0, &["btcusdt", "ethusdt"], |_| {}).await;
@@ -119,7 +116,7 @@ async fn posted_quote_replaces_replay_until_deleted() {
     let first = next_json(&mut ws).await;
     assert!(stream_of(&first).starts_with("btcusdt@"), "{first}");
 
-    let resp = http()
+    let resp = client()
         .post(format!("{base}/quotes"))
         .json(&serde_json::json!({"symbol":"BTCUSDT","bid":"61000.10","ask":"61000.20","last":"61000.15"}))
         .send()
@@ -158,18 +155,11 @@ async fn posted_quote_replaces_replay_until_deleted() {
         }
     }
 
-    let list: Value = http()
-        .get(format!("{base}/quotes"))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let list: Value = get_json(format!("{base}/quotes")).await;
     assert_eq!(list[0]["symbol"], "BTCUSDT");
     assert_eq!(list[0]["last"], "61000.15");
 
-    let resp = http()
+    let resp = client()
         .delete(format!("{base}/quotes/btcusdt"))
         .send()
         .await
@@ -179,16 +169,9 @@ async fn posted_quote_replaces_replay_until_deleted() {
         stream_of(v) == "btcusdt@bookTicker" && v["data"]["b"] != "61000.10"
     })
     .await;
-    let list: Value = http()
-        .get(format!("{base}/quotes"))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let list: Value = get_json(format!("{base}/quotes")).await;
     assert_eq!(list, serde_json::json!([]));
-    let resp = http()
+    let resp = client()
         .delete(format!("{base}/quotes/BTCUSDT"))
         .send()
         .await
@@ -200,7 +183,7 @@ async fn posted_quote_replaces_replay_until_deleted() {
 async fn any_symbol_can_be_scripted_and_numbers_are_exact() {
     let feed = start(1.0, &["ethusdt"], |_| {}).await;
     let mut ws = connect(&feed, "solusdt@bookTicker/solusdt@trade").await;
-    let resp = http()
+    let resp = client()
         .post(format!("{}/quotes", feed.http_base_url()))
         .header("content-type", "application/json")
         .body(r#"{"symbol":"solusdt","bid":145.1200,"ask":"145.13"}"#)
@@ -232,18 +215,14 @@ async fn bad_quotes_get_400_json() {
         r#"{"bid":"1","ask":"1"}"#,
         r#"{"symbol":"BTCUSDT","bid":"1","ask":"1","last":"-5"}"#,
     ] {
-        let resp = http().post(&url).body(body).send().await.unwrap();
+        let resp = client().post(&url).body(body).send().await.unwrap();
         assert_eq!(resp.status(), 400, "{body}");
         let v: Value = resp.json().await.unwrap();
         assert!(v["code"].is_string() && v["message"].is_string(), "{v}");
     }
-    let list: Value = http().get(&url).send().await.unwrap().json().await.unwrap();
+    let list: Value = get_json(&url).await;
     assert_eq!(list, serde_json::json!([]));
-    let health = http()
-        .get(format!("{}/health", feed.http_base_url()))
-        .send()
-        .await
-        .unwrap();
+    let health = get(format!("{}/health", feed.http_base_url())).await;
     assert_eq!(health.status(), 200);
 }
 
@@ -297,7 +276,7 @@ async fn pings_and_drops_clients_that_do_not_pong() {
 }
 
 async fn post_control(feed: &feed::Feed, path_and_query: &str) -> Value {
-    let resp = http()
+    let resp = client()
         .post(format!("{}{path_and_query}", feed.http_base_url()))
         .send()
         .await
@@ -325,7 +304,7 @@ async fn read_to_end(ws: &mut Ws) -> (Vec<Value>, bool) {
 }
 
 async fn scripted(feed: &feed::Feed, body: Value) {
-    let resp = http()
+    let resp = client()
         .post(format!("{}/quotes", feed.http_base_url()))
         .json(&body)
         .send()
@@ -338,14 +317,10 @@ async fn scripted(feed: &feed::Feed, body: Value) {
 async fn connections_until(feed: &feed::Feed, pred: impl Fn(&[Value]) -> bool) -> Vec<Value> {
     let deadline = tokio::time::Instant::now() + WAIT;
     loop {
-        let list: Vec<Value> = http()
-            .get(format!("{}/__control/connections", feed.http_base_url()))
-            .send()
-            .await
-            .unwrap()
-            .json()
-            .await
-            .unwrap();
+        let list: Vec<Value> = serde_json::from_value(
+            get_json(format!("{}/__control/connections", feed.http_base_url())).await,
+        )
+        .expect("a JSON array");
         if pred(&list) {
             return list;
         }
@@ -402,7 +377,7 @@ async fn shutdown_sends_server_shutdown_streams_through_the_grace_then_closes() 
     );
     let list = connections_until(&feed, |c| c[0]["closed_at_ms"].is_i64()).await;
     assert_eq!(list[0]["close_reason"], "server shutdown (control)");
-    let rejected = http()
+    let rejected = client()
         .post(format!(
             "{}/__control/shutdown?grace_ms=abc",
             feed.http_base_url()
@@ -450,7 +425,7 @@ async fn burst_sends_every_message_and_ends_on_the_current_price() {
     assert_eq!(bids.len(), 100, "prices vary within 100 levels");
     let list = connections_until(&feed, |c| c[0]["burst_sent"].as_u64() == Some(n)).await;
     assert_eq!(list[0]["dropped"], 0);
-    let bad = http()
+    let bad = client()
         .post(format!("{}/__control/burst", feed.http_base_url()))
         .send()
         .await

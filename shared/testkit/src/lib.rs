@@ -7,6 +7,7 @@
 //! - [`events`]: typed API Gateway (REST and WebSocket) and SQS events, built with
 //!   `aws_lambda_events`, as AWS would send them. Always available; needs no AWS SDK and
 //!   no project crate (`domain`, `adapters`).
+//! - [`web`] (feature `web`): a test HTTP client with a timeout, and `get_json`.
 //! - [`services`] (feature `services`): fixtures against the real PostgreSQL, Redis and
 //!   moto that `make test` starts: the ledger, the cache, a FIFO queue of one's own, the
 //!   use cases' `Deps`, quotes, accounts, a loopback SQS stub and the bench timer.
@@ -16,6 +17,8 @@
 //! dependencies) in `Cargo.toml`, so that the default build stays light.
 
 pub mod events;
+#[cfg(feature = "web")]
+pub mod web;
 
 #[cfg(feature = "services")]
 pub mod services;

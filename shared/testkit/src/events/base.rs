@@ -256,6 +256,90 @@ pub(crate) fn remove_if_empty(obj: &mut Map<String, Value>, key: &str) {
     }
 }
 
+/// The builder methods every API Gateway event shares (the REST request and the WebSocket
+/// route events), written once over the fields of the same names: `headers`, `query`,
+/// `source_ip`, `user_agent`, `domain_name`, `stage`, `request_id`, `time` and `api_id`.
+macro_rules! envelope_builders {
+    () => {
+        /// Add a header value (a repeated name adds a value: `headers` gets the last one,
+        /// `multiValueHeaders` all). Values that are not UTF-8 are taken lossily.
+        ///
+        /// # Panics
+        ///
+        /// On an invalid header name, or a value with control characters.
+        pub fn header(mut self, name: impl AsRef<str>, value: impl AsRef<[u8]>) -> Self {
+            self.headers.push(name.as_ref(), value.as_ref());
+            self
+        }
+
+        /// Add every value of a header map.
+        pub fn headers(mut self, headers: &http::HeaderMap) -> Self {
+            self.headers.extend(headers);
+            self
+        }
+
+        /// Add a (decoded) query parameter (of the upgrade URL, for WebSocket events); a
+        /// repeated name adds a value (`queryStringParameters` gets the last one,
+        /// `multiValueQueryStringParameters` all).
+        pub fn query(mut self, name: impl AsRef<str>, value: impl AsRef<str>) -> Self {
+            self.query.push(name.as_ref(), value.as_ref());
+            self
+        }
+
+        /// Add the parameters of a raw query string (`a=1&b=x%20y`).
+        pub fn raw_query(mut self, query: &str) -> Self {
+            self.query.push_raw(query);
+            self
+        }
+
+        /// `requestContext.identity.sourceIp` (default `127.0.0.1`).
+        pub fn source_ip(mut self, ip: impl ToString) -> Self {
+            self.source_ip = ip.to_string();
+            self
+        }
+
+        /// `requestContext.identity.userAgent` (default: the `user-agent` header).
+        pub fn user_agent(mut self, user_agent: impl Into<String>) -> Self {
+            self.user_agent = Some(user_agent.into());
+            self
+        }
+
+        /// `requestContext.domainName`, `host:port` the client called (default: the `host`
+        /// header, else `localhost`); `domainPrefix` is its first label.
+        pub fn domain_name(mut self, domain_name: impl Into<String>) -> Self {
+            self.domain_name = Some(domain_name.into());
+            self
+        }
+
+        /// The stage (default [`STAGE`](crate::events::STAGE)): `requestContext.stage`, and
+        /// for REST the first segment of `requestContext.path`.
+        pub fn stage(mut self, stage: impl Into<String>) -> Self {
+            self.stage = stage.into();
+            self
+        }
+
+        /// `requestContext.requestId` (and `extendedRequestId`); default: a random id.
+        pub fn request_id(mut self, id: impl Into<String>) -> Self {
+            self.request_id = id.into();
+            self
+        }
+
+        /// When API Gateway received the event (`requestTime`, `requestTimeEpoch`);
+        /// default: now.
+        pub fn time(mut self, time: chrono::DateTime<chrono::Utc>) -> Self {
+            self.time = time;
+            self
+        }
+
+        /// `requestContext.apiId` (default: the REST or the WebSocket API's sample id).
+        pub fn api_id(mut self, api_id: impl Into<String>) -> Self {
+            self.api_id = api_id.into();
+            self
+        }
+    };
+}
+pub(crate) use envelope_builders;
+
 #[cfg(test)]
 mod tests {
     use super::*;

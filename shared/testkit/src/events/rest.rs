@@ -6,7 +6,7 @@ use aws_lambda_events::apigw::{
     ApiGatewayProxyRequest, ApiGatewayProxyRequestContext, ApiGatewayRequestIdentity,
 };
 use chrono::{DateTime, Utc};
-use http::{HeaderMap, Method};
+use http::Method;
 use serde_json::Value;
 
 use super::base::{
@@ -58,6 +58,8 @@ pub struct RestEvent {
 }
 
 impl RestEvent {
+    super::base::envelope_builders!();
+
     /// A request for `path`, which may carry a query string (`/v2/orders?status=open`,
     /// decoded as a form: `%20` and `+` are spaces). The path itself stays as given
     /// (percent-encoded, as API Gateway passes it).
@@ -89,36 +91,6 @@ impl RestEvent {
         event
     }
 
-    /// Add a header value (a repeated name adds a value: `headers` gets the last one,
-    /// `multiValueHeaders` all). Values that are not UTF-8 are taken lossily.
-    ///
-    /// # Panics
-    ///
-    /// On an invalid header name, or a value with control characters.
-    pub fn header(mut self, name: impl AsRef<str>, value: impl AsRef<[u8]>) -> Self {
-        self.headers.push(name.as_ref(), value.as_ref());
-        self
-    }
-
-    /// Add every value of a header map.
-    pub fn headers(mut self, headers: &HeaderMap) -> Self {
-        self.headers.extend(headers);
-        self
-    }
-
-    /// Add a (decoded) query parameter; a repeated name adds a value
-    /// (`queryStringParameters` gets the last one, `multiValueQueryStringParameters` all).
-    pub fn query(mut self, name: impl AsRef<str>, value: impl AsRef<str>) -> Self {
-        self.query.push(name.as_ref(), value.as_ref());
-        self
-    }
-
-    /// Add the parameters of a raw query string (`a=1&b=x%20y`).
-    pub fn raw_query(mut self, query: &str) -> Self {
-        self.query.push_raw(query);
-        self
-    }
-
     /// The body: text, or base64 with `isBase64Encoded: true` when it is not UTF-8; an empty
     /// body is `null`.
     pub fn body(mut self, body: impl AsRef<[u8]>) -> Self {
@@ -130,31 +102,6 @@ impl RestEvent {
     pub fn json_body(self, body: &impl serde::Serialize) -> Self {
         let text = serde_json::to_vec(body).expect("a JSON body serializes");
         self.body(text)
-    }
-
-    /// `requestContext.identity.sourceIp` (default `127.0.0.1`).
-    pub fn source_ip(mut self, ip: impl ToString) -> Self {
-        self.source_ip = ip.to_string();
-        self
-    }
-
-    /// The stage (default [`STAGE`]): `requestContext.stage`, and the first segment of
-    /// `requestContext.path`.
-    pub fn stage(mut self, stage: impl Into<String>) -> Self {
-        self.stage = stage.into();
-        self
-    }
-
-    /// `requestContext.requestId` (and `extendedRequestId` in the JSON); default: a random UUID.
-    pub fn request_id(mut self, id: impl Into<String>) -> Self {
-        self.request_id = id.into();
-        self
-    }
-
-    /// When API Gateway received the request (`requestTime`, `requestTimeEpoch`); default: now.
-    pub fn time(mut self, time: DateTime<Utc>) -> Self {
-        self.time = time;
-        self
     }
 
     /// The resource and its id, instead of `/{proxy+}` and its `proxy` path parameter.
@@ -169,28 +116,9 @@ impl RestEvent {
         self
     }
 
-    /// `requestContext.identity.userAgent` (default: the `user-agent` header).
-    pub fn user_agent(mut self, user_agent: impl Into<String>) -> Self {
-        self.user_agent = Some(user_agent.into());
-        self
-    }
-
-    /// `requestContext.domainName` (default: the `host` header, else `localhost`);
-    /// `domainPrefix` is its first label.
-    pub fn domain_name(mut self, domain_name: impl Into<String>) -> Self {
-        self.domain_name = Some(domain_name.into());
-        self
-    }
-
     /// `requestContext.accountId` (default [`ACCOUNT_ID`]).
     pub fn account_id(mut self, account_id: impl Into<String>) -> Self {
         self.account_id = account_id.into();
-        self
-    }
-
-    /// `requestContext.apiId` (default [`REST_API_ID`]).
-    pub fn api_id(mut self, api_id: impl Into<String>) -> Self {
-        self.api_id = api_id.into();
         self
     }
 

@@ -6,7 +6,6 @@ use aws_lambda_events::apigw::{
 };
 use base64::Engine as _;
 use chrono::{DateTime, Utc};
-use http::HeaderMap;
 use serde_json::Value;
 
 use super::base::{
@@ -91,6 +90,8 @@ pub struct WsEvent {
 }
 
 impl WsEvent {
+    super::base::envelope_builders!();
+
     /// An event of `route` on connection `connection_id` (no body, no disconnect status:
     /// see [`connect`](Self::connect), [`message`](Self::message),
     /// [`disconnect`](Self::disconnect)).
@@ -136,35 +137,6 @@ impl WsEvent {
         event
     }
 
-    /// Add a header value (`headers` gets the last value of a repeated name,
-    /// `multiValueHeaders` all). Values that are not UTF-8 are taken lossily.
-    ///
-    /// # Panics
-    ///
-    /// On an invalid header name, or a value with control characters.
-    pub fn header(mut self, name: impl AsRef<str>, value: impl AsRef<[u8]>) -> Self {
-        self.headers.push(name.as_ref(), value.as_ref());
-        self
-    }
-
-    /// Add every value of a header map.
-    pub fn headers(mut self, headers: &HeaderMap) -> Self {
-        self.headers.extend(headers);
-        self
-    }
-
-    /// Add a (decoded) query parameter of the upgrade URL.
-    pub fn query(mut self, name: impl AsRef<str>, value: impl AsRef<str>) -> Self {
-        self.query.push(name.as_ref(), value.as_ref());
-        self
-    }
-
-    /// Add the parameters of the upgrade URL's raw query string (`token=a%3Db&x=1`).
-    pub fn raw_query(mut self, query: &str) -> Self {
-        self.query.push_raw(query);
-        self
-    }
-
     /// The message: text, or base64 with `isBase64Encoded: true` when it is not UTF-8 (an
     /// empty message is `""`).
     pub fn body(mut self, body: impl AsRef<[u8]>) -> Self {
@@ -179,37 +151,6 @@ impl WsEvent {
         self
     }
 
-    /// `requestContext.identity.sourceIp` (default `127.0.0.1`).
-    pub fn source_ip(mut self, ip: impl ToString) -> Self {
-        self.source_ip = ip.to_string();
-        self
-    }
-
-    /// `requestContext.identity.userAgent` (default: the `user-agent` header).
-    pub fn user_agent(mut self, user_agent: impl Into<String>) -> Self {
-        self.user_agent = Some(user_agent.into());
-        self
-    }
-
-    /// `requestContext.domainName`, `host:port` the client connected to (default: the
-    /// `host` header, else `localhost`).
-    pub fn domain_name(mut self, domain_name: impl Into<String>) -> Self {
-        self.domain_name = Some(domain_name.into());
-        self
-    }
-
-    /// `requestContext.stage` (default [`STAGE`]).
-    pub fn stage(mut self, stage: impl Into<String>) -> Self {
-        self.stage = stage.into();
-        self
-    }
-
-    /// `requestContext.requestId` and `extendedRequestId` (default: a random AWS-style id).
-    pub fn request_id(mut self, id: impl Into<String>) -> Self {
-        self.request_id = id.into();
-        self
-    }
-
     /// `requestContext.messageId` (`$default` only by default: a random AWS-style id).
     pub fn message_id(mut self, id: impl Into<String>) -> Self {
         self.message_id = Some(id.into());
@@ -219,18 +160,6 @@ impl WsEvent {
     /// `requestContext.connectedAt` (default: the event's [`time`](Self::time)).
     pub fn connected_at(mut self, connected_at: DateTime<Utc>) -> Self {
         self.connected_at = Some(connected_at);
-        self
-    }
-
-    /// When API Gateway received the event (`requestTime`, `requestTimeEpoch`); default: now.
-    pub fn time(mut self, time: DateTime<Utc>) -> Self {
-        self.time = time;
-        self
-    }
-
-    /// `requestContext.apiId` (default [`WEBSOCKET_API_ID`]).
-    pub fn api_id(mut self, api_id: impl Into<String>) -> Self {
-        self.api_id = api_id.into();
         self
     }
 
