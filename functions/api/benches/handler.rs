@@ -39,7 +39,7 @@ use domain::order::{NewOrder, OrderRequest};
 use lambda_http::{Body, Request, Response};
 use rust_decimal_macros::dec;
 use testkit::events::RestEvent;
-use testkit::{bench_env, measure};
+use testkit::measure;
 use uuid::Uuid;
 
 fn opt_env(name: &str) -> Option<String> {
@@ -121,14 +121,8 @@ async fn place_without_send(deps: &Deps, req: &Request) -> Result<Response<Body>
 }
 
 async fn run() -> String {
-    let secs: f64 = std::env::var("BENCH_SECS")
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(5.0);
-    let mut config = Config::from_env().expect("config");
-    config.database.url = bench_env("DATABASE_URL");
-    config.redis.url = bench_env("REDIS_URL");
-    config.redis.key_prefix = format!("bench{}:", Uuid::new_v4().simple());
+    let secs = testkit::bench_secs();
+    let mut config = testkit::bench_config();
     // One account sends every request: the per-account rate limits would measure 429s.
     let off = adapters::ratelimit::BucketSpec {
         burst: 0,

@@ -11,7 +11,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use serde_json::Value;
 
 mod common;
-use common::{post_quote, unique_prefix};
+use common::{exists, post_quote, unique_prefix};
 
 fn redis_url() -> Option<String> {
     match std::env::var("REDIS_URL") {
@@ -154,12 +154,12 @@ async fn reconnects_after_the_feed_goes_away() {
     wait_for(&mut conn, &key, |v| v["bid"] == "2500.01").await;
 
     let stale = adapters::keyspace::Keyspace::new(&prefix).stale("ETHUSDT");
-    assert!(!stale_exists(&mut conn, &stale).await);
+    assert!(!exists(&mut conn, &stale).await);
 
     // While the feed is down, the price is marked stale (within a flush or so).
     drop(feed);
     let deadline = tokio::time::Instant::now() + Duration::from_secs(15);
-    while !stale_exists(&mut conn, &stale).await {
+    while !exists(&mut conn, &stale).await {
         assert!(tokio::time::Instant::now() < deadline, "never marked stale");
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
@@ -174,16 +174,7 @@ async fn reconnects_after_the_feed_goes_away() {
     assert!(ingest.stream_stats.connects.load(Ordering::Relaxed) >= 2);
     assert!(ingest.stream_stats.reconnects.load(Ordering::Relaxed) >= 1);
     // The fresh price came with the marker's deletion (same MULTI/EXEC).
-    assert!(!stale_exists(&mut conn, &stale).await);
-}
-
-async fn stale_exists(conn: &mut redis::aio::MultiplexedConnection, key: &str) -> bool {
-    redis::cmd("EXISTS")
-        .arg(key)
-        .query_async::<i64>(conn)
-        .await
-        .unwrap()
-        == 1
+    assert!(!exists(&mut conn, &stale).await);
 }
 
 #[tokio::test]

@@ -22,7 +22,6 @@ use std::time::Instant;
 
 use adapters::auth::{digest, random_secret};
 use adapters::cache::Cache;
-use adapters::config::Config;
 use adapters::ledger::Ledger;
 use adapters::queue::CommandQueue;
 use adapters::ratelimit::BucketSpec;
@@ -33,7 +32,7 @@ use lambda_http::http::Method;
 use lambda_http::Request;
 use rust_decimal_macros::dec;
 use testkit::events::RestEvent;
-use testkit::{bench_env, measure, pct};
+use testkit::{measure, pct};
 use uuid::Uuid;
 
 /// An API Gateway REST event for `/v2/hooks/tradingview/{webhook_id}`, as TradingView's
@@ -59,14 +58,8 @@ fn strategy_alert(passphrase: &str, id: usize) -> String {
 }
 
 async fn run() -> String {
-    let secs: f64 = std::env::var("BENCH_SECS")
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(5.0);
-    let mut config = Config::from_env().expect("config");
-    config.database.url = bench_env("DATABASE_URL");
-    config.redis.url = bench_env("REDIS_URL");
-    config.redis.key_prefix = format!("bench{}:", Uuid::new_v4().simple());
+    let secs = testkit::bench_secs();
+    let mut config = testkit::bench_config();
     // One webhook sends every alert: the per-account order bucket would measure 429s.
     config.rates.orders = BucketSpec {
         burst: 0,

@@ -8,6 +8,7 @@
 
 pub mod cli;
 pub mod connections;
+pub mod forwarded;
 pub mod rest;
 pub mod runtime;
 pub mod sqs;

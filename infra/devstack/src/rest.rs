@@ -16,11 +16,12 @@
 use std::net::{IpAddr, SocketAddr};
 use std::time::{Duration, Instant};
 
+use crate::forwarded::{add_proxy_headers, header_str};
 use aws_lambda_events::apigw::ApiGatewayProxyResponse;
 use aws_lambda_events::encodings::Body as LambdaBody;
 use axum::body::Body;
 use axum::extract::{ConnectInfo, Request, State};
-use axum::http::{header, HeaderMap, HeaderName, HeaderValue, Method, StatusCode, Uri};
+use axum::http::{header, HeaderMap, HeaderValue, Method, StatusCode, Uri};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use axum::Router;
@@ -308,10 +309,6 @@ async fn handle(st: &RestState, peer: SocketAddr, req: Request, request_id: &str
     }
 }
 
-fn header_str(v: &HeaderValue) -> String {
-    String::from_utf8_lossy(v.as_bytes()).into_owned()
-}
-
 /// Build the API Gateway REST proxy event (payload format 1.0) for a request
 /// to the `api` function (resource `/{proxy+}` with `pathParameters:
 /// {"proxy": ...}`, or `/` for the root), as
@@ -360,17 +357,7 @@ fn rest_event(
         Some(prev) => format!("{}, {source_ip}", header_str(prev)),
         None => source_ip.clone(),
     };
-    let mut add = |name: &'static str, value: String, overwrite: bool| {
-        if overwrite || !headers.contains_key(name) {
-            if let Ok(v) = HeaderValue::from_str(&value) {
-                headers.insert(HeaderName::from_static(name), v);
-            }
-        }
-    };
-    add("x-forwarded-for", xff, true);
-    add("x-forwarded-proto", "http".into(), false);
-    add("x-forwarded-port", req.local_port.to_string(), false);
-    add("x-amzn-trace-id", crate::runtime::new_trace_id(), false);
+    add_proxy_headers(&mut headers, xff, req.local_port);
 
     // `domainName` and `identity.userAgent` default to the `host` and
     // `user-agent` headers (which the added ones leave alone).

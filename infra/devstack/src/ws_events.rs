@@ -9,7 +9,8 @@
 //! the client's spelling: functions must look headers up case-insensitively,
 //! which `aws_lambda_events`' `HeaderMap` does anyway.
 
-use axum::http::{HeaderMap, HeaderName, HeaderValue};
+use crate::forwarded::{add_proxy_headers, header_str};
+use axum::http::HeaderMap;
 use base64::Engine as _;
 use chrono::{DateTime, Utc};
 use serde_json::Value;
@@ -77,10 +78,6 @@ impl InboundBody {
     }
 }
 
-fn header_str(v: &HeaderValue) -> String {
-    String::from_utf8_lossy(v.as_bytes()).into_owned()
-}
-
 /// What every event of the connection has: its context, the request id and
 /// the time.
 fn with_context(
@@ -119,17 +116,7 @@ pub fn connect_event(
         Some(prev) => format!("{}, {}", header_str(prev), ctx.source_ip),
         None => ctx.source_ip.clone(),
     };
-    let mut add = |name: &'static str, value: String, overwrite: bool| {
-        if overwrite || !headers.contains_key(name) {
-            if let Ok(v) = HeaderValue::from_str(&value) {
-                headers.insert(HeaderName::from_static(name), v);
-            }
-        }
-    };
-    add("x-forwarded-for", xff, true);
-    add("x-forwarded-proto", "http".into(), false);
-    add("x-forwarded-port", local_port.to_string(), false);
-    add("x-amzn-trace-id", crate::runtime::new_trace_id(), false);
+    add_proxy_headers(&mut headers, xff, local_port);
 
     // AWS leaves both query fields out when the URL has no query (so does
     // the builder).
@@ -171,6 +158,7 @@ pub fn disconnect_event(
 mod tests {
     use super::*;
     use aws_lambda_events::apigw::ApiGatewayWebsocketProxyRequest;
+    use axum::http::HeaderValue;
 
     fn ctx() -> ConnectionContext {
         ConnectionContext {

@@ -276,13 +276,7 @@ mod tests {
         let (b, mut rb) = quote_channel();
         let mut one = Hooks::boxed(vec![Box::new(a.clone())]).unwrap();
         let mut both = Hooks::boxed(vec![Box::new(a), Box::new(b)]).unwrap();
-        let q = Quote {
-            symbol: "BTCUSDT".into(),
-            bid: "1".parse().unwrap(),
-            ask: "2".parse().unwrap(),
-            last: None,
-            ts: 1,
-        };
+        let q = Quote::new("BTCUSDT", "1".parse().unwrap(), "2".parse().unwrap(), 1);
         one.on_flush(std::slice::from_ref(&q));
         both.on_flush(std::slice::from_ref(&q));
         assert_eq!(ra.try_recv().unwrap(), vec![q.clone()]);

@@ -235,13 +235,7 @@ mod tests {
     use super::*;
 
     fn quote(symbol: &str, ts: i64) -> Quote {
-        Quote {
-            symbol: symbol.into(),
-            bid: "1".parse().unwrap(),
-            ask: "2".parse().unwrap(),
-            last: None,
-            ts,
-        }
+        Quote::new(symbol, "1".parse().unwrap(), "2".parse().unwrap(), ts)
     }
 
     #[test]

@@ -78,13 +78,7 @@ mod tests {
     use super::*;
 
     fn quote(ts: i64) -> Quote {
-        Quote {
-            symbol: "BTCUSDT".into(),
-            bid: "1".parse().unwrap(),
-            ask: "2".parse().unwrap(),
-            last: None,
-            ts,
-        }
+        Quote::new("BTCUSDT", "1".parse().unwrap(), "2".parse().unwrap(), ts)
     }
 
     #[tokio::test]

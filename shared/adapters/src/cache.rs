@@ -160,13 +160,7 @@ impl Cache {
     }
 
     pub async fn delete_session(&self, token_digest: &str) -> Result<bool, DependencyError> {
-        let mut c = self.conn().await?;
-        let n: i64 = redis::cmd("DEL")
-            .arg(self.session_key(token_digest))
-            .query_async(&mut c)
-            .await
-            .map_err(DependencyError::redis)?;
-        Ok(n > 0)
+        Ok(self.redis.del(self.session_key(token_digest)).await? > 0)
     }
 
     // ---- orders accepted but not yet applied -----------------------------------------

@@ -379,12 +379,7 @@ impl LoginGuard {
     /// Clears the email's failures after a successful login. The IP's stay: a success by
     /// one user says nothing about the other accounts guessed at from that address.
     pub async fn record_success(&self, email: &str, _ip: &str) -> Result<(), DependencyError> {
-        let mut c = self.conn().await?;
-        redis::cmd("DEL")
-            .arg(self.email_key(email))
-            .query_async::<i64>(&mut c)
-            .await
-            .map_err(DependencyError::redis)?;
+        self.redis.del(self.email_key(email)).await?;
         Ok(())
     }
 }

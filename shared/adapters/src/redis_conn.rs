@@ -27,6 +27,16 @@ impl LazyRedis {
         })
     }
 
+    /// `DEL keys`: how many of them existed.
+    pub async fn del(&self, keys: impl redis::ToRedisArgs) -> Result<i64, DependencyError> {
+        let mut c = self.conn().await?;
+        redis::cmd("DEL")
+            .arg(keys)
+            .query_async(&mut c)
+            .await
+            .map_err(DependencyError::redis)
+    }
+
     /// The connection (a cheap clone of the shared manager), connecting the first time.
     pub async fn conn(&self) -> Result<ConnectionManager, DependencyError> {
         let conn = self

@@ -522,13 +522,7 @@ impl WatchIndex {
 
     /// Deletes every key of the index (tests and tools: what a Redis flush does to it).
     pub async fn drop_all(&self) -> Result<(), DependencyError> {
-        let keys = self.keys().await?;
-        let mut c = self.conn().await?;
-        redis::cmd("DEL")
-            .arg(keys)
-            .query_async::<i64>(&mut c)
-            .await
-            .map_err(DependencyError::redis)?;
+        self.redis.del(self.keys().await?).await?;
         Ok(())
     }
 }

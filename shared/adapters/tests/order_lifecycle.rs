@@ -23,13 +23,7 @@ fn order(account: Uuid, json: &str) -> NewOrder {
 }
 
 fn quotes(bid: Decimal, ask: Decimal) -> HashMap<String, Quote> {
-    let q = Quote {
-        symbol: "BTCUSDT".into(),
-        bid,
-        ask,
-        last: None,
-        ts: adapters::now_ms(),
-    };
+    let q = Quote::new("BTCUSDT", bid, ask, adapters::now_ms());
     HashMap::from([("BTCUSDT".to_string(), q)])
 }
 

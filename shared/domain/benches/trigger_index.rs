@@ -88,13 +88,7 @@ impl Market {
                 // Binance sends 8 decimal places.
                 bid.rescale(8);
                 ask.rescale(8);
-                Quote {
-                    symbol: name.clone(),
-                    bid,
-                    ask,
-                    last: None,
-                    ts,
-                }
+                Quote::new(name.clone(), bid, ask, ts)
             })
             .collect()
     }

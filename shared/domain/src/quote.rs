@@ -23,6 +23,17 @@ pub struct Quote {
 }
 
 impl Quote {
+    /// A two-sided quote without a last trade price, received at `ts` (ms since the epoch).
+    pub fn new(symbol: impl Into<String>, bid: Decimal, ask: Decimal, ts: i64) -> Quote {
+        Quote {
+            symbol: symbol.into(),
+            bid,
+            ask,
+            last: None,
+            ts,
+        }
+    }
+
     /// Age of the quote in milliseconds at `now_ms` (never negative).
     pub fn age_ms(&self, now_ms: i64) -> i64 {
         (now_ms - self.ts).max(0)

@@ -551,13 +551,7 @@ mod tests {
     }
 
     fn quote(symbol: &str, bid: Decimal, ask: Decimal) -> Quote {
-        Quote {
-            symbol: symbol.into(),
-            bid,
-            ask,
-            last: None,
-            ts: 1,
-        }
+        Quote::new(symbol, bid, ask, 1)
     }
 
     #[test]

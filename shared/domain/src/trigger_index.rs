@@ -563,13 +563,7 @@ mod tests {
     }
 
     fn quote(symbol: &str, bid: Decimal, ask: Decimal) -> Quote {
-        Quote {
-            symbol: symbol.into(),
-            bid,
-            ask,
-            last: None,
-            ts: 0,
-        }
+        Quote::new(symbol, bid, ask, 0)
     }
 
     fn ids(fired: &[Fired]) -> Vec<u128> {
@@ -1002,13 +996,7 @@ mod tests {
                 let mut ask = bid + Decimal::new(spread, 1);
                 bid.rescale(scale.max(bid.scale()));
                 ask.rescale(scale.max(ask.scale()));
-                Quote {
-                    symbol: SYMBOLS[s].to_string(),
-                    bid,
-                    ask,
-                    last: None,
-                    ts: 0,
-                }
+                Quote::new(SYMBOLS[s], bid, ask, 0)
             },
         )
     }

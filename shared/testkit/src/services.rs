@@ -243,10 +243,16 @@ pub async fn fifo_queue(stem: &str) -> (aws_sdk_sqs::Client, String) {
 
 /// The configuration of the environment `make test` exports, under a fresh key prefix.
 pub fn config() -> Config {
-    let mut config = Config::from_env().expect("the test environment is a valid configuration");
-    config.database.url = service_env("DATABASE_URL");
-    config.redis.url = service_env("REDIS_URL");
-    config.redis.key_prefix = format!("t{}:", Uuid::new_v4().simple());
+    config_from(service_env, "t")
+}
+
+/// The environment's configuration with `read`'s PostgreSQL and Redis URLs and a fresh
+/// key prefix starting with `prefix`.
+fn config_from(read: fn(&str) -> String, prefix: &str) -> Config {
+    let mut config = Config::from_env().expect("the environment is a valid configuration");
+    config.database.url = read("DATABASE_URL");
+    config.redis.url = read("REDIS_URL");
+    config.redis.key_prefix = format!("{prefix}{}:", Uuid::new_v4().simple());
     config
 }
 
@@ -275,6 +281,20 @@ pub fn bench_env(name: &str) -> String {
     std::env::var(name).ok().filter(|v| !v.is_empty()).unwrap_or_else(|| {
         panic!("{name} is not set: run `make bench` (infra/scripts/bench.sh), which starts the services and exports it")
     })
+}
+
+/// `BENCH_SECS` (default 5): how long each figure of a bench runs.
+pub fn bench_secs() -> f64 {
+    std::env::var("BENCH_SECS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(5.0)
+}
+
+/// A bench's configuration: the defaults, with `make bench`'s PostgreSQL and Redis and a
+/// Redis key prefix of its own.
+pub fn bench_config() -> Config {
+    config_from(bench_env, "bench")
 }
 
 /// The quotes the benches trade at: BTCUSDT 60000/60000.01 and ETHUSDT 3000/3000.01.

@@ -26,13 +26,7 @@ impl World {
     fn quote(&mut self, bid: Decimal, ask: Decimal) {
         self.quotes.insert(
             "BTCUSDT".into(),
-            Quote {
-                symbol: "BTCUSDT".into(),
-                bid,
-                ask,
-                last: None,
-                ts: self.now_ms,
-            },
+            Quote::new("BTCUSDT", bid, ask, self.now_ms),
         );
     }
 

@@ -331,6 +331,11 @@ macro_rules! envelope_builders {
             self
         }
 
+        /// The event as API Gateway sends it (JSON text).
+        pub fn to_json(&self) -> String {
+            self.to_value().to_string()
+        }
+
         /// `requestContext.apiId` (default: the REST or the WebSocket API's sample id).
         pub fn api_id(mut self, api_id: impl Into<String>) -> Self {
             self.api_id = api_id.into();

@@ -200,11 +200,6 @@ impl RestEvent {
         self.headers.restore_spelling(&mut v);
         v
     }
-
-    /// The event as API Gateway sends it (JSON text).
-    pub fn to_json(&self) -> String {
-        self.to_value().to_string()
-    }
 }
 
 impl EventJson for ApiGatewayProxyRequest {

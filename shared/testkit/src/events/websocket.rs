@@ -236,11 +236,6 @@ impl WsEvent {
         self.header_list().restore_spelling(&mut v);
         v
     }
-
-    /// The event as API Gateway sends it (JSON text).
-    pub fn to_json(&self) -> String {
-        self.to_value().to_string()
-    }
 }
 
 impl EventJson for ApiGatewayWebsocketProxyRequest {
