@@ -99,6 +99,13 @@ fn event(request_type: &str, response_url: &str) -> Value {
     event
 }
 
+/// CloudFormation was told FAILED, with a reason that says `why`.
+fn assert_failed_for(answer: &Answer, why: &str) {
+    assert_eq!(answer.body["Status"], "FAILED");
+    let reason = answer.body["Reason"].as_str().expect("a reason");
+    assert!(reason.contains(why), "{reason}");
+}
+
 fn assert_echoes(answer: &Answer, event: &Value) {
     for key in ["StackId", "RequestId", "LogicalResourceId"] {
         assert_eq!(answer.body[key], event[key], "{key}");
@@ -293,9 +300,7 @@ async fn a_database_that_never_answers_is_answered_failed_in_time() {
         started.elapsed()
     );
     let answer = cloudformation.answer();
-    assert_eq!(answer.body["Status"], "FAILED");
-    let reason = answer.body["Reason"].as_str().expect("a reason");
-    assert!(reason.contains("timed out"), "{reason}");
+    assert_failed_for(&answer, "timed out");
 }
 
 #[tokio::test]
@@ -313,9 +318,7 @@ async fn the_work_timeout_bounds_a_slow_configuration() {
         .await
         .expect("answered");
     let answer = cloudformation.answer();
-    assert_eq!(answer.body["Status"], "FAILED");
-    let reason = answer.body["Reason"].as_str().expect("a reason");
-    assert!(reason.contains("did not finish"), "{reason}");
+    assert_failed_for(&answer, "did not finish");
 }
 
 #[tokio::test]
@@ -330,12 +333,8 @@ async fn a_configuration_error_is_answered_failed() {
         .await
         .expect("answered");
     let answer = cloudformation.answer();
-    assert_eq!(answer.body["Status"], "FAILED");
+    assert_failed_for(&answer, "has no `password`");
     assert_eq!(answer.body["PhysicalResourceId"], PHYSICAL_RESOURCE_ID);
-    assert!(answer.body["Reason"]
-        .as_str()
-        .expect("a reason")
-        .contains("has no `password`"));
 }
 
 #[tokio::test]
@@ -350,11 +349,7 @@ async fn a_malformed_event_is_answered_failed_when_it_says_where() {
         .await
         .expect("answered");
     let answer = cloudformation.answer();
-    assert_eq!(answer.body["Status"], "FAILED");
-    assert!(answer.body["Reason"]
-        .as_str()
-        .expect("a reason")
-        .contains("malformed request"));
+    assert_failed_for(&answer, "malformed request");
 
     let mut unknown = event("Replace", &cloudformation.url);
     unknown["PhysicalResourceId"] = json!("older-id");

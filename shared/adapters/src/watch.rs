@@ -221,18 +221,7 @@ impl WatchIndex {
                 .arg(&json)
                 .ignore();
             pipe.cmd("SADD").arg(&symbols).arg(&w.symbol).ignore();
-            pipe.cmd("XADD")
-                .arg(&log)
-                .arg("MAXLEN")
-                .arg("~")
-                .arg(LOG_MAXLEN)
-                .arg("*")
-                .arg("op")
-                .arg("put")
-                .arg("symbol")
-                .arg(&w.symbol)
-                .arg("order_id")
-                .arg(&id)
+            log_entry(&mut pipe, &log, "put", &w.symbol, &id)
                 .arg("json")
                 .arg(&json)
                 .ignore();
@@ -243,19 +232,7 @@ impl WatchIndex {
                 .arg(self.symbol_key(symbol))
                 .arg(&id)
                 .ignore();
-            pipe.cmd("XADD")
-                .arg(&log)
-                .arg("MAXLEN")
-                .arg("~")
-                .arg(LOG_MAXLEN)
-                .arg("*")
-                .arg("op")
-                .arg("del")
-                .arg("symbol")
-                .arg(symbol)
-                .arg("order_id")
-                .arg(&id)
-                .ignore();
+            log_entry(&mut pipe, &log, "del", symbol, &id).ignore();
         }
         let mut c = self.conn().await?;
         pipe.query_async::<()>(&mut c)
@@ -525,6 +502,29 @@ impl WatchIndex {
         self.redis.del(self.keys().await?).await?;
         Ok(())
     }
+}
+
+/// Starts the `XADD` of one log entry (`op`, `symbol`, `order_id`; a put adds its `json`),
+/// the log capped at about [`LOG_MAXLEN`] entries.
+fn log_entry<'p>(
+    pipe: &'p mut redis::Pipeline,
+    log: &str,
+    op: &str,
+    symbol: &str,
+    order_id: &str,
+) -> &'p mut redis::Pipeline {
+    pipe.cmd("XADD")
+        .arg(log)
+        .arg("MAXLEN")
+        .arg("~")
+        .arg(LOG_MAXLEN)
+        .arg("*")
+        .arg("op")
+        .arg(op)
+        .arg("symbol")
+        .arg(symbol)
+        .arg("order_id")
+        .arg(order_id)
 }
 
 #[cfg(test)]
