@@ -182,7 +182,7 @@ if [ -z "${BENCH_SKIP_SIZES:-}" ] && want sizes; then
     {
         echo "#### Release binary sizes"
         echo
-        echo "\`cargo build --release -p api -p webhook -p executor -p ws -p ingest -p devstack -p feed\` with the workspace release profile (lto = true, codegen-units = 1, panic = abort, strip = true), $(rustc -vV | sed -n 's/^host: //p'). Lambdas are deployed as these binaries (\`bootstrap\`), zipped."
+        echo "\`cargo build --release -p api -p webhook -p executor -p ws -p ingest -p devstack -p feed\` with the workspace release profile (lto = true, codegen-units = 1, panic = unwind, strip = true), $(rustc -vV | sed -n 's/^host: //p'). Lambdas are deployed as these binaries (\`bootstrap\`), zipped."
         echo
         echo "| binary | role | bytes | MiB | zipped (gzip -6) MiB |"
         echo "|---|---|---:|---:|---:|"
@@ -226,7 +226,7 @@ gen="$WORK/generated.md"
     echo "- Machine: $(nproc) CPUs ($cpu_model), ${mem_gib} GiB RAM, $(uname -sr); shared with other work, so figures vary by a few per cent between runs"
     echo "- Services (loopback, hermetic test env): $pg_info; ${redis_info:-Redis ?}"
     echo "- Toolchain: $(rustc --version)"
-    echo "- Command: \`make bench\` = \`infra/scripts/bench.sh\`, with BENCH_SECS=$BENCH_SECS BENCH_CONCURRENCY=$BENCH_CONCURRENCY; benches built by \`cargo bench\` with CARGO_PROFILE_BENCH_LTO=$CARGO_PROFILE_BENCH_LTO CARGO_PROFILE_BENCH_CODEGEN_UNITS=$CARGO_PROFILE_BENCH_CODEGEN_UNITS (the release profile otherwise: opt-level 3, panic = abort)"
+    echo "- Command: \`make bench\` = \`infra/scripts/bench.sh\`, with BENCH_SECS=$BENCH_SECS BENCH_CONCURRENCY=$BENCH_CONCURRENCY; benches built by \`cargo bench\` with CARGO_PROFILE_BENCH_LTO=$CARGO_PROFILE_BENCH_LTO CARGO_PROFILE_BENCH_CODEGEN_UNITS=$CARGO_PROFILE_BENCH_CODEGEN_UNITS (the release profile otherwise: opt-level 3, panic = unwind)"
     if [ -n "$BENCH_ONLY" ]; then
         echo "- This run: BENCH_ONLY=$BENCH_ONLY; the other sections are kept from an earlier run (the date and commit above are this run's)"
     fi

@@ -28,10 +28,28 @@ pub const MAX_BODY_BYTES: usize = 64 * 1024;
 
 /// Handles one API Gateway REST request.
 pub async fn handle(deps: &Deps, req: Request) -> Response<Body> {
+    serve(deps, req, route).await
+}
+
+/// Serves one request with the given route table (the api's is [`route`]; a test adds a
+/// deliberately panicking route of its own): the body limit, the panic backstop, the one
+/// error rendering and the access log are the same whatever the table.
+pub async fn serve(
+    deps: &Deps,
+    req: Request,
+    routes: impl AsyncFn(&Deps, &Method, &str, Request) -> Result<Response<Body>, ApiError>,
+) -> Response<Body> {
     let started = std::time::Instant::now();
     let method = req.method().clone();
     let path = route_path(&req);
-    let response = match dispatch(deps, &method, &path, req).await {
+    let response = match app::panics::guarded("api", async {
+        if body_len(&req) > MAX_BODY_BYTES {
+            return Err(ApiError::too_large(MAX_BODY_BYTES));
+        }
+        routes(deps, &method, &path, req).await
+    })
+    .await
+    {
         Ok(r) => r,
         Err(e) => error_response(&e),
     };
@@ -50,15 +68,13 @@ fn route_path(req: &Request) -> String {
     p.trim_end_matches('/').to_string()
 }
 
-async fn dispatch(
+/// The api's route table: method and path segments to a handler.
+pub async fn route(
     deps: &Deps,
     method: &Method,
     path: &str,
     req: Request,
 ) -> Result<Response<Body>, ApiError> {
-    if body_len(&req) > MAX_BODY_BYTES {
-        return Err(ApiError::too_large(MAX_BODY_BYTES));
-    }
     let segments: Vec<&str> = path.trim_start_matches('/').split('/').collect();
     let m = method.clone();
     match (m, segments.as_slice()) {

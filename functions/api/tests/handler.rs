@@ -289,3 +289,68 @@ async fn the_openapi_document_is_served_and_names_every_route() {
         );
     }
 }
+
+/// The panic backstop at the route level: a route that panics (here a byte-index slice inside
+/// a multi-byte character, the classic crash) is answered 500 `internal` as JSON, and the next
+/// request is served by the same process and the same `Deps`.
+#[tokio::test]
+async fn a_panicking_route_is_a_500_and_the_next_request_is_served() {
+    let deps = deps().await;
+    let routes =
+        async |deps: &Deps, method: &lambda_http::http::Method, path: &str, req: Request| {
+            if path.ends_with("/account") {
+                let text = String::from("é");
+                let _ = &text[..1];
+            }
+            api::route(deps, method, path, req).await
+        };
+    let (_, key_id, secret) = user_with_key(&deps).await;
+    let r = api::serve(
+        &deps,
+        event("api-get-account.json", Some((&key_id, &secret)), None),
+        routes,
+    )
+    .await;
+    assert_eq!(r.status(), 500);
+    let body = body_json(&r);
+    assert_eq!(body["code"], "internal");
+    assert!(body["message"].as_str().is_some_and(|m| !m.is_empty()));
+    // The same table, another route: served normally.
+    let r = api::serve(
+        &deps,
+        event(
+            "api-post-order.json",
+            Some((&key_id, &secret)),
+            Some("{\"symbol\":"),
+        ),
+        routes,
+    )
+    .await;
+    assert_eq!(r.status(), 400);
+    assert_eq!(body_json(&r)["code"], "malformed_json");
+    // And the real table, on the route that panicked above.
+    let r = handle(
+        &deps,
+        event("api-get-account.json", Some((&key_id, &secret)), None),
+    )
+    .await;
+    assert_eq!(r.status(), 200);
+}
+
+/// The backstop needs the release profile to unwind: with `panic = "abort"` a caught panic
+/// would still end the process (a 502 and a cold start for the next client).
+#[test]
+fn the_release_profile_unwinds() {
+    let manifest = include_str!("../../../Cargo.toml");
+    let release = manifest
+        .split("[profile.release]")
+        .nth(1)
+        .and_then(|rest| rest.split("\n[").next())
+        .expect("a [profile.release] section");
+    let panic: Vec<&str> = release
+        .lines()
+        .map(str::trim)
+        .filter(|l| l.starts_with("panic"))
+        .collect();
+    assert_eq!(panic, ["panic = \"unwind\""]);
+}

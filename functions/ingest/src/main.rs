@@ -53,6 +53,14 @@ fn main() -> ExitCode {
     }
     // JSON lines with LOG_FORMAT=json (CloudWatch via awslogs), as the Lambdas log.
     adapters::telemetry::init();
+    // The workspace profile unwinds (so that a Lambda survives a panicking request); here a
+    // panic in any task ends the process, as abort did, so that ECS replaces a task that
+    // would otherwise run on with a dead flush, trigger or fan-out loop.
+    let default_hook = std::panic::take_hook();
+    std::panic::set_hook(Box::new(move |info| {
+        default_hook(info);
+        std::process::abort();
+    }));
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()

@@ -37,7 +37,7 @@ pub async fn handle(deps: &Deps, req: Request) -> Response<Body> {
         content_type: content_type.as_deref(),
         body: body_text(&req),
     };
-    let response = match receive(deps, alert).await {
+    let response = match app::panics::guarded("webhook", receive(deps, alert)).await {
         Ok(outcome) => match &outcome.error {
             Some(e) => error_response(e),
             None => json(outcome.status, &outcome.body),

@@ -144,10 +144,16 @@ impl WsResponse {
 
 /// Routes one event.
 pub async fn handle(deps: &Deps, req: WsRequest) -> WsResponse {
-    match req.route_key.as_str() {
-        "$connect" => connect(deps, &req).await,
-        "$disconnect" => disconnect(deps, &req).await,
-        _ => message(deps, &req).await,
+    let route = async {
+        Ok(match req.route_key.as_str() {
+            "$connect" => connect(deps, &req).await,
+            "$disconnect" => disconnect(deps, &req).await,
+            _ => message(deps, &req).await,
+        })
+    };
+    match app::panics::guarded("ws", route).await {
+        Ok(response) => response,
+        Err(e) => WsResponse::error(&e),
     }
 }
 

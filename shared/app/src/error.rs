@@ -64,6 +64,14 @@ impl ApiError {
             retry_after: Some(u32::try_from(retry_after_secs).unwrap_or(u32::MAX)),
         }
     }
+    /// 500: a bug of ours (a caught panic), never a rule the client broke.
+    pub fn internal() -> Self {
+        Self::new(
+            500,
+            RejectCode::Internal,
+            "internal error: the request was not completed; it has been logged",
+        )
+    }
     pub fn unavailable(dependency: &str) -> Self {
         ApiError {
             status: 503,

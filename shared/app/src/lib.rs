@@ -11,6 +11,7 @@ pub mod auth;
 pub mod close;
 pub mod error;
 pub mod orders;
+pub mod panics;
 pub mod risk;
 pub mod webhooks;
 
