@@ -50,11 +50,25 @@ export BENCH_CONCURRENCY="${BENCH_CONCURRENCY:-1,4,16}"
 BENCH_ONLY="${BENCH_ONLY:-}"
 # want PART: whether this run includes PART (executor, api, ingest, sizes).
 want() { [ -z "$BENCH_ONLY" ] || [[ ",$BENCH_ONLY," == *",$1,"* ]]; }
-# keep_section START END: the previous generated text from the first line matching START up
-# to (not including) the next line matching END or the end marker.
+# The generated sections in the order they are written: part, then what its heading starts with.
+SECTIONS=(
+    executor 'Executor:' api 'api:' webhook 'webhook:' ingest 'Ingest:' triggers 'Trigger evaluation'
+    fanout 'Fan-out' websocket 'WebSocket price' sizes 'Release binary sizes'
+)
+# keep_section PART: PART's previous generated text, from its heading up to (not including)
+# the heading of a later section or the end marker.
 keep_section() {
     [ -f "$OUT" ] || return 0
-    awk -v start="$1" -v end="$2" '
+    local start="" later="" i
+    for ((i = 0; i < ${#SECTIONS[@]}; i += 2)); do
+        if [ -n "$start" ]; then
+            later="${later:+$later|}${SECTIONS[i + 1]}"
+        elif [ "${SECTIONS[i]}" = "$1" ]; then
+            start="^#### ${SECTIONS[i + 1]}"
+        fi
+    done
+    local end="^#### ${later:+($later)}"
+    awk -v start="$start" -v end="$end" '
         !p && $0 ~ start { p = 1 }
         p && (/^<!-- bench:end -->/ || ($0 ~ end && $0 !~ start)) { exit }
         # Blank lines only between kept lines, never trailing (the caller adds its own).
@@ -100,18 +114,21 @@ for bench in "${benches[@]}"; do
     cargo bench --no-run -q -p "$package" --bench "$target"
 done
 
-if want executor; then
-    log "executor bench (about $(( BENCH_SECS * 8 + 20 )) s)"
-    BENCH_REPORT="$WORK/executor.md" timeout 600 cargo bench -q -p executor --bench fills
-else
-    keep_section '^#### Executor:' '^#### (api:|webhook:|Ingest:|Trigger evaluation|Fan-out|WebSocket|Release binary sizes)' >"$WORK/executor.md"
-fi
-if want api; then
-    log "api bench (about $(( BENCH_SECS * 5 + 10 )) s)"
-    BENCH_REPORT="$WORK/api.md" timeout 300 cargo bench -q -p api --bench handler
-else
-    keep_section '^#### api:' '^#### (webhook:|Ingest:|Trigger evaluation|Fan-out|WebSocket|Release binary sizes)' >"$WORK/api.md"
-fi
+# run_or_keep PART MESSAGE SECONDS COMMAND...: with PART wanted, logs MESSAGE and runs COMMAND
+# (its report to $WORK/PART.md) within SECONDS; otherwise keeps PART's previous section.
+run_or_keep() {
+    local part="$1" message="$2" limit="$3"
+    shift 3
+    if want "$part"; then
+        log "$message"
+        BENCH_REPORT="$WORK/$part.md" timeout "$limit" "$@"
+    else
+        keep_section "$part" >"$WORK/$part.md"
+    fi
+}
+run_or_keep executor "executor bench (about $(( BENCH_SECS * 8 + 20 )) s)" 600 \
+    cargo bench -q -p executor --bench fills
+run_or_keep api "api bench (about $(( BENCH_SECS * 5 + 10 )) s)" 300 cargo bench -q -p api --bench handler
 if want webhook; then
     log "webhook bench (about $(( BENCH_SECS * 5 + 10 )) s)"
     {
@@ -123,26 +140,12 @@ if want webhook; then
     BENCH_REPORT="$WORK/webhook-table.md" timeout 300 cargo bench -q -p webhook --bench webhook
     cat "$WORK/webhook-table.md" >>"$WORK/webhook.md"
 else
-    keep_section '^#### webhook:' '^#### (Ingest:|Trigger evaluation|Fan-out|WebSocket|Release binary sizes)' >"$WORK/webhook.md"
+    keep_section webhook >"$WORK/webhook.md"
 fi
-if want ingest; then
-    log "ingest bench (about $(( BENCH_SECS * 7 + 15 )) s)"
-    BENCH_REPORT="$WORK/ingest.md" timeout 300 cargo bench -q -p ingest --bench ingest
-else
-    keep_section '^#### Ingest:' '^#### (Trigger evaluation|Fan-out|WebSocket|Release binary sizes)' >"$WORK/ingest.md"
-fi
-if want triggers; then
-    log "trigger index bench (about 60 s)"
-    BENCH_REPORT="$WORK/triggers.md" timeout 300 cargo bench -q -p domain --bench trigger_index
-else
-    keep_section '^#### Trigger evaluation' '^#### (Fan-out|WebSocket|Release binary sizes)' >"$WORK/triggers.md"
-fi
-if want fanout; then
-    log "fan-out message counts on the recorded data (about 10 s)"
-    BENCH_REPORT="$WORK/fanout.md" timeout 300 cargo run -q --release -p ingest --example fanout_counts
-else
-    keep_section '^#### Fan-out' '^#### (WebSocket price|Release binary sizes)' >"$WORK/fanout.md"
-fi
+run_or_keep ingest "ingest bench (about $(( BENCH_SECS * 7 + 15 )) s)" 300 cargo bench -q -p ingest --bench ingest
+run_or_keep triggers "trigger index bench (about 60 s)" 300 cargo bench -q -p domain --bench trigger_index
+run_or_keep fanout "fan-out message counts on the recorded data (about 10 s)" 300 \
+    cargo run -q --release -p ingest --example fanout_counts
 if want websocket; then
     log "WebSocket bench: building the binaries (bench profile)"
     cargo build -q --profile bench --bins -p feed -p ingest -p devstack -p api -p executor -p ws
@@ -170,7 +173,7 @@ if want websocket; then
         cat "$WORK/websocket-table.md"
     } >>"$WORK/websocket.md"
 else
-    keep_section '^#### WebSocket price' '^#### Release binary sizes' >"$WORK/websocket.md"
+    keep_section websocket >"$WORK/websocket.md"
 fi
 
 # ---- binary sizes ---------------------------------------------------------------------
@@ -205,7 +208,7 @@ if [ -z "${BENCH_SKIP_SIZES:-}" ] && want sizes; then
     } >"$sizes"
 else
     # Keep the previous sizes section.
-    keep_section '^#### Release binary sizes' '^#### ' >"$sizes"
+    keep_section sizes >"$sizes"
     if [ -s "$sizes" ]; then echo >>"$sizes"; fi
 fi
 
