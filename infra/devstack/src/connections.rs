@@ -50,6 +50,7 @@ use serde_json::{json, Value};
 use tokio::sync::mpsc::error::TrySendError;
 use tracing::{info, warn};
 
+use crate::body::{read_limited, BodyError};
 use crate::runtime::lock;
 use crate::ws_state::{Control, Outbound, WsState, MAX_MESSAGE_BYTES, OUTBOUND_QUEUE};
 
@@ -132,22 +133,15 @@ async fn post_to_connection(
             json!("Message too long"),
         )
     };
-    // Read one byte past the limit to tell "too long" from a broken stream.
-    let data = match axum::body::to_bytes(body, MAX_MESSAGE_BYTES + 1).await {
-        Ok(d) if d.len() > MAX_MESSAGE_BYTES => return too_long(),
+    let data = match read_limited(body, MAX_MESSAGE_BYTES).await {
         Ok(d) => d,
-        Err(e) => {
-            if std::error::Error::source(&e)
-                .is_some_and(|s| s.is::<http_body_util::LengthLimitError>())
-                || e.to_string().contains("length limit")
-            {
-                return too_long();
-            }
+        Err(BodyError::TooLong) => return too_long(),
+        Err(BodyError::Broken) => {
             return aws_error(
                 StatusCode::BAD_REQUEST,
                 "BadRequestException",
                 json!("Bad request body"),
-            );
+            )
         }
     };
     let Some(conn) = st.get(&id) else {

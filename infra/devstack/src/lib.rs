@@ -6,6 +6,7 @@
 //! A dev tool: runs the function binaries as processes (never links them); depends on
 //! `testkit` (the events it sends) and the AWS SDK clients of moto.
 
+pub mod body;
 pub mod cli;
 pub mod connections;
 pub mod forwarded;
@@ -286,19 +287,7 @@ pub async fn start(mut config: Config) -> anyhow::Result<Devstack> {
         max_body: config.max_request_body,
         trust_forwarded_for: config.trust_forwarded_for,
     });
-    let mut rest_shutdown = shutdown_rx.clone();
-    tasks.push(tokio::spawn(async move {
-        let serve = axum::serve(
-            listener,
-            app.into_make_service_with_connect_info::<SocketAddr>(),
-        )
-        .with_graceful_shutdown(async move {
-            let _ = rest_shutdown.wait_for(|stop| *stop).await;
-        });
-        if let Err(e) = serve.await {
-            warn!("devstack: REST server stopped: {e}");
-        }
-    }));
+    tasks.push(serve(listener, app, shutdown_rx.clone(), "REST"));
     info!("devstack: API Gateway REST bound on http://{rest_addr}");
     if config.trust_forwarded_for {
         warn!("devstack: --trust-forwarded-for: REST sourceIp comes from X-Forwarded-For (test aid, not API Gateway's behaviour)");
@@ -319,19 +308,7 @@ pub async fn start(mut config: Config) -> anyhow::Result<Devstack> {
         );
         ws_state = Some(state.clone());
         let app = ws::router(state);
-        let mut ws_shutdown = shutdown_rx.clone();
-        tasks.push(tokio::spawn(async move {
-            let serve = axum::serve(
-                listener,
-                app.into_make_service_with_connect_info::<SocketAddr>(),
-            )
-            .with_graceful_shutdown(async move {
-                let _ = ws_shutdown.wait_for(|stop| *stop).await;
-            });
-            if let Err(e) = serve.await {
-                warn!("devstack: WebSocket server stopped: {e}");
-            }
-        }));
+        tasks.push(serve(listener, app, shutdown_rx.clone(), "WebSocket"));
         info!(
             "devstack: API Gateway WebSocket bound on ws://{addr}/{}, @connections at http://{addr}/{}",
             config.stage, config.stage
@@ -349,5 +326,27 @@ pub async fn start(mut config: Config) -> anyhow::Result<Devstack> {
         ws_addr,
         ws: ws_fn,
         ws_state,
+    })
+}
+
+/// Serves `app` on `listener` (with the peer address, as API Gateway's `sourceIp` needs)
+/// until the shutdown signal.
+fn serve(
+    listener: TcpListener,
+    app: axum::Router,
+    mut shutdown: watch::Receiver<bool>,
+    what: &'static str,
+) -> JoinHandle<()> {
+    tokio::spawn(async move {
+        let serve = axum::serve(
+            listener,
+            app.into_make_service_with_connect_info::<SocketAddr>(),
+        )
+        .with_graceful_shutdown(async move {
+            let _ = shutdown.wait_for(|stop| *stop).await;
+        });
+        if let Err(e) = serve.await {
+            warn!("devstack: {what} server stopped: {e}");
+        }
     })
 }

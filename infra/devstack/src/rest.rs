@@ -16,6 +16,7 @@
 use std::net::{IpAddr, SocketAddr};
 use std::time::{Duration, Instant};
 
+use crate::body::{read_limited, BodyError};
 use crate::forwarded::{add_proxy_headers, header_str};
 use aws_lambda_events::apigw::ApiGatewayProxyResponse;
 use aws_lambda_events::encodings::Body as LambdaBody;
@@ -217,22 +218,16 @@ async fn handle(st: &RestState, peer: SocketAddr, req: Request, request_id: &str
         return too_long();
     }
     let (parts, body) = req.into_parts();
-    let body = match axum::body::to_bytes(body, st.max_body).await {
+    let body = match read_limited(body, st.max_body).await {
         Ok(b) => b,
-        Err(e) => {
-            // to_bytes fails on the length limit or on a broken client stream.
-            if std::error::Error::source(&e)
-                .is_some_and(|s| s.is::<http_body_util::LengthLimitError>())
-                || e.to_string().contains("length limit")
-            {
-                return too_long();
-            }
+        Err(BodyError::TooLong) => return too_long(),
+        Err(BodyError::Broken) => {
             return gateway_error(
                 StatusCode::BAD_REQUEST,
                 "Bad request body",
                 "BadRequestException",
                 request_id,
-            );
+            )
         }
     };
     let local_port = parts

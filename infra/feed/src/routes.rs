@@ -75,6 +75,7 @@ async fn health(State(st): State<AppState>) -> Response {
 type Params = Query<HashMap<String, String>>;
 
 /// An optional unsigned query parameter within `1..=max`.
+/// The integer parameter `name` (from 1 to `max`) if given, or why it is bad.
 fn param(q: &HashMap<String, String>, name: &str, max: u64) -> Result<Option<u64>, String> {
     match q.get(name) {
         None => Ok(None),
@@ -85,6 +86,15 @@ fn param(q: &HashMap<String, String>, name: &str, max: u64) -> Result<Option<u64
             )),
         },
     }
+}
+
+/// As [`param`], and a missing one is bad too.
+fn required(q: &HashMap<String, String>, name: &str, max: u64) -> Result<u64, String> {
+    param(q, name, max)?.ok_or_else(|| format!("{name} is required"))
+}
+
+fn invalid_parameter(message: String) -> Response {
+    error(StatusCode::BAD_REQUEST, "invalid_parameter", message)
 }
 
 fn sent_to(connections: usize) -> Response {
@@ -103,7 +113,7 @@ async fn control_drop(State(st): State<AppState>) -> Response {
 async fn control_shutdown(State(st): State<AppState>, Query(q): Params) -> Response {
     let grace_ms = match param(&q, "grace_ms", 3_600_000) {
         Ok(v) => v.unwrap_or(1000),
-        Err(m) => return error(StatusCode::BAD_REQUEST, "invalid_parameter", m),
+        Err(m) => return invalid_parameter(m),
     };
     let grace = Duration::from_millis(grace_ms);
     let n = st.hub.command(ClientCommand::Shutdown { grace });
@@ -114,16 +124,9 @@ async fn control_shutdown(State(st): State<AppState>, Query(q): Params) -> Respo
 /// `POST /__control/burst?n=100000[&symbol=BTCUSDT]`: every open connection gets `n`
 /// bookTicker messages as fast as it reads them (see [`crate::faults`]).
 async fn control_burst(State(st): State<AppState>, Query(q): Params) -> Response {
-    let n = match param(&q, "n", 100_000_000) {
-        Ok(Some(n)) => n,
-        Ok(None) => {
-            return error(
-                StatusCode::BAD_REQUEST,
-                "invalid_parameter",
-                "n is required",
-            )
-        }
-        Err(m) => return error(StatusCode::BAD_REQUEST, "invalid_parameter", m),
+    let n = match required(&q, "n", 100_000_000) {
+        Ok(n) => n,
+        Err(m) => return invalid_parameter(m),
     };
     let symbol = q.get("symbol").map(|s| s.trim().to_ascii_uppercase());
     let c = st.hub.command(ClientCommand::Burst {
@@ -137,16 +140,9 @@ async fn control_burst(State(st): State<AppState>, Query(q): Params) -> Response
 /// `POST /__control/stall?ms=3000[&all=true]`: the open connections (with `all=true`: the
 /// whole feed, new connections included) send nothing, not even pings, for `ms`.
 async fn control_stall(State(st): State<AppState>, Query(q): Params) -> Response {
-    let ms = match param(&q, "ms", 3_600_000) {
-        Ok(Some(ms)) => ms,
-        Ok(None) => {
-            return error(
-                StatusCode::BAD_REQUEST,
-                "invalid_parameter",
-                "ms is required",
-            )
-        }
-        Err(m) => return error(StatusCode::BAD_REQUEST, "invalid_parameter", m),
+    let ms = match required(&q, "ms", 3_600_000) {
+        Ok(ms) => ms,
+        Err(m) => return invalid_parameter(m),
     };
     let until = Instant::now() + Duration::from_millis(ms);
     let all = q.get("all").is_some_and(|v| v == "true" || v == "1");

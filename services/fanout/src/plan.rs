@@ -252,10 +252,52 @@ fn push_decimal(out: &mut String, d: &Decimal) {
     out.push('"');
 }
 
-fn push_opt_decimal(out: &mut String, d: Option<&Decimal>) {
-    match d {
-        Some(d) => push_decimal(out, d),
-        None => out.push_str("null"),
+/// Writes the members of one JSON object in order. Member names are literals of ours
+/// (plain ASCII), so they are written without escaping.
+struct Members<'a> {
+    out: &'a mut String,
+    first: bool,
+}
+
+impl<'a> Members<'a> {
+    fn open(out: &'a mut String) -> Self {
+        out.push('{');
+        Members { out, first: true }
+    }
+
+    fn name(&mut self, name: &str) -> &mut String {
+        if !self.first {
+            self.out.push(',');
+        }
+        self.first = false;
+        self.out.push('"');
+        self.out.push_str(name);
+        self.out.push_str("\":");
+        self.out
+    }
+
+    fn str(&mut self, name: &str, v: &str) {
+        push_json_str(self.name(name), v);
+    }
+
+    fn decimal(&mut self, name: &str, d: &Decimal) {
+        push_decimal(self.name(name), d);
+    }
+
+    fn opt_decimal(&mut self, name: &str, d: Option<&Decimal>) {
+        match d {
+            Some(d) => self.decimal(name, d),
+            None => self.name(name).push_str("null"),
+        }
+    }
+
+    /// A value already written as JSON (a number, `true`, an array…).
+    fn raw(&mut self, name: &str, json: &str) {
+        self.name(name).push_str(json);
+    }
+
+    fn close(self) {
+        self.out.push('}');
     }
 }
 
@@ -264,15 +306,13 @@ fn push_opt_decimal(out: &mut String, d: Option<&Decimal>) {
 /// per changed symbol and flush, and shared by every message that carries it.
 pub fn quote_fragment(q: &Quote) -> String {
     let mut s = String::with_capacity(96);
-    s.push_str(r#"{"symbol":"#);
-    push_json_str(&mut s, &q.symbol);
-    s.push_str(r#","bid":"#);
-    push_decimal(&mut s, &q.bid);
-    s.push_str(r#","ask":"#);
-    push_decimal(&mut s, &q.ask);
-    s.push_str(r#","last":"#);
-    push_opt_decimal(&mut s, q.last.as_ref());
-    let _ = write!(s, r#","ts":{}}}"#, q.ts);
+    let mut m = Members::open(&mut s);
+    m.str("symbol", &q.symbol);
+    m.decimal("bid", &q.bid);
+    m.decimal("ask", &q.ask);
+    m.opt_decimal("last", q.last.as_ref());
+    let _ = write!(m.name("ts"), "{}", q.ts);
+    m.close();
     s
 }
 
@@ -280,38 +320,33 @@ pub fn quote_fragment(q: &Quote) -> String {
 /// PnL is recomputed whenever a price it holds changes).
 pub fn pnl_json(pnl: &AccountPnl) -> String {
     let mut s = String::with_capacity(96 + 192 * pnl.positions.len());
-    s.push_str(r#"{"cash":"#);
-    push_decimal(&mut s, &pnl.cash);
-    s.push_str(r#","equity":"#);
-    push_opt_decimal(&mut s, pnl.equity.as_ref());
-    s.push_str(r#","unrealized_pl":"#);
-    push_decimal(&mut s, &pnl.unrealized_pl);
-    s.push_str(r#","positions":["#);
+    let mut m = Members::open(&mut s);
+    m.decimal("cash", &pnl.cash);
+    m.opt_decimal("equity", pnl.equity.as_ref());
+    m.decimal("unrealized_pl", &pnl.unrealized_pl);
+    let out = m.name("positions");
+    out.push('[');
     for (i, p) in pnl.positions.iter().enumerate() {
         if i > 0 {
-            s.push(',');
+            out.push(',');
         }
-        s.push_str(r#"{"symbol":"#);
-        push_json_str(&mut s, &p.symbol);
-        s.push_str(r#","qty":"#);
-        push_decimal(&mut s, &p.qty);
-        s.push_str(r#","avg_entry_price":"#);
-        push_decimal(&mut s, &p.avg_entry_price);
-        s.push_str(r#","current_price":"#);
-        push_opt_decimal(&mut s, p.current_price.as_ref());
-        s.push_str(r#","market_value":"#);
-        push_opt_decimal(&mut s, p.market_value.as_ref());
-        s.push_str(r#","unrealized_pl":"#);
-        push_opt_decimal(&mut s, p.unrealized_pl.as_ref());
-        s.push_str(r#","price_stale":"#);
-        s.push_str(if p.current_price.is_none() {
+        let mut position = Members::open(out);
+        position.str("symbol", &p.symbol);
+        position.decimal("qty", &p.qty);
+        position.decimal("avg_entry_price", &p.avg_entry_price);
+        position.opt_decimal("current_price", p.current_price.as_ref());
+        position.opt_decimal("market_value", p.market_value.as_ref());
+        position.opt_decimal("unrealized_pl", p.unrealized_pl.as_ref());
+        let stale = if p.current_price.is_none() {
             "true"
         } else {
             "false"
-        });
-        s.push('}');
+        };
+        position.raw("price_stale", stale);
+        position.close();
     }
-    s.push_str("]}");
+    out.push(']');
+    m.close();
     s
 }
 

@@ -106,10 +106,21 @@ impl Cache {
 
     /// Writes a quote (used by tests and tools; the ingest task writes its own batches).
     pub async fn put_quote(&self, quote: &Quote, ttl_ms: u64) -> Result<(), DependencyError> {
+        self.set_json(self.keys.price(&quote.symbol), quote, ttl_ms)
+            .await
+    }
+
+    /// Writes `value` as JSON under `key`, to expire `ttl_ms` from now.
+    async fn set_json(
+        &self,
+        key: String,
+        value: &impl serde::Serialize,
+        ttl_ms: u64,
+    ) -> Result<(), DependencyError> {
         let mut c = self.conn().await?;
-        let value = serde_json::to_string(quote).map_err(DependencyError::redis)?;
+        let value = serde_json::to_string(value).map_err(DependencyError::redis)?;
         redis::cmd("SET")
-            .arg(self.keys.price(&quote.symbol))
+            .arg(key)
             .arg(value)
             .arg("PX")
             .arg(ttl_ms)
@@ -130,16 +141,9 @@ impl Cache {
         s: &Session,
         ttl_secs: u64,
     ) -> Result<(), DependencyError> {
-        let mut c = self.conn().await?;
-        let value = serde_json::to_string(s).map_err(DependencyError::redis)?;
-        redis::cmd("SET")
-            .arg(self.session_key(token_digest))
-            .arg(value)
-            .arg("EX")
-            .arg(ttl_secs)
-            .query_async::<()>(&mut c)
+        let ttl_ms = ttl_secs.saturating_mul(1000);
+        self.set_json(self.session_key(token_digest), s, ttl_ms)
             .await
-            .map_err(DependencyError::redis)
     }
 
     /// Looks a session up and slides its expiry forward, in one round trip.

@@ -369,8 +369,8 @@ impl fmt::Debug for DatabaseSource {
 
 /// A Secrets Manager client from the default AWS configuration, with a bounded call time.
 pub async fn secrets_client() -> aws_sdk_secretsmanager::Client {
-    let shared = aws_config::load_defaults(aws_config::BehaviorVersion::latest()).await;
-    let config = aws_sdk_secretsmanager::config::Builder::from(&shared)
+    let shared = crate::aws::sdk_config().await;
+    let config = aws_sdk_secretsmanager::config::Builder::from(shared)
         .timeout_config(
             aws_config::timeout::TimeoutConfig::builder()
                 .operation_timeout(SECRETS_OPERATION_TIMEOUT)

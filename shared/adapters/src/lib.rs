@@ -7,6 +7,7 @@
 //! statement of the platform lives here, and nothing here knows HTTP or Lambda events.
 
 pub mod auth;
+pub mod aws;
 pub mod cache;
 pub mod config;
 pub mod connections;

@@ -59,8 +59,8 @@ impl Pusher {
     async fn client(&self) -> &Client {
         self.client
             .get_or_init(|| async {
-                let shared = aws_config::load_defaults(aws_config::BehaviorVersion::latest()).await;
-                let config = aws_sdk_apigatewaymanagement::config::Builder::from(&shared)
+                let shared = crate::aws::sdk_config().await;
+                let config = aws_sdk_apigatewaymanagement::config::Builder::from(shared)
                     .endpoint_url(&self.endpoint)
                     .timeout_config(
                         aws_config::timeout::TimeoutConfig::builder()

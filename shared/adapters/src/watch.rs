@@ -145,6 +145,17 @@ pub struct WatchIndex {
     keys: crate::keyspace::Keyspace,
 }
 
+/// Up to [`READ_BATCH`] entries of the log after `id` (exclusive), oldest first.
+fn entries_after(log: &str, id: &str) -> redis::Cmd {
+    let mut cmd = redis::cmd("XRANGE");
+    cmd.arg(log)
+        .arg(format!("({id}"))
+        .arg("+")
+        .arg("COUNT")
+        .arg(READ_BATCH);
+    cmd
+}
+
 impl WatchIndex {
     /// Creates the client; connects lazily on first use.
     pub fn new(url: &str, prefix: &str) -> Result<WatchIndex, DependencyError> {
@@ -161,6 +172,18 @@ impl WatchIndex {
 
     async fn conn(&self) -> Result<ConnectionManager, DependencyError> {
         self.redis.conn().await
+    }
+
+    /// The symbols that have a hash in the index.
+    async fn indexed_symbols(
+        &self,
+        c: &mut ConnectionManager,
+    ) -> Result<Vec<String>, DependencyError> {
+        redis::cmd("SMEMBERS")
+            .arg(self.symbols_key())
+            .query_async(c)
+            .await
+            .map_err(DependencyError::redis)
     }
 
     /// `{p}watch:` — the prefix of the per-symbol hashes.
@@ -189,11 +212,7 @@ impl WatchIndex {
     /// marker), for tests and tools.
     pub async fn keys(&self) -> Result<Vec<String>, DependencyError> {
         let mut c = self.conn().await?;
-        let symbols: Vec<String> = redis::cmd("SMEMBERS")
-            .arg(self.symbols_key())
-            .query_async(&mut c)
-            .await
-            .map_err(DependencyError::redis)?;
+        let symbols = self.indexed_symbols(&mut c).await?;
         let mut keys: Vec<String> = symbols.iter().map(|s| self.symbol_key(s)).collect();
         keys.extend([self.symbols_key(), self.log_key(), self.marker_key()]);
         Ok(keys)
@@ -344,12 +363,7 @@ impl WatchIndex {
             .arg("+")
             .arg("COUNT")
             .arg(1)
-            .cmd("XRANGE")
-            .arg(&log)
-            .arg(format!("({since}"))
-            .arg("+")
-            .arg("COUNT")
-            .arg(READ_BATCH)
+            .add_command(entries_after(&log, since))
             .query_async(&mut c)
             .await
             .map_err(DependencyError::redis)?;
@@ -373,12 +387,7 @@ impl WatchIndex {
             if !full {
                 break;
             }
-            batch = redis::cmd("XRANGE")
-                .arg(&log)
-                .arg(format!("({last_id}"))
-                .arg("+")
-                .arg("COUNT")
-                .arg(READ_BATCH)
+            batch = entries_after(&log, &last_id)
                 .query_async(&mut c)
                 .await
                 .map_err(DependencyError::redis)?;
@@ -411,11 +420,7 @@ impl WatchIndex {
     ) -> Result<(), DependencyError> {
         let mut c = self.conn().await?;
         // 1. Drop the old copy (and the marker, so readers know it is incomplete).
-        let symbols: Vec<String> = redis::cmd("SMEMBERS")
-            .arg(self.symbols_key())
-            .query_async(&mut c)
-            .await
-            .map_err(DependencyError::redis)?;
+        let symbols = self.indexed_symbols(&mut c).await?;
         let mut pipe = redis::pipe();
         pipe.cmd("DEL").arg(self.marker_key()).ignore();
         pipe.cmd("DEL").arg(self.symbols_key()).ignore();

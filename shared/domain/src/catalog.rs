@@ -76,29 +76,12 @@ impl Instrument {
 
     pub fn check_price(&self, price: Decimal) -> Result<(), FilterViolation> {
         let f = &self.price;
-        let v = |m: String| FilterViolation {
-            filter: RejectCode::PriceFilter,
-            message: m,
+        let bounds = Bounds {
+            min: (f.min_price, "minimum price"),
+            max: (f.max_price, "maximum price"),
+            step: (f.tick_size, "tick size"),
         };
-        if !f.min_price.is_zero() && price < f.min_price {
-            return Err(v(format!(
-                "price {price} is below the minimum price {}",
-                f.min_price.normalize()
-            )));
-        }
-        if !f.max_price.is_zero() && price > f.max_price {
-            return Err(v(format!(
-                "price {price} is above the maximum price {}",
-                f.max_price.normalize()
-            )));
-        }
-        if !f.tick_size.is_zero() && !((price - f.min_price) % f.tick_size).is_zero() {
-            return Err(v(format!(
-                "price {price} is not a multiple of the tick size {}",
-                f.tick_size.normalize()
-            )));
-        }
-        Ok(())
+        bounds.check(RejectCode::PriceFilter, "price", price)
     }
 
     pub fn check_qty(&self, qty: Decimal, is_market: bool) -> Result<(), FilterViolation> {
@@ -159,29 +142,48 @@ impl Instrument {
 }
 
 fn check_lot(name: RejectCode, f: &LotFilter, qty: Decimal) -> Result<(), FilterViolation> {
-    let v = |m: String| FilterViolation {
-        filter: name,
-        message: m,
+    let bounds = Bounds {
+        min: (f.min_qty, "minimum quantity"),
+        max: (f.max_qty, "maximum quantity"),
+        step: (f.step_size, "lot step"),
     };
-    if !f.min_qty.is_zero() && qty < f.min_qty {
-        return Err(v(format!(
-            "qty {qty} is below the minimum quantity {}",
-            f.min_qty.normalize()
-        )));
+    bounds.check(name, "qty", qty)
+}
+
+/// The three rules Binance's price and lot filters share: a minimum, a maximum and a step
+/// counted from the minimum, each with the name the message gives it; a zero turns its rule
+/// off.
+struct Bounds {
+    min: (Decimal, &'static str),
+    max: (Decimal, &'static str),
+    step: (Decimal, &'static str),
+}
+
+impl Bounds {
+    fn check(&self, filter: RejectCode, what: &str, value: Decimal) -> Result<(), FilterViolation> {
+        let ((min, min_name), (max, max_name), (step, step_name)) = (self.min, self.max, self.step);
+        let broken = if !min.is_zero() && value < min {
+            Some(format!("is below the {min_name} {}", min.normalize()))
+        } else if !max.is_zero() && value > max {
+            Some(format!("is above the {max_name} {}", max.normalize()))
+        } else if !step.is_zero()
+            && value.checked_sub(min).and_then(|d| d.checked_rem(step)) != Some(Decimal::ZERO)
+        {
+            Some(format!(
+                "is not a multiple of the {step_name} {}",
+                step.normalize()
+            ))
+        } else {
+            None
+        };
+        match broken {
+            Some(rule) => Err(FilterViolation {
+                filter,
+                message: format!("{what} {value} {rule}"),
+            }),
+            None => Ok(()),
+        }
     }
-    if !f.max_qty.is_zero() && qty > f.max_qty {
-        return Err(v(format!(
-            "qty {qty} is above the maximum quantity {}",
-            f.max_qty.normalize()
-        )));
-    }
-    if !f.step_size.is_zero() && !((qty - f.min_qty) % f.step_size).is_zero() {
-        return Err(v(format!(
-            "qty {qty} is not a multiple of the lot step {}",
-            f.step_size.normalize()
-        )));
-    }
-    Ok(())
 }
 
 /// All instruments of the snapshot, by symbol.
