@@ -4,14 +4,22 @@
 //! (`devstack-ws-echo`) running under the devstack's Lambda Runtime API.
 
 use std::path::{Path, PathBuf};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use aws_lambda_events::apigw::ApiGatewayWebsocketProxyRequest;
 use aws_sdk_apigatewaymanagement::config::{BehaviorVersion, Credentials, Region};
+use aws_sdk_apigatewaymanagement::error::SdkError;
+use aws_sdk_apigatewaymanagement::operation::delete_connection::DeleteConnectionError;
+use aws_sdk_apigatewaymanagement::operation::get_connection::GetConnectionError;
+use aws_sdk_apigatewaymanagement::operation::post_to_connection::{
+    PostToConnectionError, PostToConnectionOutput,
+};
 use aws_sdk_apigatewaymanagement::primitives::Blob;
 use devstack::{Config, Devstack, FunctionConfig};
 use futures_util::{SinkExt, StreamExt};
 use serde_json::Value;
+use testkit::wait::poll;
+use testkit::web::{get, get_json};
 use tokio::net::TcpStream;
 use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
 use tokio_tungstenite::tungstenite::protocol::CloseFrame;
@@ -23,6 +31,7 @@ const WS_ECHO: &str = env!("CARGO_BIN_EXE_devstack-ws-echo");
 const WAIT: Duration = Duration::from_secs(15);
 
 type Client = WebSocketStream<MaybeTlsStream<TcpStream>>;
+type Mgmt = aws_sdk_apigatewaymanagement::Client;
 
 struct Stack {
     stack: Devstack,
@@ -46,11 +55,16 @@ async fn start(tune: impl FnOnce(&mut Config)) -> Stack {
     tune(&mut config);
     let stack = devstack::start(config).await.expect("devstack starts");
     let ws = stack.ws().expect("ws configured");
-    let deadline = Instant::now() + Duration::from_secs(20);
-    while ws.idle_instances() < 2 {
-        assert!(Instant::now() < deadline, "ws instances never became ready");
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+    poll(
+        Duration::from_secs(20),
+        Duration::from_millis(20),
+        async || {
+            (ws.idle_instances() >= 2)
+                .then_some(())
+                .ok_or("ws instances never became ready".to_string())
+        },
+    )
+    .await;
     Stack { stack, events }
 }
 
@@ -100,27 +114,16 @@ impl Stack {
     }
 
     async fn stats(&self) -> Value {
-        reqwest::get(format!("{}/__control/stats", self.ws_url()))
-            .await
-            .unwrap()
-            .json()
-            .await
-            .unwrap()
+        get_json(format!("{}/__control/stats", self.ws_url())).await
     }
 
     /// Wait for an event line matching `route` and `connection_id`.
     async fn wait_event(&self, route: &str, connection_id: &str) -> Value {
-        let deadline = Instant::now() + WAIT;
-        loop {
-            if let Some(e) = find_event(&self.events, route, connection_id) {
-                return e;
-            }
-            assert!(
-                Instant::now() < deadline,
-                "no {route} event for {connection_id}"
-            );
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        }
+        poll(WAIT, Duration::from_millis(50), async || {
+            find_event(&self.events, route, connection_id)
+                .ok_or(format!("no {route} event for {connection_id}"))
+        })
+        .await
     }
 }
 
@@ -185,6 +188,49 @@ async fn expect_close(client: &mut Client) -> (u16, String) {
             None => panic!("connection ended without a close frame"),
         }
     }
+}
+
+/// `POST @connections/{id}` with `data`, through the AWS SDK.
+async fn post_to(
+    mgmt: &Mgmt,
+    id: &str,
+    data: impl Into<Vec<u8>>,
+) -> Result<PostToConnectionOutput, SdkError<PostToConnectionError>> {
+    mgmt.post_to_connection()
+        .connection_id(id)
+        .data(Blob::new(data))
+        .send()
+        .await
+}
+
+/// The management API's errors that can say GoneException.
+trait Gone {
+    fn gone(&self) -> bool;
+}
+
+impl Gone for PostToConnectionError {
+    fn gone(&self) -> bool {
+        self.is_gone_exception()
+    }
+}
+
+impl Gone for GetConnectionError {
+    fn gone(&self) -> bool {
+        self.is_gone_exception()
+    }
+}
+
+impl Gone for DeleteConnectionError {
+    fn gone(&self) -> bool {
+        self.is_gone_exception()
+    }
+}
+
+/// Asserts that a management API call failed with GoneException.
+#[track_caller]
+fn assert_gone<E: Gone + std::fmt::Debug, T: std::fmt::Debug>(result: Result<T, SdkError<E>>) {
+    let err = result.expect_err("gone");
+    assert!(err.as_service_error().is_some_and(Gone::gone), "{err:?}");
 }
 
 fn http_status(err: &tungstenite::Error) -> (u16, String) {
@@ -302,20 +348,16 @@ async fn messages_get_route_responses_in_order() {
     }
 
     // Binary frames: UTF-8 is treated as text, anything else is base64.
-    client
-        .send(Message::binary(b"bin-text".to_vec()))
-        .await
-        .unwrap();
-    let echo = recv_json(&mut client).await;
-    assert_eq!(echo["echo"], "bin-text");
-    assert_eq!(echo["isBase64Encoded"], false);
-    client
-        .send(Message::binary(vec![0u8, 159, 255]))
-        .await
-        .unwrap();
-    let echo = recv_json(&mut client).await;
-    assert_eq!(echo["echo"], "AJ//");
-    assert_eq!(echo["isBase64Encoded"], true);
+    let frames: [(&[u8], &str, bool); 2] = [
+        (b"bin-text", "bin-text", false),
+        (&[0, 159, 255], "AJ//", true),
+    ];
+    for (frame, body, base64) in frames {
+        client.send(Message::binary(frame.to_vec())).await.unwrap();
+        let echo = recv_json(&mut client).await;
+        assert_eq!(echo["echo"], body);
+        assert_eq!(echo["isBase64Encoded"], base64);
+    }
 
     // Pings are answered.
     client
@@ -355,10 +397,7 @@ async fn management_api_through_the_aws_sdk() {
     let mgmt = s.mgmt();
 
     // POST: delivered as one message (ids contain '=', sent as %3D).
-    mgmt.post_to_connection()
-        .connection_id(&id)
-        .data(Blob::new(r#"{"type":"quote","price":"1.5"}"#))
-        .send()
+    post_to(&mgmt, &id, r#"{"type":"quote","price":"1.5"}"#)
         .await
         .expect("post delivered");
     assert_eq!(
@@ -366,30 +405,18 @@ async fn management_api_through_the_aws_sdk() {
         r#"{"type":"quote","price":"1.5"}"#
     );
     // Not UTF-8: a binary frame.
-    mgmt.post_to_connection()
-        .connection_id(&id)
-        .data(Blob::new(vec![0u8, 255, 1]))
-        .send()
-        .await
-        .unwrap();
+    post_to(&mgmt, &id, vec![0u8, 255, 1]).await.unwrap();
     match recv(&mut client).await {
         Some(Message::Binary(b)) => assert_eq!(b.as_ref(), [0u8, 255, 1]),
         other => panic!("expected binary, got {other:?}"),
     }
     // Exactly 128 KB is fine, one byte more is PayloadTooLarge.
     let max = "x".repeat(devstack::ws::MAX_MESSAGE_BYTES);
-    mgmt.post_to_connection()
-        .connection_id(&id)
-        .data(Blob::new(max.clone()))
-        .send()
+    post_to(&mgmt, &id, max.clone())
         .await
         .expect("128 KB is allowed");
     assert_eq!(recv_text(&mut client).await.len(), max.len());
-    let err = mgmt
-        .post_to_connection()
-        .connection_id(&id)
-        .data(Blob::new(format!("{max}y")))
-        .send()
+    let err = post_to(&mgmt, &id, format!("{max}y"))
         .await
         .expect_err("too large");
     assert!(
@@ -414,40 +441,10 @@ async fn management_api_through_the_aws_sdk() {
 
     // Unknown connection: GoneException, counted per id.
     let unknown = "AAAAAAAAAAAAAAA=";
-    let err = mgmt
-        .post_to_connection()
-        .connection_id(unknown)
-        .data(Blob::new("x"))
-        .send()
-        .await
-        .expect_err("gone");
-    assert!(
-        err.as_service_error()
-            .is_some_and(|e| e.is_gone_exception()),
-        "{err:?}"
-    );
+    assert_gone(post_to(&mgmt, unknown, "x").await);
     // An id with `/` and `+` (which real ids can have) gets there too.
-    let err = mgmt
-        .post_to_connection()
-        .connection_id("AB/CD+EFGHIJKLM=")
-        .data(Blob::new("x"))
-        .send()
-        .await
-        .expect_err("gone");
-    assert!(
-        err.as_service_error()
-            .is_some_and(|e| e.is_gone_exception()),
-        "{err:?}"
-    );
-    let err = mgmt
-        .get_connection()
-        .connection_id(unknown)
-        .send()
-        .await
-        .expect_err("gone");
-    assert!(err
-        .as_service_error()
-        .is_some_and(|e| e.is_gone_exception()));
+    assert_gone(post_to(&mgmt, "AB/CD+EFGHIJKLM=", "x").await);
+    assert_gone(mgmt.get_connection().connection_id(unknown).send().await);
 
     // The raw 410 is what AWS sends.
     let resp = reqwest::Client::new()
@@ -470,27 +467,10 @@ async fn management_api_through_the_aws_sdk() {
         .await
         .unwrap();
     assert_eq!(expect_close(&mut client).await.0, 1000);
-    let err = mgmt
-        .post_to_connection()
-        .connection_id(&id)
-        .data(Blob::new("late"))
-        .send()
-        .await
-        .expect_err("gone after delete");
-    assert!(err
-        .as_service_error()
-        .is_some_and(|e| e.is_gone_exception()));
+    assert_gone(post_to(&mgmt, &id, "late").await);
     let ev = s.wait_event("$disconnect", &id).await;
     assert_eq!(ev["requestContext"]["disconnectStatusCode"], 1000);
-    let err = mgmt
-        .delete_connection()
-        .connection_id(&id)
-        .send()
-        .await
-        .expect_err("already gone");
-    assert!(err
-        .as_service_error()
-        .is_some_and(|e| e.is_gone_exception()));
+    assert_gone(mgmt.delete_connection().connection_id(&id).send().await);
 
     let stats = s.stats().await;
     assert_eq!(stats["posts"], 3);
@@ -500,28 +480,17 @@ async fn management_api_through_the_aws_sdk() {
     assert_eq!(stats["connections"], 0);
 
     // The short path form (no stage) works too; a wrong stage is 403.
-    let resp = reqwest::Client::new()
-        .get(format!("{}/@connections/{unknown}", s.ws_url()))
-        .send()
-        .await
-        .unwrap();
+    let resp = get(format!("{}/@connections/{unknown}", s.ws_url())).await;
     assert_eq!(resp.status(), 410);
-    let resp = reqwest::Client::new()
-        .get(format!("{}/prod/@connections/{unknown}", s.ws_url()))
-        .send()
-        .await
-        .unwrap();
+    let resp = get(format!("{}/prod/@connections/{unknown}", s.ws_url())).await;
     assert_eq!(resp.status(), 403);
     // Ids with `/` and `+` (percent-encoded) reach the API, not a 404.
-    let resp = reqwest::Client::new()
-        .get(format!(
-            "{}/local/@connections/{}",
-            s.ws_url(),
-            enc("AB/CD+EFGHIJKLM=")
-        ))
-        .send()
-        .await
-        .unwrap();
+    let resp = get(format!(
+        "{}/local/@connections/{}",
+        s.ws_url(),
+        enc("AB/CD+EFGHIJKLM=")
+    ))
+    .await;
     assert_eq!(resp.status(), 410);
     s.shutdown().await;
 }
@@ -564,12 +533,7 @@ async fn idle_connections_are_closed_with_1001_but_pings_keep_them() {
         let id = id.clone();
         async move {
             for _ in 0..40 {
-                let _ = mgmt
-                    .post_to_connection()
-                    .connection_id(&id)
-                    .data(Blob::new("tick"))
-                    .send()
-                    .await;
+                let _ = post_to(&mgmt, &id, "tick").await;
                 tokio::time::sleep(Duration::from_millis(200)).await;
             }
         }
@@ -608,17 +572,7 @@ async fn vanished_client_is_gone_without_disconnect() {
         None => {}
         other => panic!("expected the connection to drop, got {other:?}"),
     }
-    let err = s
-        .mgmt()
-        .post_to_connection()
-        .connection_id(&id)
-        .data(Blob::new("anyone?"))
-        .send()
-        .await
-        .expect_err("gone");
-    assert!(err
-        .as_service_error()
-        .is_some_and(|e| e.is_gone_exception()));
+    assert_gone(post_to(&s.mgmt(), &id, "anyone?").await);
 
     // A client that drops its TCP connection does get a $disconnect ...
     let (client2, id2) = s.connected().await;
@@ -637,7 +591,7 @@ async fn vanished_client_is_gone_without_disconnect() {
 #[tokio::test]
 async fn plain_http_on_the_ws_listener_is_not_an_upgrade() {
     let s = start(|_| {}).await;
-    let resp = reqwest::get(format!("{}/local", s.ws_url())).await.unwrap();
+    let resp = get(format!("{}/local", s.ws_url())).await;
     assert!(resp.status().is_client_error(), "{}", resp.status());
     s.shutdown().await;
 }
