@@ -95,11 +95,12 @@ fn scale_by_pow10(m: Decimal, exp: i32) -> Option<Decimal> {
     Some(v)
 }
 
+/// The text as an error message shows it: at most 40 characters (never cut inside one).
 fn truncate(t: &str) -> String {
-    if t.len() > 40 {
-        format!("{}…", &t[..40.min(t.len())])
-    } else {
-        t.to_string()
+    const SHOWN: usize = 40;
+    match t.char_indices().nth(SHOWN) {
+        Some((end, _)) => format!("{}…", &t[..end]),
+        None => t.to_string(),
     }
 }
 
@@ -228,6 +229,22 @@ mod tests {
             Err(DecimalError::OutOfRange(_))
         ));
         assert_eq!(parse_decimal("1000000000000000").unwrap(), MAX_ABS);
+    }
+
+    #[test]
+    fn long_text_is_cut_on_a_character_boundary() {
+        // Found by fuzz_decimal_text_never_panics: 14 × U+200B (42 bytes, over the 40 shown)
+        // was cut at byte 40, inside the 14th character.
+        let zwsp = "\u{200b}".repeat(14);
+        assert_eq!(
+            parse_decimal(&zwsp),
+            Err(DecimalError::NotANumber(zwsp.clone()))
+        );
+        let euros = "€".repeat(50);
+        assert_eq!(
+            parse_decimal(&euros),
+            Err(DecimalError::NotANumber(format!("{}…", "€".repeat(40))))
+        );
     }
 
     #[test]
