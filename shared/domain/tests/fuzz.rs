@@ -263,6 +263,12 @@ proptest! {
     fn fuzz_sqs_command_body_never_panics(body in command_body()) {
         // The executor's decode is exactly this; a command that decodes re-encodes to itself.
         if let Ok(command) = serde_json::from_str::<Command>(&body) {
+            if let Command::PlaceOrder { order, .. } = &command {
+                // What the executor makes of a place command before it applies it.
+                let pending = order.pending();
+                let _ = domain::trigger::Watch::of(&pending);
+                let _ = order.same_parameters(order);
+            }
             let wire = serde_json::to_string(&command).unwrap();
             prop_assert_eq!(serde_json::from_str::<Command>(&wire).unwrap(), command);
         }
@@ -288,9 +294,16 @@ fn command_body() -> impl Strategy<Value = String> {
     .unwrap();
     let (valid, inst) = request.validate(Catalog::builtin()).unwrap();
     let order = NewOrder::new(Uuid::from_u128(7), valid, inst.asset_id, at());
+    let day: OrderRequest = serde_json::from_str(
+        r#"{"symbol":"ETHUSDT","qty":"0.5","side":"sell","type":"trailing_stop","trail_percent":"2.5","time_in_force":"day"}"#,
+    )
+    .unwrap();
+    let (valid, inst) = day.validate(Catalog::builtin()).unwrap();
+    let day = NewOrder::new(Uuid::from_u128(7), valid, inst.asset_id, at());
     let (a, o) = (Uuid::from_u128(7), Uuid::from_u128(9));
     let commands: Vec<serde_json::Value> = [
         Command::place(order),
+        Command::place(day),
         Command::cancel(domain::order::OrderRef {
             account_id: a,
             order_id: o,
@@ -302,6 +315,7 @@ fn command_body() -> impl Strategy<Value = String> {
     .iter()
     .map(|c| serde_json::to_value(c).unwrap())
     .collect();
+    let places = commands[..2].to_vec();
     let mutated = (
         proptest::sample::select(commands),
         any::<proptest::sample::Index>(),
@@ -329,7 +343,30 @@ fn command_body() -> impl Strategy<Value = String> {
                 &hostile,
             )
         });
-    prop_oneof![6 => mutated, 1 => object_with(&["type", "command_id", "order", "account_id", "order_id", "symbol", "hwm"]), 1 => json_text()]
+    // The place commands' times, at the ends of the calendar.
+    let times = (
+        proptest::sample::select(vec![places[0].clone(), places[1].clone()]),
+        prop_oneof![
+            proptest::sample::select(
+                testkit::fuzz::DATES
+                    .iter()
+                    .filter(|d| d.contains('T'))
+                    .map(|d| d.to_string())
+                    .collect::<Vec<_>>()
+            ),
+            date_text()
+        ],
+    )
+        .prop_map(|(mut command, time)| {
+            command["order"]["submitted_at"] = serde_json::Value::String(time);
+            command.to_string()
+        });
+    prop_oneof![
+        6 => mutated,
+        4 => times,
+        1 => object_with(&["type", "command_id", "order", "account_id", "order_id", "symbol", "hwm"]),
+        1 => json_text(),
+    ]
 }
 
 #[derive(Clone)]

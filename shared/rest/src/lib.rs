@@ -7,7 +7,7 @@
 
 use adapters::auth::Credentials;
 use app::ApiError;
-use chrono::{DateTime, NaiveDate, Utc};
+use chrono::{DateTime, Datelike, NaiveDate, Utc};
 use domain::RejectCode;
 use lambda_http::http::{header, StatusCode};
 use lambda_http::{Body, Request, RequestExt, Response};
@@ -94,25 +94,31 @@ fn invalid_param(name: &str, value: &str, expected: &str) -> ApiError {
     )
 }
 
-/// A timestamp parameter: RFC 3339 or a date (midnight UTC).
+/// A timestamp parameter: RFC 3339 or a date (midnight UTC), with a four-digit year as RFC
+/// 3339 has it (0000 to 9999). Years beyond (chrono reads `+262143-12-31` or `-5000-01-01`
+/// as dates) are refused here: the day after one overflowed chrono, and PostgreSQL refuses
+/// timestamps before 4713 BC.
 pub fn query_time(req: &Request, name: &str) -> Result<Option<DateTime<Utc>>, ApiError> {
     let Some(v) = query(req, name) else {
         return Ok(None);
     };
+    let invalid = || {
+        invalid_param(
+            name,
+            &v,
+            "an RFC 3339 timestamp or a YYYY-MM-DD date (years 0000 to 9999)",
+        )
+    };
     if let Ok(t) = DateTime::parse_from_rfc3339(&v) {
         return Ok(Some(t.with_timezone(&Utc)));
     }
-    if let Some(d) = NaiveDate::parse_from_str(&v, "%Y-%m-%d")
-        .ok()
-        .and_then(|d| d.and_hms_opt(0, 0, 0))
-    {
-        return Ok(Some(d.and_utc()));
+    match NaiveDate::parse_from_str(&v, "%Y-%m-%d") {
+        Ok(d) if (0..=9999).contains(&d.year()) => d
+            .and_hms_opt(0, 0, 0)
+            .map(|t| Some(t.and_utc()))
+            .ok_or_else(invalid),
+        _ => Err(invalid()),
     }
-    Err(invalid_param(
-        name,
-        &v,
-        "an RFC 3339 timestamp or a YYYY-MM-DD date",
-    ))
 }
 
 pub fn query_int(

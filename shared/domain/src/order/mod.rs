@@ -194,10 +194,14 @@ pub fn leg_id(parent: Uuid, role: LegRole) -> Uuid {
     Uuid::new_v5(&parent, role.as_str().as_bytes())
 }
 
-/// When a `day` order expires: the next UTC midnight (crypto trades around the clock).
+/// When a `day` order expires: the next UTC midnight (crypto trades around the clock). On
+/// the calendar's last day (a submission time read from a command body) there is no next
+/// midnight: the order expires at once.
 pub fn day_expiry(submitted: DateTime<Utc>) -> DateTime<Utc> {
-    let next = submitted.date_naive() + chrono::Days::new(1);
-    next.and_hms_opt(0, 0, 0)
+    submitted
+        .date_naive()
+        .checked_add_days(chrono::Days::new(1))
+        .and_then(|next| next.and_hms_opt(0, 0, 0))
         .map(|t| t.and_utc())
         .unwrap_or(submitted)
 }

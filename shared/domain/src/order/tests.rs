@@ -191,6 +191,14 @@ fn day_orders_expire_at_the_next_utc_midnight() {
 }
 
 #[test]
+fn a_day_order_on_the_last_day_of_the_calendar_expires_at_once() {
+    // Found by fuzz_sqs_command_body_never_panics: a place command whose day order was
+    // submitted at `+262142-12-31T23:59:59Z` (chrono's last day) panicked in `pending()`.
+    let last: DateTime<Utc> = serde_json::from_str("\"+262142-12-31T23:59:59Z\"").unwrap();
+    assert_eq!(day_expiry(last), last);
+}
+
+#[test]
 fn order_ids_follow_client_order_ids() {
     let a = Uuid::new_v4();
     assert_eq!(order_id_for(a, "x"), order_id_for(a, "x"));
