@@ -131,14 +131,7 @@ async fn stack_database(base_url: &str, id: &str) -> String {
 }
 
 async fn sqs_client() -> aws_sdk_sqs::Client {
-    for var in [
-        "AWS_ENDPOINT_URL",
-        "AWS_REGION",
-        "AWS_ACCESS_KEY_ID",
-        "AWS_SECRET_ACCESS_KEY",
-    ] {
-        service_env(var);
-    }
+    testkit::aws_env();
     let config = aws_config::load_defaults(aws_config::BehaviorVersion::latest()).await;
     aws_sdk_sqs::Client::new(&config)
 }
@@ -290,15 +283,8 @@ impl Stack {
                     .env("CONNECTIONS_TABLE", &connections_table)
                     // Tests poll; the rate limit tests set their own limits.
                     .env("RATE_REQUESTS_BURST", "100000")
-                    .env("RATE_ORDERS_BURST", "100000");
-                for var in [
-                    "AWS_ENDPOINT_URL",
-                    "AWS_REGION",
-                    "AWS_ACCESS_KEY_ID",
-                    "AWS_SECRET_ACCESS_KEY",
-                ] {
-                    c.env(var, service_env(var));
-                }
+                    .env("RATE_ORDERS_BURST", "100000")
+                    .envs(testkit::aws_env());
                 if let Some(ms) = options.max_price_age_ms {
                     c.env("MAX_PRICE_AGE_MS", ms.to_string());
                 }
@@ -326,18 +312,9 @@ impl Stack {
             .env(
                 "WS_MANAGEMENT_URL",
                 format!("{}/local", stack.ws_url.replacen("ws://", "http://", 1)),
-            );
-        for var in [
-            "AWS_ENDPOINT_URL",
-            "AWS_REGION",
-            "AWS_ACCESS_KEY_ID",
-            "AWS_SECRET_ACCESS_KEY",
-        ] {
-            ingest.env(var, service_env(var));
-        }
-        for (k, v) in &options.ingest_env {
-            ingest.env(k, v);
-        }
+            )
+            .envs(testkit::aws_env())
+            .envs(options.ingest_env.iter().cloned());
         stack.spawn("ingest", ingest);
 
         // The devstack answers before its function instances are up; the API's own health
@@ -481,36 +458,8 @@ impl Stack {
         auth: &Auth,
         body: Option<String>,
     ) -> Resp {
-        let url = format!("{}{path}", self.rest_url);
-        let mut req = self.http.request(method.clone(), &url);
-        req = auth.apply(req);
-        if let Some(b) = body {
-            req = req.header("content-type", "application/json").body(b);
-        }
-        match req.send().await {
-            Ok(r) => {
-                let status = r.status().as_u16();
-                let retry_after = r
-                    .headers()
-                    .get("retry-after")
-                    .and_then(|v| v.to_str().ok())
-                    .map(str::to_string);
-                let text = r.text().await.unwrap_or_default();
-                let json = serde_json::from_str(&text).unwrap_or(Value::Null);
-                Resp {
-                    method: method.to_string(),
-                    path: path.to_string(),
-                    status,
-                    text,
-                    json,
-                    retry_after,
-                }
-            }
-            Err(e) => {
-                self.check_alive();
-                self.fail(&format!("{method} {path}: {e}"))
-            }
-        }
+        let body = body.map(|b| ("application/json", b));
+        self.request_with(method, path, auth, &[], body).await
     }
 
     pub async fn get(&self, path: &str, auth: &Auth) -> Resp {
@@ -554,16 +503,30 @@ impl Stack {
         }
     }
 
-    /// POSTs to the feed's control API (`/__control/...`), failing the test on an error.
-    pub async fn feed_control(&self, path: &str) -> Value {
-        let r = self
+    /// One request to the feed: its status and body text. A transport error fails the test.
+    async fn feed_request(
+        &self,
+        method: Method,
+        path: &str,
+        body: Option<&Value>,
+    ) -> (reqwest::StatusCode, String) {
+        let mut req = self
             .http
-            .post(format!("{}{path}", self.feed_url))
+            .request(method.clone(), format!("{}{path}", self.feed_url));
+        if let Some(body) = body {
+            req = req.json(body);
+        }
+        let r = req
             .send()
             .await
-            .unwrap_or_else(|e| self.fail(&format!("POST {path} to the feed: {e}")));
+            .unwrap_or_else(|e| self.fail(&format!("{method} {path} on the feed: {e}")));
         let status = r.status();
-        let text = r.text().await.unwrap_or_default();
+        (status, r.text().await.unwrap_or_default())
+    }
+
+    /// POSTs to the feed's control API (`/__control/...`), failing the test on an error.
+    pub async fn feed_control(&self, path: &str) -> Value {
+        let (status, text) = self.feed_request(Method::POST, path, None).await;
         if !status.is_success() {
             self.fail(&format!("POST {path} to the feed: {status} {text}"));
         }
@@ -655,50 +618,25 @@ impl Stack {
     pub async fn set_quote(&self, symbol: &str, bid: &str, ask: &str) -> Quote {
         let (want_bid, want_ask) = (dec(bid), dec(ask));
         let since = adapters::now_ms();
-        let r = self
-            .http
-            .post(format!("{}/quotes", self.feed_url))
-            .json(&json!({ "symbol": symbol, "bid": bid, "ask": ask, "last": bid }))
-            .send()
-            .await
-            .unwrap_or_else(|e| self.fail(&format!("POST /quotes to the feed: {e}")));
-        if !r.status().is_success() {
-            let status = r.status();
-            let text = r.text().await.unwrap_or_default();
-            self.fail(&format!(
-                "POST /quotes {symbol} {bid}/{ask}: {status} {text}"
-            ));
-        }
-        let deadline = Instant::now() + wait_limit();
-        let mut last = None;
-        loop {
-            match self.cache.quote(symbol).await {
-                Ok(Some(q)) if q.bid == want_bid && q.ask == want_ask && q.ts >= since => return q,
-                Ok(q) => last = q.or(last),
-                Err(e) => self.fail(&format!("reading the {symbol} quote from Redis: {e}")),
-            }
-            if Instant::now() > deadline {
-                self.fail(&format!(
-                    "quote {symbol} {bid}/{ask} never reached Redis; last seen: {last:?}"
-                ));
-            }
-            self.check_alive();
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        }
+        self.script_quote(symbol, bid, ask).await;
+        let what = format!("{bid}/{ask}, received after it was scripted");
+        self.wait_for_quote(symbol, &what, |q| {
+            q.bid == want_bid && q.ask == want_ask && q.ts >= since
+        })
+        .await
     }
 
     /// Scripts `symbol` at `bid`/`ask` on the feed without waiting for it to reach Redis
     /// (benches drive many symbols at once).
     pub async fn script_quote(&self, symbol: &str, bid: &str, ask: &str) {
-        let r = self
-            .http
-            .post(format!("{}/quotes", self.feed_url))
-            .json(&json!({ "symbol": symbol, "bid": bid, "ask": ask, "last": bid }))
-            .send()
-            .await
-            .unwrap_or_else(|e| self.fail(&format!("POST /quotes to the feed: {e}")));
-        if !r.status().is_success() {
-            self.fail(&format!("POST /quotes {symbol}: {}", r.status()));
+        let quote = json!({ "symbol": symbol, "bid": bid, "ask": ask, "last": bid });
+        let (status, text) = self
+            .feed_request(Method::POST, "/quotes", Some(&quote))
+            .await;
+        if !status.is_success() {
+            self.fail(&format!(
+                "POST /quotes {symbol} {bid}/{ask}: {status} {text}"
+            ));
         }
     }
 
@@ -715,16 +653,10 @@ impl Stack {
     /// Releases a scripted symbol (`DELETE /quotes/{symbol}`): the feed replays it again,
     /// or, without a recording, sends nothing more for it.
     pub async fn release_quote(&self, symbol: &str) {
-        let r = self
-            .http
-            .delete(format!("{}/quotes/{symbol}", self.feed_url))
-            .send()
-            .await
-            .unwrap_or_else(|e| self.fail(&format!("DELETE /quotes/{symbol} on the feed: {e}")));
-        if r.status().as_u16() != 204 {
-            let status = r.status();
-            let text = r.text().await.unwrap_or_default();
-            self.fail(&format!("DELETE /quotes/{symbol}: {status} {text}"));
+        let path = format!("/quotes/{symbol}");
+        let (status, text) = self.feed_request(Method::DELETE, &path, None).await;
+        if status.as_u16() != 204 {
+            self.fail(&format!("DELETE {path}: {status} {text}"));
         }
     }
 
@@ -749,19 +681,14 @@ impl Stack {
                 ));
             }
             self.check_alive();
-            tokio::time::sleep(Duration::from_millis(100)).await;
+            tokio::time::sleep(Duration::from_millis(50)).await;
         }
     }
 
     /// `GET /health` of the feed.
     pub async fn feed_health(&self) -> Value {
-        let r = self
-            .http
-            .get(format!("{}/health", self.feed_url))
-            .send()
-            .await
-            .unwrap_or_else(|e| self.fail(&format!("GET /health on the feed: {e}")));
-        r.json().await.unwrap_or(Value::Null)
+        let (_, text) = self.feed_request(Method::GET, "/health", None).await;
+        serde_json::from_str(&text).unwrap_or(Value::Null)
     }
 }
 

@@ -148,36 +148,34 @@ impl WsClient {
 
     /// Waits (at most the e2e wait limit) for a message of `ty` that satisfies `pred`.
     pub async fn wait_for(&mut self, ty: &str, what: &str, pred: impl Fn(&Value) -> bool) -> Value {
-        let deadline = Instant::now() + wait_limit();
-        loop {
-            let left = deadline.saturating_duration_since(Instant::now());
-            if left.is_zero() {
-                panic!(
-                    "no {ty} message {what}; received: {}",
-                    serde_json::to_string(&self.received).unwrap_or_default()
-                );
-            }
-            if let Some(v) = self.next_within(left).await {
-                if v["type"] == ty && pred(&v) {
-                    return v;
-                }
-            }
-        }
+        self.wait_matching(&format!("{ty} message {what}"), |v| {
+            v["type"] == ty && pred(v)
+        })
+        .await
     }
 
     /// The next message of any of `types`.
     pub async fn wait_for_any(&mut self, types: &[&str], what: &str) -> Value {
+        self.wait_matching(&format!("{types:?} message {what}"), |v| {
+            types.iter().any(|t| v["type"] == *t)
+        })
+        .await
+    }
+
+    /// Waits (at most the e2e wait limit) for a message that satisfies `pred`; panics with
+    /// `no {what}` and every message received.
+    async fn wait_matching(&mut self, what: &str, pred: impl Fn(&Value) -> bool) -> Value {
         let deadline = Instant::now() + wait_limit();
         loop {
             let left = deadline.saturating_duration_since(Instant::now());
             if left.is_zero() {
                 panic!(
-                    "no {types:?} message {what}; received: {}",
+                    "no {what}; received: {}",
                     serde_json::to_string(&self.received).unwrap_or_default()
                 );
             }
             if let Some(v) = self.next_within(left).await {
-                if types.iter().any(|t| v["type"] == *t) {
+                if pred(&v) {
                     return v;
                 }
             }

@@ -10,17 +10,11 @@ use std::time::Duration;
 
 use common::*;
 use serde_json::{json, Value};
+use testkit::service_env as env;
 use tokio::io::{AsyncBufReadExt, BufReader};
 
 const INGEST: &str = env!("CARGO_BIN_EXE_ingest");
 const SOON: Duration = Duration::from_secs(30);
-
-fn env(name: &str) -> String {
-    match std::env::var(name) {
-        Ok(v) if !v.is_empty() => v,
-        _ => panic!("{name} is not set: run the tests with `make test`, which starts the services"),
-    }
-}
 
 /// Creates a secret in moto with one Secrets Manager call (moto routes on the credential
 /// scope of the Authorization header and does not check the signature).
@@ -63,15 +57,8 @@ fn ingest_command(
         .env("HEARTBEAT_INTERVAL_SECS", "0")
         .env("HEARTBEAT_FILE", heartbeat_path(prefix))
         .env("COMMANDS_QUEUE_URL", env("COMMANDS_QUEUE_URL"));
-    for name in [
-        "AWS_ENDPOINT_URL",
-        "AWS_REGION",
-        "AWS_ACCESS_KEY_ID",
-        "AWS_SECRET_ACCESS_KEY",
-    ] {
-        cmd.env(name, env(name));
-    }
-    cmd.envs(extra.iter().map(|(k, v)| (*k, v.as_str())))
+    cmd.envs(testkit::aws_env())
+        .envs(extra.iter().map(|(k, v)| (*k, v.as_str())))
         .stdout(Stdio::piped())
         .stderr(Stdio::null())
         .kill_on_drop(true);

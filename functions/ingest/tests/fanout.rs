@@ -26,11 +26,15 @@ use fanout::{spawn, FanoutConfig, FanoutHandle};
 use rust_decimal::Decimal;
 use serde_json::{json, Value};
 use testkit::service_env;
+use testkit::wait::poll;
 use tokio::task::JoinHandle;
 use triggers::FlushTap;
 use uuid::Uuid;
 
 const STAGE: &str = "test";
+/// How long a wait may take, and how often it polls.
+const SOON: Duration = Duration::from_secs(15);
+const TICK: Duration = Duration::from_millis(20);
 
 // ---- the @connections API ------------------------------------------------------------
 
@@ -222,18 +226,15 @@ impl Stack {
 impl Running {
     async fn until_indexed(&self, ids: &[&str]) {
         let want: HashSet<String> = ids.iter().map(|s| s.to_string()).collect();
-        let deadline = tokio::time::Instant::now() + Duration::from_secs(15);
-        loop {
+        poll(SOON, TICK, async || {
             let have: HashSet<String> = self.fanout.connection_ids().await.into_iter().collect();
             if have == want {
-                return;
+                Ok(())
+            } else {
+                Err(format!("index is {have:?}, expected {want:?}"))
             }
-            assert!(
-                tokio::time::Instant::now() < deadline,
-                "index is {have:?}, expected {want:?}"
-            );
-            tokio::time::sleep(Duration::from_millis(20)).await;
-        }
+        })
+        .await
     }
 
     fn flush(&mut self, quotes: &[Quote]) {
@@ -292,14 +293,12 @@ fn snapshot(
 }
 
 async fn eventually(what: &str, mut pred: impl FnMut() -> bool) {
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(15);
-    while !pred() {
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "never happened: {what}"
-        );
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+    poll(SOON, TICK, async || {
+        pred()
+            .then_some(())
+            .ok_or(format!("never happened: {what}"))
+    })
+    .await
 }
 
 /// The `(symbol, bid)` pairs of a message.
@@ -409,20 +408,13 @@ async fn a_gone_connection_is_deleted_from_the_table_and_dropped_from_the_index(
     eventually("the 410", || stack.api.gone_hits(&gone) == 1).await;
     eventually("the delivery to the other", || stack.api.count(&kept) == 1).await;
     run.until_indexed(&[&kept]).await;
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(15);
-    while stack
-        .table
-        .get(&gone, adapters::now_ms())
-        .await
-        .unwrap()
-        .is_some()
-    {
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "the item was not deleted"
-        );
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    poll(SOON, Duration::from_millis(50), async || {
+        let item = stack.table.get(&gone, adapters::now_ms()).await.unwrap();
+        item.is_none()
+            .then_some(())
+            .ok_or("the item was not deleted".to_string())
+    })
+    .await;
     assert!(stack
         .table
         .get(&kept, adapters::now_ms())

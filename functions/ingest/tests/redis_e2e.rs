@@ -82,11 +82,7 @@ async fn scripted_quotes_land_in_redis_exactly() {
         .unwrap()
         .as_millis() as i64;
     assert!(q.is_fresh(now_ms, 60_000), "{v}");
-    let pttl: i64 = redis::cmd("PTTL")
-        .arg(&btc_key)
-        .query_async(&mut conn)
-        .await
-        .unwrap();
+    let pttl = testkit::pttl(&mut conn, &btc_key).await;
     assert!(pttl > 0 && pttl <= 60_000, "{pttl}");
 
     // A symbol that was never recorded, with a JSON number parsed exactly.
@@ -158,11 +154,7 @@ async fn reconnects_after_the_feed_goes_away() {
 
     // While the feed is down, the price is marked stale (within a flush or so).
     drop(feed);
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(15);
-    while !exists(&mut conn, &stale).await {
-        assert!(tokio::time::Instant::now() < deadline, "never marked stale");
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+    common::key_becomes(&mut conn, &stale, true, Duration::from_secs(15)).await;
     let feed = feed::spawn(feed_config).await.unwrap();
     post_quote(
         &feed,

@@ -215,11 +215,7 @@ async fn a_feed_wide_stall_marks_prices_stale_until_data_returns() {
     // the price's TTL) while it lasts...
     control(&feed, "stall?ms=3000&all=true").await;
     key_becomes(&mut conn, &stale, true, Duration::from_millis(2500)).await;
-    let pttl: i64 = redis::cmd("PTTL")
-        .arg(&stale)
-        .query_async(&mut conn)
-        .await
-        .unwrap();
+    let pttl = testkit::pttl(&mut conn, &stale).await;
     assert!(pttl > 0 && pttl <= 60_000, "{pttl}");
     // ...and cleared with the first fresh write once data returns.
     post_quote(&feed, r#"{"symbol":"BTCUSDT","bid":"105.1","ask":"105.2"}"#).await;

@@ -19,6 +19,7 @@ use domain::trigger::{Condition, Watch};
 use rust_decimal::Decimal;
 use rust_decimal_macros::dec;
 use testkit::service_env;
+use testkit::wait::poll;
 use tokio::task::JoinHandle;
 use triggers::{
     quote_channel, run, CommandSink, FlushTap, TriggerConfig, TriggerStats, WatchLoader,
@@ -129,15 +130,19 @@ async fn start(cooldown_ms: i64) -> Harness {
 
 impl Harness {
     async fn until(&self, what: &str, done: impl Fn(&Harness) -> bool) {
-        let deadline = Instant::now() + Duration::from_secs(20);
-        while !done(self) {
-            assert!(
-                Instant::now() < deadline,
-                "timed out waiting for {what}: {:?}",
-                self.stats.snapshot()
-            );
-            tokio::time::sleep(Duration::from_millis(20)).await;
-        }
+        poll(
+            Duration::from_secs(20),
+            Duration::from_millis(20),
+            async || {
+                if done(self) {
+                    Ok(())
+                } else {
+                    let stats = self.stats.snapshot();
+                    Err(format!("timed out waiting for {what}: {stats:?}"))
+                }
+            },
+        )
+        .await
     }
 
     fn flush(&mut self, quotes: &[Quote]) {

@@ -1,11 +1,13 @@
 //! API Gateway REST emulation end to end, with a real lambda_http function
 //! (`devstack-echo`) running under the devstack's Lambda Runtime API.
 
-use std::time::{Duration, Instant};
+mod common;
+
+use std::time::Duration;
 
 use devstack::{Config, Devstack, FunctionConfig};
 use serde_json::Value;
-use testkit::web::{client, get, get_json};
+use testkit::web::{client, get, get_json, post};
 
 const ECHO: &str = env!("CARGO_BIN_EXE_devstack-echo");
 
@@ -15,21 +17,8 @@ async fn start_echo(instances: usize, timeout: Duration) -> Devstack {
     config.api = Some(FunctionConfig::new("api", ECHO, instances));
     config.api_timeout = timeout;
     let stack = devstack::start(config).await.expect("devstack starts");
-    wait_idle(&stack, instances).await;
+    common::wait_idle(stack.api(), instances).await;
     stack
-}
-
-/// Wait until `n` instances poll for work (they start in the background).
-async fn wait_idle(stack: &Devstack, n: usize) {
-    let api = stack.api().expect("api configured");
-    let deadline = Instant::now() + Duration::from_secs(20);
-    while api.idle_instances() < n {
-        assert!(
-            Instant::now() < deadline,
-            "api instances never became ready"
-        );
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
 }
 
 #[tokio::test]
@@ -152,21 +141,11 @@ async fn timeout_gives_504_and_the_instance_is_replaced() {
 async fn oversized_body_is_413_without_invoking() {
     let stack = start_echo(1, Duration::from_secs(10)).await;
     let big = vec![b'x'; devstack::rest::MAX_REQUEST_BODY + 1];
-    let resp = client()
-        .post(format!("{}/v2/orders", stack.rest_url()))
-        .body(big)
-        .send()
-        .await
-        .unwrap();
+    let resp = post(format!("{}/v2/orders", stack.rest_url()), big).await;
     assert_eq!(resp.status(), 413);
     // Exactly the limit still goes through.
     let max = vec![b'y'; devstack::rest::MAX_REQUEST_BODY];
-    let resp = client()
-        .post(format!("{}/v2/orders", stack.rest_url()))
-        .body(max)
-        .send()
-        .await
-        .unwrap();
+    let resp = post(format!("{}/v2/orders", stack.rest_url()), max).await;
     assert_eq!(resp.status(), 200);
     let echo: Value = resp.json().await.unwrap();
     assert_eq!(echo["body_len"], devstack::rest::MAX_REQUEST_BODY);

@@ -5,11 +5,12 @@
 
 use std::collections::HashSet;
 use std::path::PathBuf;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use aws_sdk_sqs::types::QueueAttributeName;
 use devstack::{Config, FunctionConfig, SqsSourceConfig};
 use serde_json::Value;
+use testkit::wait::poll;
 
 const SQS_ECHO: &str = env!("CARGO_BIN_EXE_devstack-sqs-echo");
 
@@ -142,11 +143,12 @@ impl Fixture {
 }
 
 async fn wait_until(what: &str, timeout: Duration, mut cond: impl FnMut() -> bool) {
-    let deadline = Instant::now() + timeout;
-    while !cond() {
-        assert!(Instant::now() < deadline, "timed out waiting for {what}");
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+    poll(timeout, Duration::from_millis(100), async || {
+        cond()
+            .then_some(())
+            .ok_or(format!("timed out waiting for {what}"))
+    })
+    .await
 }
 
 #[tokio::test]

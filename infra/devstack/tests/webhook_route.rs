@@ -3,11 +3,13 @@
 //! the raw event), everything else to `api` (`devstack-echo`), and
 //! `--trust-forwarded-for` lets tests choose the `sourceIp`.
 
-use std::time::{Duration, Instant};
+mod common;
 
-use devstack::{Config, Devstack, FunctionConfig, FunctionHandle};
+use std::time::Duration;
+
+use devstack::{Config, Devstack, FunctionConfig};
 use serde_json::{json, Value};
-use testkit::web::{client, get_json};
+use testkit::web::{client, get_json, post};
 
 const API_ECHO: &str = env!("CARGO_BIN_EXE_devstack-echo");
 const EVENT_ECHO: &str = env!("CARGO_BIN_EXE_devstack-event-echo");
@@ -22,21 +24,11 @@ async fn start(webhook: bool, trust_forwarded_for: bool) -> Devstack {
     config.trust_forwarded_for = trust_forwarded_for;
     config.api_timeout = Duration::from_secs(10);
     let stack = devstack::start(config).await.expect("devstack starts");
-    wait_idle(stack.api()).await;
+    common::wait_idle(stack.api(), 1).await;
     if webhook {
-        wait_idle(stack.webhook()).await;
+        common::wait_idle(stack.webhook(), 1).await;
     }
     stack
-}
-
-/// Wait until the function's instance polls for work.
-async fn wait_idle(f: Option<&FunctionHandle>) {
-    let f = f.expect("function configured");
-    let deadline = Instant::now() + Duration::from_secs(20);
-    while f.idle_instances() < 1 {
-        assert!(Instant::now() < deadline, "{} never became ready", f.name());
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
 }
 
 /// POST to the webhook path; the event the webhook function received.
@@ -141,15 +133,8 @@ async fn other_paths_and_methods() {
         assert_eq!(echo["request_context"]["resourcePath"], "/{proxy+}");
         assert_eq!(echo["request_context"]["resourceId"], "proxy0");
     }
-    let resp = c
-        .post(format!(
-            "{}/v2/hooks/tradingview/abc/extra",
-            stack.rest_url()
-        ))
-        .body("{}")
-        .send()
-        .await
-        .unwrap();
+    let url = format!("{}/v2/hooks/tradingview/abc/extra", stack.rest_url());
+    let resp = post(url, "{}").await;
     assert_eq!(resp.status(), 200);
     let echo: Value = resp.json().await.unwrap();
     assert_eq!(echo["function_name"], "api");
@@ -221,12 +206,11 @@ async fn trusted_forwarded_for_sets_source_ip() {
 #[tokio::test]
 async fn without_webhook_function_hook_paths_get_502() {
     let stack = start(false, false).await;
-    let resp = client()
-        .post(format!("{}/v2/hooks/tradingview/abc", stack.rest_url()))
-        .body("{}")
-        .send()
-        .await
-        .unwrap();
+    let resp = post(
+        format!("{}/v2/hooks/tradingview/abc", stack.rest_url()),
+        "{}",
+    )
+    .await;
     assert_eq!(resp.status(), 502);
     assert_eq!(
         resp.headers()["x-amzn-errortype"],

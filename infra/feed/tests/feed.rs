@@ -5,7 +5,8 @@ use std::time::Duration;
 
 use futures_util::{SinkExt, StreamExt};
 use serde_json::Value;
-use testkit::web::{client, get, get_json};
+use testkit::wait::poll;
+use testkit::web::{client, delete, get, get_json, post, post_json};
 use tokio::net::TcpStream;
 use tokio_tungstenite::tungstenite::Message;
 use tokio_tungstenite::{MaybeTlsStream, WebSocketStream};
@@ -59,6 +60,21 @@ async fn until(ws: &mut Ws, pred: impl Fn(&Value) -> bool) -> (Value, usize) {
     }
 }
 
+/// Sends a request and reads until its reply (the next message with an `id`).
+async fn ask(ws: &mut Ws, request: &str) -> Value {
+    ws.send(Message::text(request)).await.unwrap();
+    until(ws, |v| v.get("id").is_some()).await.0
+}
+
+/// A feed of ETHUSDT that pings every second and drops a client after 2 s without a pong.
+async fn start_pinging() -> feed::Feed {
+    start(1.0, &["ethusdt"], |c| {
+        c.ping_interval_secs = 1;
+        c.pong_timeout_secs = 2;
+    })
+    .await
+}
+
 fn stream_of(v: &Value) -> &str {
     v["stream"].as_str().unwrap_or("")
 }
@@ -76,27 +92,22 @@ async fn sends_only_requested_streams_and_handles_subscribe() {
         assert!(v["data"]["b"].as_str().unwrap().contains('.'));
     }
 
-    ws.send(Message::text(
+    let reply = ask(
+        &mut ws,
         r#"{"method":"SUBSCRIBE","params":["ethusdt@trade"],"id":7}"#,
-    ))
-    .await
-    .unwrap();
-    let (reply, _) = until(&mut ws, |v| v.get("id").is_some()).await;
+    )
+    .await;
     assert_eq!(reply, serde_json::json!({"result": null, "id": 7}));
     let (trade, _) = until(&mut ws, |v| stream_of(v) == "ethusdt@trade").await;
     assert_eq!(trade["data"]["e"], "trade");
 
-    ws.send(Message::text(
+    let reply = ask(
+        &mut ws,
         r#"{"method":"UNSUBSCRIBE","params":["btcusdt@bookTicker"],"id":8}"#,
-    ))
-    .await
-    .unwrap();
-    let (reply, _) = until(&mut ws, |v| v.get("id").is_some()).await;
+    )
+    .await;
     assert_eq!(reply, serde_json::json!({"result": null, "id": 8}));
-    ws.send(Message::text(r#"{"method":"LIST_SUBSCRIPTIONS","id":9}"#))
-        .await
-        .unwrap();
-    let (reply, _) = until(&mut ws, |v| v.get("id").is_some()).await;
+    let reply = ask(&mut ws, r#"{"method":"LIST_SUBSCRIPTIONS","id":9}"#).await;
     assert_eq!(
         reply,
         serde_json::json!({"result": ["ethusdt@trade"], "id": 9})
@@ -116,12 +127,9 @@ async fn posted_quote_replaces_replay_until_deleted() {
     let first = next_json(&mut ws).await;
     assert!(stream_of(&first).starts_with("btcusdt@"), "{first}");
 
-    let resp = client()
-        .post(format!("{base}/quotes"))
-        .json(&serde_json::json!({"symbol":"BTCUSDT","bid":"61000.10","ask":"61000.20","last":"61000.15"}))
-        .send()
-        .await
-        .unwrap();
+    let quote =
+        serde_json::json!({"symbol":"BTCUSDT","bid":"61000.10","ask":"61000.20","last":"61000.15"});
+    let resp = post_json(format!("{base}/quotes"), &quote).await;
     assert_eq!(resp.status(), 200);
     let body: Value = resp.json().await.unwrap();
     assert_eq!(body["bid"], "61000.10");
@@ -159,11 +167,7 @@ async fn posted_quote_replaces_replay_until_deleted() {
     assert_eq!(list[0]["symbol"], "BTCUSDT");
     assert_eq!(list[0]["last"], "61000.15");
 
-    let resp = client()
-        .delete(format!("{base}/quotes/btcusdt"))
-        .send()
-        .await
-        .unwrap();
+    let resp = delete(format!("{base}/quotes/btcusdt")).await;
     assert_eq!(resp.status(), 204);
     let (_, _) = until(&mut ws, |v| {
         stream_of(v) == "btcusdt@bookTicker" && v["data"]["b"] != "61000.10"
@@ -171,11 +175,7 @@ async fn posted_quote_replaces_replay_until_deleted() {
     .await;
     let list: Value = get_json(format!("{base}/quotes")).await;
     assert_eq!(list, serde_json::json!([]));
-    let resp = client()
-        .delete(format!("{base}/quotes/BTCUSDT"))
-        .send()
-        .await
-        .unwrap();
+    let resp = delete(format!("{base}/quotes/BTCUSDT")).await;
     assert_eq!(resp.status(), 404);
 }
 
@@ -228,11 +228,7 @@ async fn bad_quotes_get_400_json() {
 
 #[tokio::test]
 async fn pings_and_drops_clients_that_do_not_pong() {
-    let feed = start(1.0, &["ethusdt"], |c| {
-        c.ping_interval_secs = 1;
-        c.pong_timeout_secs = 2;
-    })
-    .await;
+    let feed = start_pinging().await;
     // A client that reads (tungstenite answers pings) stays; one that never reads is dropped.
     let mut live = connect(&feed, "").await;
     let mut silent = connect(&feed, "").await;
@@ -268,21 +264,20 @@ async fn pings_and_drops_clients_that_do_not_pong() {
     .await;
     assert!(ended.is_ok(), "silent client was not dropped");
     let mut live = keep_reading.await.unwrap();
-    live.send(Message::text(r#"{"method":"LIST_SUBSCRIPTIONS","id":1}"#))
-        .await
-        .unwrap();
-    let (reply, _) = until(&mut live, |v| v.get("id").is_some()).await;
+    let reply = ask(&mut live, r#"{"method":"LIST_SUBSCRIPTIONS","id":1}"#).await;
     assert_eq!(reply["result"], serde_json::json!([]));
 }
 
 async fn post_control(feed: &feed::Feed, path_and_query: &str) -> Value {
-    let resp = client()
-        .post(format!("{}{path_and_query}", feed.http_base_url()))
-        .send()
-        .await
-        .unwrap();
+    let resp = post(format!("{}{path_and_query}", feed.http_base_url()), "").await;
     assert_eq!(resp.status(), 200, "{path_and_query}");
     resp.json().await.unwrap()
+}
+
+/// A control request the feed refuses with 400.
+async fn control_refused(feed: &feed::Feed, path_and_query: &str) {
+    let resp = post(format!("{}{path_and_query}", feed.http_base_url()), "").await;
+    assert_eq!(resp.status(), 400, "{path_and_query}");
 }
 
 /// Reads until the stream ends; returns (text messages seen, whether a close frame came).
@@ -304,32 +299,33 @@ async fn read_to_end(ws: &mut Ws) -> (Vec<Value>, bool) {
 }
 
 async fn scripted(feed: &feed::Feed, body: Value) {
-    let resp = client()
-        .post(format!("{}/quotes", feed.http_base_url()))
-        .json(&body)
-        .send()
-        .await
-        .unwrap();
+    let resp = post_json(format!("{}/quotes", feed.http_base_url()), &body).await;
     assert_eq!(resp.status(), 200);
+}
+
+/// Scripts SOLUSDT, which has no recording, at 1/2.
+async fn script_sol(feed: &feed::Feed) {
+    scripted(
+        feed,
+        serde_json::json!({"symbol":"SOLUSDT","bid":"1","ask":"2"}),
+    )
+    .await;
 }
 
 /// Polls `GET /__control/connections` until `pred` holds (panics after `WAIT`).
 async fn connections_until(feed: &feed::Feed, pred: impl Fn(&[Value]) -> bool) -> Vec<Value> {
-    let deadline = tokio::time::Instant::now() + WAIT;
-    loop {
+    poll(WAIT, Duration::from_millis(20), async || {
         let list: Vec<Value> = serde_json::from_value(
             get_json(format!("{}/__control/connections", feed.http_base_url())).await,
         )
         .expect("a JSON array");
         if pred(&list) {
-            return list;
+            Ok(list)
+        } else {
+            Err(format!("connections never matched: {list:?}"))
         }
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "connections never matched: {list:?}"
-        );
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+    })
+    .await
 }
 
 #[tokio::test]
@@ -345,22 +341,14 @@ async fn drop_closes_open_connections_without_a_close_frame() {
     assert_eq!(list[0]["close_reason"], "dropped (control)");
     // A connection opened afterwards is not affected.
     let mut again = connect(&feed, "solusdt@bookTicker").await;
-    scripted(
-        &feed,
-        serde_json::json!({"symbol":"SOLUSDT","bid":"1","ask":"2"}),
-    )
-    .await;
+    script_sol(&feed).await;
     assert_eq!(next_json(&mut again).await["data"]["s"], "SOLUSDT");
 }
 
 #[tokio::test]
 async fn shutdown_sends_server_shutdown_streams_through_the_grace_then_closes() {
     let feed = start(1.0, &["ethusdt"], |c| c.repeat_ms = 50).await;
-    scripted(
-        &feed,
-        serde_json::json!({"symbol":"SOLUSDT","bid":"1","ask":"2"}),
-    )
-    .await;
+    script_sol(&feed).await;
     let mut ws = connect(&feed, "solusdt@bookTicker").await;
     next_json(&mut ws).await;
     let r = post_control(&feed, "/__control/shutdown?grace_ms=700").await;
@@ -377,15 +365,7 @@ async fn shutdown_sends_server_shutdown_streams_through_the_grace_then_closes() 
     );
     let list = connections_until(&feed, |c| c[0]["closed_at_ms"].is_i64()).await;
     assert_eq!(list[0]["close_reason"], "server shutdown (control)");
-    let rejected = client()
-        .post(format!(
-            "{}/__control/shutdown?grace_ms=abc",
-            feed.http_base_url()
-        ))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(rejected.status(), 400);
+    control_refused(&feed, "/__control/shutdown?grace_ms=abc").await;
 }
 
 #[tokio::test]
@@ -425,12 +405,7 @@ async fn burst_sends_every_message_and_ends_on_the_current_price() {
     assert_eq!(bids.len(), 100, "prices vary within 100 levels");
     let list = connections_until(&feed, |c| c[0]["burst_sent"].as_u64() == Some(n)).await;
     assert_eq!(list[0]["dropped"], 0);
-    let bad = client()
-        .post(format!("{}/__control/burst", feed.http_base_url()))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(bad.status(), 400);
+    control_refused(&feed, "/__control/burst").await;
 }
 
 #[tokio::test]
@@ -440,11 +415,7 @@ async fn stall_sends_nothing_for_a_while_then_resumes() {
         c.ping_interval_secs = 1;
     })
     .await;
-    scripted(
-        &feed,
-        serde_json::json!({"symbol":"SOLUSDT","bid":"1","ask":"2"}),
-    )
-    .await;
+    script_sol(&feed).await;
     let mut ws = connect(&feed, "solusdt@bookTicker").await;
     next_json(&mut ws).await;
     post_control(&feed, "/__control/stall?ms=1500").await;
@@ -479,11 +450,7 @@ async fn stall_sends_nothing_for_a_while_then_resumes() {
 #[tokio::test]
 async fn feed_wide_stall_also_silences_new_connections() {
     let feed = start(1.0, &["ethusdt"], |c| c.repeat_ms = 50).await;
-    scripted(
-        &feed,
-        serde_json::json!({"symbol":"SOLUSDT","bid":"1","ask":"2"}),
-    )
-    .await;
+    script_sol(&feed).await;
     post_control(&feed, "/__control/stall?ms=1200&all=true").await;
     let t0 = tokio::time::Instant::now();
     let mut ws = connect(&feed, "solusdt@bookTicker").await;
@@ -497,11 +464,7 @@ async fn feed_wide_stall_also_silences_new_connections() {
 
 #[tokio::test]
 async fn pongs_must_echo_the_ping_payload() {
-    let feed = start(1.0, &["ethusdt"], |c| {
-        c.ping_interval_secs = 1;
-        c.pong_timeout_secs = 2;
-    })
-    .await;
+    let feed = start_pinging().await;
     // This client answers every ping with a wrong payload (automatic pongs are replaced by
     // the explicit one): it is dropped like a silent one.
     let mut liar = connect(&feed, "").await;

@@ -22,6 +22,19 @@ pub fn service_env(name: &str) -> String {
     }
 }
 
+/// The moto settings `make test` exports, for the environment of a child process:
+/// `AWS_ENDPOINT_URL`, `AWS_REGION`, `AWS_ACCESS_KEY_ID` and `AWS_SECRET_ACCESS_KEY` (each
+/// required, as [`service_env`] reads them).
+pub fn aws_env() -> [(&'static str, String); 4] {
+    [
+        "AWS_ENDPOINT_URL",
+        "AWS_REGION",
+        "AWS_ACCESS_KEY_ID",
+        "AWS_SECRET_ACCESS_KEY",
+    ]
+    .map(|name| (name, service_env(name)))
+}
+
 /// A migrated ledger on `DATABASE_URL`.
 pub async fn ledger() -> Ledger {
     let ledger =
@@ -321,4 +334,14 @@ pub async fn redis_connection() -> redis::aio::MultiplexedConnection {
         .get_multiplexed_async_connection()
         .await
         .expect("the test Redis is reachable")
+}
+
+/// The time `key` has left to live, in ms (Redis `PTTL`: -1 without an expiry, -2 when
+/// there is no such key).
+pub async fn pttl(conn: &mut redis::aio::MultiplexedConnection, key: &str) -> i64 {
+    redis::cmd("PTTL")
+        .arg(key)
+        .query_async(conn)
+        .await
+        .unwrap_or_else(|e| panic!("PTTL {key}: {e}"))
 }

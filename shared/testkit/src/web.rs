@@ -23,3 +23,32 @@ pub async fn get(url: impl reqwest::IntoUrl) -> reqwest::Response {
 pub async fn get_json(url: impl reqwest::IntoUrl) -> Value {
     get(url).await.json().await.expect("a JSON body")
 }
+
+/// `DELETE url`; panics on a transport error.
+pub async fn delete(url: impl reqwest::IntoUrl) -> reqwest::Response {
+    client()
+        .delete(url)
+        .send()
+        .await
+        .expect("DELETE is answered")
+}
+
+/// `POST url` with `body` as is (no content type); panics on a transport error.
+pub async fn post(url: impl reqwest::IntoUrl, body: impl Into<reqwest::Body>) -> reqwest::Response {
+    client()
+        .post(url)
+        .body(body)
+        .send()
+        .await
+        .expect("POST is answered")
+}
+
+/// `POST url` with `body` as JSON; panics on a transport error.
+pub async fn post_json(url: impl reqwest::IntoUrl, body: &Value) -> reqwest::Response {
+    client()
+        .post(url)
+        .json(body)
+        .send()
+        .await
+        .expect("POST is answered")
+}

@@ -5,6 +5,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use serde_json::Value;
+use testkit::wait::poll;
 
 /// `REDIS_URL`, or a panic: these tests never skip.
 pub fn redis_url() -> String {
@@ -117,16 +118,17 @@ pub async fn control(feed: &feed::Feed, path_and_query: &str) -> Value {
     resp.json().await.unwrap()
 }
 
+/// How often the helpers below poll.
+const TICK: Duration = Duration::from_millis(20);
+
 /// Polls `pred` every 20 ms until it holds; panics with `what` after `within`.
 pub async fn eventually(within: Duration, what: &str, mut pred: impl FnMut() -> bool) {
-    let deadline = tokio::time::Instant::now() + within;
-    while !pred() {
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "never happened: {what}"
-        );
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+    poll(within, TICK, async || {
+        pred()
+            .then_some(())
+            .ok_or(format!("never happened: {what}"))
+    })
+    .await
 }
 
 /// Polls the feed's connection records until `pred` holds (panics after `within`).
@@ -135,18 +137,15 @@ pub async fn connections_until(
     within: Duration,
     pred: impl Fn(&[feed::hub::ConnectionInfo]) -> bool,
 ) -> Vec<feed::hub::ConnectionInfo> {
-    let deadline = tokio::time::Instant::now() + within;
-    loop {
+    poll(within, TICK, async || {
         let list = feed.connections();
         if pred(&list) {
-            return list;
+            Ok(list)
+        } else {
+            Err(format!("feed connections never matched: {list:#?}"))
         }
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "feed connections never matched: {list:#?}"
-        );
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+    })
+    .await
 }
 
 /// Polls `key` until its JSON satisfies `pred`; returns it (panics after `within`).
@@ -156,23 +155,19 @@ pub async fn wait_for_within(
     within: Duration,
     pred: impl Fn(&Value) -> bool,
 ) -> Value {
-    let deadline = tokio::time::Instant::now() + within;
     let mut seen: Option<String> = None;
-    loop {
+    poll(within, TICK, async || {
         let raw: Option<String> = redis::cmd("GET").arg(key).query_async(conn).await.unwrap();
         if let Some(raw) = &raw {
             let v: Value = serde_json::from_str(raw).unwrap();
             if pred(&v) {
-                return v;
+                return Ok(v);
             }
         }
-        seen = raw.or(seen);
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "{key} never matched; last value {seen:?}"
-        );
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+        seen = raw.or(seen.take());
+        Err(format!("{key} never matched; last value {seen:?}"))
+    })
+    .await
 }
 
 pub async fn wait_for(
@@ -199,15 +194,13 @@ pub async fn key_becomes(
     want: bool,
     within: Duration,
 ) {
-    let deadline = tokio::time::Instant::now() + within;
-    while exists(conn, key).await != want {
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "{key} never {}",
-            if want { "appeared" } else { "went away" }
-        );
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+    poll(within, TICK, async || {
+        let went = if want { "appeared" } else { "went away" };
+        (exists(conn, key).await == want)
+            .then_some(())
+            .ok_or(format!("{key} never {went}"))
+    })
+    .await
 }
 
 /// Watches `key` every 10 ms in the background; `seen()` says whether it ever existed.
