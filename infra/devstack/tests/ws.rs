@@ -3,6 +3,8 @@
 //! `aws-sdk-apigatewaymanagement` client, and a real lambda_runtime function
 //! (`devstack-ws-echo`) running under the devstack's Lambda Runtime API.
 
+mod common;
+
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
@@ -19,7 +21,7 @@ use devstack::{Config, Devstack, FunctionConfig};
 use futures_util::{SinkExt, StreamExt};
 use serde_json::Value;
 use testkit::wait::poll;
-use testkit::web::{get, get_json};
+use testkit::web::{get, get_json, post};
 use tokio::net::TcpStream;
 use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
 use tokio_tungstenite::tungstenite::protocol::CloseFrame;
@@ -54,17 +56,7 @@ async fn start(tune: impl FnOnce(&mut Config)) -> Stack {
     config.ws_timeout = Duration::from_secs(10);
     tune(&mut config);
     let stack = devstack::start(config).await.expect("devstack starts");
-    let ws = stack.ws().expect("ws configured");
-    poll(
-        Duration::from_secs(20),
-        Duration::from_millis(20),
-        async || {
-            (ws.idle_instances() >= 2)
-                .then_some(())
-                .ok_or("ws instances never became ready".to_string())
-        },
-    )
-    .await;
+    common::wait_idle(stack.ws(), 2).await;
     Stack { stack, events }
 }
 
@@ -447,12 +439,7 @@ async fn management_api_through_the_aws_sdk() {
     assert_gone(mgmt.get_connection().connection_id(unknown).send().await);
 
     // The raw 410 is what AWS sends.
-    let resp = reqwest::Client::new()
-        .post(format!("{}/local/@connections/{unknown}", s.ws_url()))
-        .body("x")
-        .send()
-        .await
-        .unwrap();
+    let resp = post(format!("{}/local/@connections/{unknown}", s.ws_url()), "x").await;
     assert_eq!(resp.status(), 410);
     assert_eq!(resp.headers()["x-amzn-errortype"], "GoneException");
     assert_eq!(
@@ -561,11 +548,7 @@ async fn maximum_connection_duration_closes_with_1001() {
 async fn vanished_client_is_gone_without_disconnect() {
     let s = start(|_| {}).await;
     let (mut client, id) = s.connected().await;
-    let resp = reqwest::Client::new()
-        .post(format!("{}/__control/vanish/{}", s.ws_url(), enc(&id)))
-        .send()
-        .await
-        .unwrap();
+    let resp = post(format!("{}/__control/vanish/{}", s.ws_url(), enc(&id)), "").await;
     assert_eq!(resp.status(), 204);
     // The client loses the connection without a close frame.
     match recv(&mut client).await {
