@@ -181,6 +181,15 @@ fn price(stream: &str, field: &'static str, v: Option<&str>) -> Result<Decimal, 
             field,
         });
     }
+    // Beyond the domain's range (10^15) a price is not one: quantity × price would overflow
+    // the checks and fills that multiply it (a panic in the api and the executor).
+    if d > domain::decimal::MAX_ABS {
+        return Err(ParseError::Decimal {
+            stream: stream.to_string(),
+            field,
+            value: text.to_string(),
+        });
+    }
     Ok(d)
 }
 
