@@ -2,6 +2,8 @@
 #
 #   make dev            whole system locally (Ctrl-C stops it all)
 #   make test           hermetic services + the whole test suite
+#   make fuzz           hermetic services + only the fuzz tests (test names with `fuzz`),
+#                       PROPTEST_CASES=20000 cases each (make test runs them with 256)
 #   make migrate        migrate the dev database (ENV=test for the test one)
 #   make migrate ENV=none DATABASE_URL=postgres://user:pass@host:5432/trading
 #                       migrate any database, e.g. Aurora on AWS, starting nothing
@@ -27,17 +29,20 @@ SHELL := /bin/bash
 ENV ?= dev
 SCRIPTS := infra/scripts
 
-.PHONY: help dev test migrate install services-up services-down services-status \
+.PHONY: help dev test fuzz migrate install services-up services-down services-status \
         lint package deploy cost fmt bench clean-local
 
 help:
-	@sed -n '3,19p' Makefile | sed 's/^# \{0,1\}//'
+	@sed -n '3,21p' Makefile | sed 's/^# \{0,1\}//'
 
 dev:
 	@bash $(SCRIPTS)/dev.sh
 
 test:
 	@bash $(SCRIPTS)/test.sh
+
+fuzz:
+	@bash $(SCRIPTS)/test.sh fuzz
 
 # ENV=dev|test: start that env's services if needed and migrate its database.
 # ENV=none: migrate the database at $$DATABASE_URL (AWS) without starting anything.

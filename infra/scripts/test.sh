@@ -13,7 +13,13 @@
 #
 # Knobs: NO_NEXTEST=1 forces `cargo test`; NEXTEST_PROFILE picks a nextest
 # profile (default: `ci` when CI=true and .config/nextest.toml defines it).
+#
+# `test.sh fuzz` (`make fuzz`): the same services and build, then only the fuzz tests
+# (every test whose name contains `fuzz`) with PROPTEST_CASES (default 20000) cases
+# each instead of proptest's 256; no lint, no Python suite.
 set -euo pipefail
+MODE="${1:-all}"
+case "$MODE" in all | fuzz) ;; *) echo "usage: test.sh [fuzz]" >&2; exit 2 ;; esac
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)"
 cd "$ROOT"
 SERVICES=(bash "$ROOT/infra/scripts/services.sh")
@@ -24,7 +30,9 @@ say() { printf '[test] %s\n' "$*" >&2; }
 
 # A lint failure fails the run, but the tests still run, so one run shows everything.
 lint_status=0
-bash "$ROOT/infra/scripts/lint.sh" || lint_status=$?
+if [ "$MODE" = all ]; then
+    bash "$ROOT/infra/scripts/lint.sh" || lint_status=$?
+fi
 
 trap '"${SERVICES[@]}" stop test || true' EXIT
 "${SERVICES[@]}" start test
@@ -59,6 +67,18 @@ if [ "${NO_NEXTEST:-0}" != 1 ]; then
 fi
 
 status=0
+if [ "$MODE" = fuzz ]; then
+    export PROPTEST_CASES="${PROPTEST_CASES:-20000}"
+    if [ "$use_nextest" -eq 1 ]; then
+        say "PROPTEST_CASES=$PROPTEST_CASES cargo nextest run --workspace -E 'test(/fuzz/)'"
+        cargo nextest run --workspace --no-fail-fast -E 'test(/fuzz/)' || status=$?
+    else
+        say "PROPTEST_CASES=$PROPTEST_CASES cargo test --workspace fuzz"
+        cargo test --workspace --no-fail-fast fuzz || status=$?
+    fi
+    if [ "$status" -eq 0 ]; then say "fuzz tests passed"; else say "fuzz tests FAILED (status $status)"; fi
+    exit "$status"
+fi
 if [ "$use_nextest" -eq 1 ]; then
     profile=()
     if [ -n "${NEXTEST_PROFILE:-}" ]; then
