@@ -182,8 +182,10 @@ fn price(stream: &str, field: &'static str, v: Option<&str>) -> Result<Decimal, 
         });
     }
     // Beyond the domain's range (10^15) a price is not one: quantity × price would overflow
-    // the checks and fills that multiply it (a panic in the api and the executor).
-    if d > domain::decimal::MAX_ABS {
+    // the checks and fills that multiply it (a panic in the api and the executor). Nor is
+    // one with more places than the domain reads back (18): its quote, once written, could
+    // not be read from the cache.
+    if d > domain::decimal::MAX_ABS || d.normalize().scale() > domain::decimal::MAX_SCALE {
         return Err(ParseError::Decimal {
             stream: stream.to_string(),
             field,

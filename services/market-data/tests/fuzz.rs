@@ -82,6 +82,10 @@ fn prices_beyond_the_domain_range_are_not_prices() {
     // the executor's fills.
     let huge = r#"{"stream":"btcusdt@bookTicker","data":{"s":"BTCUSDT","b":"79228162514264337593543950335","a":"79228162514264337593543950335"}}"#;
     assert!(parse_message(huge).is_err());
-    let edge = r#"{"stream":"btcusdt@bookTicker","data":{"s":"BTCUSDT","b":"1000000000000000","a":"1000000000000000.00000000"}}"#;
+    // Found by fuzz_binance_frame_never_panics at 20,000 cases: a price with 21 places was
+    // written as a quote that the cache could not read back (the domain reads 18).
+    let precise = r#"{"stream":"btcusdt@bookTicker","data":{"s":"BTCUSDT","b":"0.000000000000000000001","a":"1"}}"#;
+    assert!(parse_message(precise).is_err());
+    let edge = r#"{"stream":"btcusdt@bookTicker","data":{"s":"BTCUSDT","b":"1000000000000000","a":"0.10000000000000000000"}}"#;
     assert!(matches!(parse_message(edge), Ok(Parsed::Update(_))));
 }
