@@ -79,24 +79,30 @@ def test_websocket_prices_orders_and_pnl(stack, trader):
                 trader.client.submit_order,
                 MarketOrderRequest(symbol="BTCUSDT", qty=0.001, side=OrderSide.BUY, time_in_force=TimeInForce.GTC),
             )
-            fill = await next_of(ws, "order", lambda m: m["data"]["event"] == "fill")
-            assert fill["data"]["order"]["id"] == str(order.id)
-            assert Decimal(fill["data"]["qty"]) == Decimal("0.001")
-            assert Decimal(fill["data"]["position_qty"]) == Decimal("0.001")
 
             def has_btc_position(m):
                 pnl = m.get("pnl") or {}
                 return any(p["symbol"] == "BTCUSDT" and Decimal(p["qty"]) == Decimal("0.001") for p in pnl.get("positions", []))
 
-            # PnL rides on a `prices` message when a subscribed price moved in the same
-            # flush, else it comes alone as `pnl`.
+            # The fill comes as an order update (from the executor) and the PnL with the new
+            # position (from the fan-out, riding on a `prices` message when a subscribed
+            # price moved in the same flush, else alone as `pnl`): two paths, either first.
+            fill, m = None, None
             deadline = time.monotonic() + WAIT_TIMEOUT_S
-            while True:
-                raw = await asyncio.wait_for(ws.recv(), timeout=max(0.1, deadline - time.monotonic()))
-                m = json.loads(raw)
-                if m["type"] in ("pnl", "prices") and has_btc_position(m):
-                    break
-                assert time.monotonic() < deadline, "no PnL with the new position"
+            while fill is None or m is None:
+                left = deadline - time.monotonic()
+                assert left > 0, f"fill seen: {fill is not None}, PnL with the position seen: {m is not None}"
+                try:
+                    got = json.loads(await asyncio.wait_for(ws.recv(), timeout=left))
+                except asyncio.TimeoutError:
+                    continue
+                if got["type"] == "order" and got["data"]["event"] == "fill":
+                    fill = got
+                elif got["type"] in ("pnl", "prices") and has_btc_position(got):
+                    m = got
+            assert fill["data"]["order"]["id"] == str(order.id)
+            assert Decimal(fill["data"]["qty"]) == Decimal("0.001")
+            assert Decimal(fill["data"]["position_qty"]) == Decimal("0.001")
             assert Decimal(m["pnl"]["cash"]) < Decimal("100000")
 
             await ws.send(json.dumps({"action": "ping"}))

@@ -183,15 +183,15 @@ async fn bad_inputs_get_documented_errors() {
     stack
         .post("/v2/api_keys", &key, &json!({}))
         .await
-        .expect_error(401, "unauthorized");
+        .expect_error(403, "session_required");
     stack
         .get("/v2/api_keys", &key)
         .await
-        .expect_error(401, "unauthorized");
+        .expect_error(403, "session_required");
     stack
         .delete(&format!("/v2/api_keys/{}", user.key_id), &key)
         .await
-        .expect_error(401, "unauthorized");
+        .expect_error(403, "session_required");
     stack
         .post("/v2/api_keys", &Auth::None, &json!({}))
         .await

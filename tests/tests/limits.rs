@@ -70,7 +70,7 @@ async fn orders_beyond_the_burst_are_rate_limited() {
     let (a, b) = tokio::join!(stack.new_user(), stack.new_user());
     let (ka, kb) = (a.key(), b.key());
     stack.set_quote("BTCUSDT", "60000.00", "60000.50").await;
-    let r = stack.post("/v2/webhooks", &ka, &json!({})).await;
+    let r = stack.post("/v2/webhooks", &a.bearer(), &json!({})).await;
     r.expect(201);
     let hook = r.json.clone();
     let send_alert = |body: String| {
@@ -155,9 +155,10 @@ async fn webhook_rate_limits_say_when_to_retry() {
         ..Default::default()
     })
     .await;
-    let key = stack.new_user().await.key();
+    let user = stack.new_user().await;
+    let key = user.key();
     stack.set_quote("BTCUSDT", "60000.00", "60000.50").await;
-    let r = stack.post("/v2/webhooks", &key, &json!({})).await;
+    let r = stack.post("/v2/webhooks", &user.bearer(), &json!({})).await;
     r.expect(201);
     let hook = r.json.clone();
     place(&stack, &key, &resting_buy()).await;
@@ -296,6 +297,8 @@ async fn risk_limits_are_shown_changed_and_enforced() {
     let stack = Stack::start().await;
     let user = stack.new_user().await;
     let key = user.key();
+    // Loosening limits and resetting the kill switch need the login session.
+    let session = user.bearer();
 
     let r = stack.get("/v2/account/risk", &key).await;
     r.expect(200);
@@ -325,7 +328,7 @@ async fn risk_limits_are_shown_changed_and_enforced() {
         json!({"daily_loss_limit": "1", "max_gross_leverage": "0"}),
     ] {
         stack
-            .patch("/v2/account/risk", &key, &bad)
+            .patch("/v2/account/risk", &session, &bad)
             .await
             .expect_error(422, "invalid_risk_limit");
     }
@@ -333,7 +336,7 @@ async fn risk_limits_are_shown_changed_and_enforced() {
         json!({"max_notional": "5"}),
         json!({"flatten_on_kill": "yes"}),
     ] {
-        let r = stack.patch("/v2/account/risk", &key, &bad).await;
+        let r = stack.patch("/v2/account/risk", &session, &bad).await;
         assert_eq!(r.status, 400, "{r}");
     }
     let r = stack.get("/v2/account/risk", &key).await;
@@ -358,7 +361,7 @@ async fn risk_limits_are_shown_changed_and_enforced() {
     let r = stack
         .patch(
             "/v2/account/risk",
-            &key,
+            &session,
             &json!({"max_open_orders": 50, "flatten_on_kill": false}),
         )
         .await;
@@ -399,7 +402,7 @@ async fn risk_limits_are_shown_changed_and_enforced() {
     let r = stack
         .patch(
             "/v2/account/risk",
-            &key,
+            &session,
             &json!({"max_order_notional": null}),
         )
         .await;
@@ -415,7 +418,7 @@ async fn risk_limits_are_shown_changed_and_enforced() {
     stack
         .patch(
             "/v2/account/risk",
-            &key,
+            &session,
             &json!({"max_position_notional": "1300"}),
         )
         .await
@@ -434,7 +437,7 @@ async fn risk_limits_are_shown_changed_and_enforced() {
     stack
         .patch(
             "/v2/account/risk",
-            &key,
+            &session,
             &json!({"max_open_orders": 1, "max_position_notional": null}),
         )
         .await
@@ -478,8 +481,10 @@ async fn the_kill_switch_stops_orders_and_flattens() {
     let stack = Stack::start().await;
     let user = stack.new_user().await;
     let key = user.key();
+    // Loosening limits and resetting the kill switch need the login session.
+    let session = user.bearer();
     stack.set_quote("BTCUSDT", "59999.99", "60000.00").await;
-    let r = stack.post("/v2/webhooks", &key, &json!({})).await;
+    let r = stack.post("/v2/webhooks", &session, &json!({})).await;
     r.expect(201);
     let hook = r.json.clone();
 
@@ -590,7 +595,7 @@ async fn the_kill_switch_stops_orders_and_flattens() {
 
     // ---- reset --------------------------------------------------------------------------
     stack.set_quote("BTCUSDT", "59999.99", "60000.00").await;
-    let r = stack.delete("/v2/account/kill", &key).await;
+    let r = stack.delete("/v2/account/kill", &session).await;
     r.expect(200);
     assert_eq!(
         r.json["kill_switch"],
@@ -639,7 +644,7 @@ async fn the_kill_switch_stops_orders_and_flattens() {
         .await
         .expect_error(422, "kill_switch");
 
-    stack.delete("/v2/account/kill", &key).await.expect(200);
+    stack.delete("/v2/account/kill", &session).await.expect(200);
     let id = place(&stack, &key, &market("BTCUSDT", "buy", "0.01")).await;
     let o = stack.wait_terminal(&key, &id).await;
     assert_eq!(field(&o, "status"), "filled", "{o}");

@@ -136,10 +136,10 @@ fn wh_id(hook: &Value) -> String {
 async fn strategy_and_indicator_alerts_become_orders() {
     let stack = Stack::start().await;
     let user = stack.new_user().await;
-    let key = user.key();
+    let (key, session) = (user.key(), user.bearer());
     stack.set_quote("BTCUSDT", "60000.00", "60000.50").await;
 
-    let hook = create_webhook(&stack, &key, json!({"name": "BTC 15m strategy"})).await;
+    let hook = create_webhook(&stack, &session, json!({"name": "BTC 15m strategy"})).await;
     let id = wh_id(&hook);
     let passphrase = field(&hook, "passphrase").to_string();
     assert!(id.starts_with("wh_"), "{hook}");
@@ -264,9 +264,10 @@ async fn strategy_and_indicator_alerts_become_orders() {
 #[tokio::test]
 async fn target_position_alerts_order_the_difference() {
     let stack = Stack::start().await;
-    let key = stack.new_user().await.key();
+    let user = stack.new_user().await;
+    let (key, session) = (user.key(), user.bearer());
     stack.set_quote("BTCUSDT", "60000.00", "60000.50").await;
-    let hook = create_webhook(&stack, &key, json!({})).await;
+    let hook = create_webhook(&stack, &session, json!({})).await;
     let id = wh_id(&hook);
 
     let r = send_alert(&stack, &id, &target_alert(&hook, "0.02", "Long", T1), TV_IP).await;
@@ -325,9 +326,10 @@ async fn target_position_alerts_order_the_difference() {
 #[tokio::test]
 async fn bracket_alerts_carry_their_exits() {
     let stack = Stack::start().await;
-    let key = stack.new_user().await.key();
+    let user = stack.new_user().await;
+    let (key, session) = (user.key(), user.bearer());
     stack.set_quote("BTCUSDT", "60000.00", "60000.50").await;
-    let hook = create_webhook(&stack, &key, json!({"name": "bracket"})).await;
+    let hook = create_webhook(&stack, &session, json!({"name": "bracket"})).await;
     let id = wh_id(&hook);
 
     // plot_0 / plot_1 rounded to the tick (math.round_to_mintick).
@@ -396,9 +398,10 @@ async fn bracket_alerts_carry_their_exits() {
 #[tokio::test]
 async fn a_resent_alert_is_one_order() {
     let stack = Stack::start().await;
-    let key = stack.new_user().await.key();
+    let user = stack.new_user().await;
+    let (key, session) = (user.key(), user.bearer());
     stack.set_quote("BTCUSDT", "60000.00", "60000.50").await;
-    let hook = create_webhook(&stack, &key, json!({})).await;
+    let hook = create_webhook(&stack, &session, json!({})).await;
     let id = wh_id(&hook);
 
     let body = strategy_alert(&hook, "buy", "0.01", "Long", T1);
@@ -439,18 +442,24 @@ async fn a_resent_alert_is_one_order() {
 
 /// A wrong passphrase and an unknown webhook answer alike (and the wrong passphrase leaves
 /// no trace); a body that is not JSON is a 400, recorded.
+/// A new user's API key, a webhook made with its session (BTCUSDT priced), and a strategy
+/// alert to it with the right passphrase and with a wrong one.
+async fn hook_with_alerts(stack: &Stack) -> (Auth, Value, String, String) {
+    let user = stack.new_user().await;
+    stack.set_quote("BTCUSDT", "60000.00", "60000.50").await;
+    let hook = create_webhook(stack, &user.bearer(), json!({})).await;
+    let good = strategy_alert(&hook, "buy", "0.01", "Long", T1);
+    let wrong = good.replace(field(&hook, "passphrase"), "not-the-passphrase");
+    assert_ne!(wrong, good);
+    (user.key(), hook, good, wrong)
+}
+
 #[tokio::test]
 async fn wrong_passphrases_unknown_webhooks_and_bad_bodies_are_refused() {
     let stack = Stack::start().await;
-    let key = stack.new_user().await.key();
-    stack.set_quote("BTCUSDT", "60000.00", "60000.50").await;
-    let hook = create_webhook(&stack, &key, json!({})).await;
+    let (key, hook, good, wrong) = hook_with_alerts(&stack).await;
     let id = wh_id(&hook);
     let passphrase = field(&hook, "passphrase").to_string();
-
-    let good = strategy_alert(&hook, "buy", "0.01", "Long", T1);
-    let wrong = good.replace(&passphrase, "not-the-passphrase");
-    assert_ne!(wrong, good);
     let r_wrong = send_alert(&stack, &id, &wrong, TV_IP).await;
     r_wrong.expect_error(401, "unauthorized");
     assert_eq!(
@@ -473,7 +482,8 @@ async fn wrong_passphrases_unknown_webhooks_and_bad_bodies_are_refused() {
     assert!(all_orders(&stack, &key).await.is_empty());
     assert!(deliveries(&stack, &key, &id).await.is_empty());
 
-    // A plain-text alert (the default message TradingView sends): 400, recorded.
+    // A plain-text alert (the default message TradingView sends): 400 with the JSON it
+    // needs, and not recorded: nothing is, before a passphrase has been checked.
     let text = "BTCUSDT Crossing 61837.64";
     let r = send_alert(&stack, &id, text, TV_IP).await;
     r.expect_error(400, "not_json");
@@ -481,23 +491,15 @@ async fn wrong_passphrases_unknown_webhooks_and_bad_bodies_are_refused() {
         r.str("message").contains("passphrase"),
         "the hint shows the JSON template: {r}"
     );
-    let d = deliveries(&stack, &key, &id).await;
-    assert_eq!(d.len(), 1, "{d:?}");
-    assert_eq!(d[0]["status"], 400, "{:?}", d[0]);
-    assert_eq!(field(&d[0], "outcome"), "rejected", "{:?}", d[0]);
-    assert_eq!(field(&d[0], "body"), text, "{:?}", d[0]);
-    assert!(
-        field(&d[0], "content_type").starts_with("text/plain"),
-        "{:?}",
-        d[0]
-    );
-    assert_eq!(d[0]["code"], r.json["code"], "{:?}", d[0]);
-    assert!(d[0]["order_id"].is_null(), "{:?}", d[0]);
+    // The same answer for an unknown webhook: the body is judged before any lookup.
+    let r_unknown = send_alert(&stack, &unknown, text, TV_IP).await;
+    assert_eq!(r_unknown.text, r.text, "{r_unknown}");
+    assert!(deliveries(&stack, &key, &id).await.is_empty());
 
-    // Alerts that go wrong the ways TradingView alerts do, each refused and recorded:
-    // the strategy template in an indicator alert (TradingView leaves `{{strategy.*}}` as
-    // is), a perpetual's ticker, an unquoted placeholder (not JSON: the passphrase is still
-    // masked in the record), and an oversized body.
+    // Alerts that go wrong the ways TradingView alerts do, each refused: with the right
+    // passphrase, recorded (the strategy template in an indicator alert, where TradingView
+    // leaves `{{strategy.*}}` as is; a perpetual's ticker), and without a readable one, not
+    // (an unquoted placeholder makes it not JSON; an oversized body is refused unread).
     let indicator_with_strategy_template = tv(template(&hook, "strategy"), &[]);
     let perpetual = strategy_alert(&hook, "buy", "0.01", "Long", T2)
         .replace("BINANCE:BTCUSDT", "BINANCE:BTCUSDT.P");
@@ -507,19 +509,26 @@ async fn wrong_passphrases_unknown_webhooks_and_bad_bodies_are_refused() {
     let oversized = json!({"passphrase": passphrase, "symbol": "BINANCE:BTCUSDT",
                            "action": "buy", "qty": "0.01", "comment": "x".repeat(17 * 1024)})
     .to_string();
-    for (body, status, code) in [
+    for (body, status, code, recorded) in [
         (
             &indicator_with_strategy_template,
             422,
             "unsubstituted_placeholder",
+            true,
         ),
-        (&perpetual, 422, "unknown_symbol"),
-        (&unquoted, 400, "not_json"),
-        (&oversized, 413, "alert_too_large"),
+        (&perpetual, 422, "unknown_symbol", true),
+        (&unquoted, 400, "not_json", false),
+        (&oversized, 413, "alert_too_large", false),
     ] {
+        let before = deliveries(&stack, &key, &id).await.len();
         let r = send_alert(&stack, &id, body, TV_IP).await;
         r.expect_error(status, code);
         let d = deliveries(&stack, &key, &id).await;
+        if !recorded {
+            assert_eq!(d.len(), before, "not recorded: {code}");
+            continue;
+        }
+        assert_eq!(d.len(), before + 1, "recorded: {code}");
         assert_eq!(d[0]["status"], status, "{:?}", d[0]);
         assert_eq!(field(&d[0], "outcome"), "rejected", "{:?}", d[0]);
         assert_eq!(field(&d[0], "code"), code, "{:?}", d[0]);
@@ -528,11 +537,7 @@ async fn wrong_passphrases_unknown_webhooks_and_bad_bodies_are_refused() {
             !stored.contains(&passphrase),
             "passphrase masked: {stored:.300}"
         );
-        if body.len() <= 8 * 1024 {
-            assert!(stored.contains("***"), "passphrase masked: {stored}");
-        } else {
-            assert!(stored.len() <= 8 * 1024, "stored bodies are bounded");
-        }
+        assert!(stored.contains("***"), "passphrase masked: {stored}");
     }
     assert!(all_orders(&stack, &key).await.is_empty());
 
@@ -541,7 +546,7 @@ async fn wrong_passphrases_unknown_webhooks_and_bad_bodies_are_refused() {
     let order = accepted(&r);
     stack.wait_terminal(&key, &order).await;
     assert_eq!(all_orders(&stack, &key).await.len(), 1);
-    assert_eq!(deliveries(&stack, &key, &id).await.len(), 6);
+    assert_eq!(deliveries(&stack, &key, &id).await.len(), 3);
 }
 
 /// `"allowed_ips": "tradingview"` accepts alerts from TradingView's addresses only; one from
@@ -549,16 +554,17 @@ async fn wrong_passphrases_unknown_webhooks_and_bad_bodies_are_refused() {
 #[tokio::test]
 async fn ip_allowlists_refuse_other_senders() {
     let stack = Stack::start().await;
-    let key = stack.new_user().await.key();
+    let user = stack.new_user().await;
+    let (key, session) = (user.key(), user.bearer());
     stack.set_quote("BTCUSDT", "60000.00", "60000.50").await;
 
     // Invalid webhooks are refused.
     stack
-        .post("/v2/webhooks", &key, &json!({"name": "x".repeat(101)}))
+        .post("/v2/webhooks", &session, &json!({"name": "x".repeat(101)}))
         .await
         .expect_error(422, "invalid_name");
     let r = stack
-        .post("/v2/webhooks", &key, &json!({"allowed": "tradingview"}))
+        .post("/v2/webhooks", &session, &json!({"allowed": "tradingview"}))
         .await;
     assert_eq!(r.status, 400, "unknown fields are refused: {r}");
     stack
@@ -568,12 +574,12 @@ async fn ip_allowlists_refuse_other_senders() {
     // Invalid allowlists are refused.
     for bad in [json!([]), json!(["not-an-ip"]), json!("anyone"), json!(5)] {
         let r = stack
-            .post("/v2/webhooks", &key, &json!({ "allowed_ips": bad }))
+            .post("/v2/webhooks", &session, &json!({ "allowed_ips": bad }))
             .await;
         r.expect_error(422, "invalid_allowed_ips");
     }
 
-    let hook = create_webhook(&stack, &key, json!({"allowed_ips": "tradingview"})).await;
+    let hook = create_webhook(&stack, &session, json!({"allowed_ips": "tradingview"})).await;
     let id = wh_id(&hook);
     let ips: Vec<&str> = hook["allowed_ips"]
         .as_array()
@@ -604,7 +610,7 @@ async fn ip_allowlists_refuse_other_senders() {
     assert_eq!(field(&d[0], "order_id"), order, "{:?}", d[0]);
 
     // An explicit list.
-    let own = create_webhook(&stack, &key, json!({"allowed_ips": ["1.2.3.4"]})).await;
+    let own = create_webhook(&stack, &session, json!({"allowed_ips": ["1.2.3.4"]})).await;
     assert_eq!(own["allowed_ips"], json!(["1.2.3.4"]), "{own}");
     let body = strategy_alert(&own, "buy", "0.01", "Long", T2);
     send_alert(&stack, &wh_id(&own), &body, TV_IP)
@@ -617,10 +623,10 @@ async fn ip_allowlists_refuse_other_senders() {
 
     // At most 20 webhooks an account.
     for _ in 2..20 {
-        create_webhook(&stack, &key, json!({})).await;
+        create_webhook(&stack, &session, json!({})).await;
     }
     stack
-        .post("/v2/webhooks", &key, &json!({}))
+        .post("/v2/webhooks", &session, &json!({}))
         .await
         .expect_error(422, "max_webhooks");
     let r = stack.get("/v2/webhooks", &key).await;
@@ -651,13 +657,20 @@ async fn rotate_delete_and_other_accounts() {
             .await
             .expect_error(404, "not_found");
         stack
-            .post(&format!("/v2/webhooks/{id}/rotate"), &auth, &json!({}))
-            .await
-            .expect_error(404, "not_found");
-        stack
             .delete(&format!("/v2/webhooks/{id}"), &auth)
             .await
             .expect_error(404, "not_found");
+    }
+    // Rotating needs a session: another account's key is refused before any lookup, its
+    // session finds nothing.
+    for (auth, status, code) in [
+        (other.key(), 403, "session_required"),
+        (other.bearer(), 404, "not_found"),
+    ] {
+        stack
+            .post(&format!("/v2/webhooks/{id}/rotate"), &auth, &json!({}))
+            .await
+            .expect_error(status, code);
     }
     // Without credentials: 401.
     stack
@@ -673,7 +686,7 @@ async fn rotate_delete_and_other_accounts() {
 
     // ---- rotate -------------------------------------------------------------------------
     let r = stack
-        .post(&format!("/v2/webhooks/{id}/rotate"), &key, &json!({}))
+        .post(&format!("/v2/webhooks/{id}/rotate"), &bearer, &json!({}))
         .await;
     r.expect(200);
     let rotated = r.json.clone();
@@ -717,8 +730,37 @@ async fn rotate_delete_and_other_accounts() {
         .await
         .expect_error(404, "not_found");
     stack
-        .post(&format!("/v2/webhooks/{id}/rotate"), &key, &json!({}))
+        .post(&format!("/v2/webhooks/{id}/rotate"), &bearer, &json!({}))
         .await
         .expect_error(404, "not_found");
     assert_eq!(all_orders(&stack, &key).await.len(), 3);
+}
+
+/// An address that keeps sending alerts to unknown webhooks or with wrong passphrases is
+/// refused before any lookup (429 with `Retry-After`), whatever it sends next; other
+/// addresses are not, nor TradingView's own, which every TradingView user's alerts share.
+#[tokio::test]
+async fn a_sender_that_keeps_failing_is_refused_before_any_lookup() {
+    let stack = Stack::start().await;
+    let (key, hook, good, wrong) = hook_with_alerts(&stack).await;
+    let id = wh_id(&hook);
+    let guesser = "10.9.9.9";
+    for i in 0..20 {
+        let r = send_alert(&stack, &id, &wrong, guesser).await;
+        assert_eq!(r.status, 401, "failure {i} is answered: {r}");
+    }
+    for body in [&wrong, &good] {
+        let r = send_alert(&stack, &id, body, guesser).await;
+        r.expect_error(429, "rate_limited");
+        assert!(r.retry_after.is_some(), "{r}");
+    }
+    assert!(deliveries(&stack, &key, &id).await.is_empty());
+    // TradingView's addresses: its users' alerts are never blocked by someone else's.
+    for _ in 0..25 {
+        send_alert(&stack, &id, &wrong, TV_IP)
+            .await
+            .expect_error(401, "unauthorized");
+    }
+    let order = accepted(&send_alert(&stack, &id, &good, TV_IP).await);
+    stack.wait_terminal(&key, &order).await;
 }

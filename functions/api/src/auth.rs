@@ -33,14 +33,53 @@ pub async fn signup(deps: &Deps, req: &Request) -> Result<Response<Body>, ApiErr
     ))
 }
 
-/// `POST /v2/auth/login {email, password}` → `{token, expires_at}`.
+fn session_json(s: &app::auth::LoggedIn) -> serde_json::Value {
+    json!({ "token": s.token, "expires_at": s.expires_at, "ends_at": s.ends_at, "user_id": s.user_id, "account_id": s.account_id })
+}
+
+/// `POST /v2/auth/login {email, password}` → `{token, expires_at, ends_at}`: the session
+/// slides to `expires_at` on each use and ends at `ends_at` whatever its use.
 pub async fn login(deps: &Deps, req: &Request) -> Result<Response<Body>, ApiError> {
     let c: Login = json_body(req)?;
     let s = app::auth::login(deps, c.email.as_deref(), c.password, &source_ip(req)).await?;
-    Ok(json(
-        200,
-        &json!({ "token": s.token, "expires_at": s.expires_at, "user_id": s.user_id, "account_id": s.account_id }),
-    ))
+    Ok(json(200, &session_json(&s)))
+}
+
+/// `POST /v2/auth/logout_all` → `{sessions_revoked}`: every session of the user ends.
+pub async fn logout_all(deps: &Deps, req: &Request) -> Result<Response<Body>, ApiError> {
+    let n = app::auth::logout_all(deps, &credentials(req)).await?;
+    Ok(json(200, &json!({ "sessions_revoked": n })))
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct PasswordChange {
+    current_password: Option<String>,
+    new_password: Option<String>,
+    #[serde(default)]
+    revoke_api_keys: bool,
+}
+
+/// `POST /v2/auth/password {current_password, new_password, revoke_api_keys?}` → 200 with
+/// what was revoked and a new session (every other session, the caller's too, has ended).
+pub async fn change_password(deps: &Deps, req: &Request) -> Result<Response<Body>, ApiError> {
+    let creds = credentials(req);
+    let c: PasswordChange = json_body(req)?;
+    let changed = app::auth::change_password(
+        deps,
+        &creds,
+        c.current_password,
+        c.new_password,
+        c.revoke_api_keys,
+        &source_ip(req),
+    )
+    .await?;
+    let mut out = json!({
+        "sessions_revoked": changed.sessions_revoked,
+        "api_keys_revoked": changed.api_keys_revoked,
+    });
+    out["session"] = session_json(&changed.session);
+    Ok(json(200, &out))
 }
 
 /// `POST /v2/auth/logout` revokes the session token it is called with.
@@ -51,7 +90,7 @@ pub async fn logout(deps: &Deps, req: &Request) -> Result<Response<Body>, ApiErr
 
 /// `POST /v2/api_keys` → 201 `{key_id, secret_key}`; the secret is shown this once.
 pub async fn create_api_key(deps: &Deps, req: &Request) -> Result<Response<Body>, ApiError> {
-    let k = app::auth::create_api_key(deps, bearer(req)).await?;
+    let k = app::auth::create_api_key(deps, &credentials(req)).await?;
     Ok(json(
         201,
         &json!({ "key_id": k.key_id, "secret_key": k.secret_key, "account_id": k.account_id, "created_at": k.created_at }),
@@ -60,7 +99,7 @@ pub async fn create_api_key(deps: &Deps, req: &Request) -> Result<Response<Body>
 
 /// `GET /v2/api_keys`: the caller's live keys, without secrets.
 pub async fn list_api_keys(deps: &Deps, req: &Request) -> Result<Response<Body>, ApiError> {
-    let keys = app::auth::list_api_keys(deps, bearer(req)).await?;
+    let keys = app::auth::list_api_keys(deps, &credentials(req)).await?;
     let list: Vec<_> = keys.iter().map(|k| json!({ "key_id": k.key_id, "account_id": k.account_id, "created_at": k.created_at })).collect();
     Ok(json(200, &serde_json::Value::Array(list)))
 }
@@ -71,6 +110,6 @@ pub async fn delete_api_key(
     req: &Request,
     key_id: &str,
 ) -> Result<Response<Body>, ApiError> {
-    app::auth::delete_api_key(deps, bearer(req), key_id).await?;
+    app::auth::delete_api_key(deps, &credentials(req), key_id).await?;
     Ok(no_content())
 }

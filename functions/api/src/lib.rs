@@ -53,8 +53,54 @@ pub async fn serve(
         Ok(r) => r,
         Err(e) => error_response(&e),
     };
-    tracing::info!(%method, %path, status = response.status().as_u16(), us = started.elapsed().as_micros() as u64, "request");
+    let route = route_template(&path);
+    tracing::info!(%method, %route, status = response.status().as_u16(), us = started.elapsed().as_micros() as u64, "request");
     response
+}
+
+/// The words of the route table's paths; any other segment is a parameter.
+const ROUTE_WORDS: &[&str] = &[
+    "health",
+    "openapi.yaml",
+    "v2",
+    "auth",
+    "signup",
+    "login",
+    "logout",
+    "logout_all",
+    "password",
+    "api_keys",
+    "account",
+    "risk",
+    "kill",
+    "webhooks",
+    "rotate",
+    "deliveries",
+    "activities",
+    "positions",
+    "orders",
+    "orders:by_client_order_id",
+    "assets",
+    "clock",
+    // The webhook function's route, in the same document.
+    "hooks",
+    "tradingview",
+];
+
+/// The path as a route template (`/v2/webhooks/{}/rotate`): what the access log shows, so
+/// that ids, symbols and secrets in paths (a webhook's id is its URL's secret) never reach
+/// a log. Only the route table's own words are kept.
+pub fn route_template(path: &str) -> String {
+    let mut t = String::with_capacity(path.len());
+    for segment in path.trim_start_matches('/').split('/') {
+        t.push('/');
+        t.push_str(if ROUTE_WORDS.contains(&segment) {
+            segment
+        } else {
+            "{}"
+        });
+    }
+    t
 }
 
 /// The request path without the API Gateway stage.
@@ -83,6 +129,8 @@ pub async fn route(
         (Method::POST, ["v2", "auth", "signup"]) => auth::signup(deps, &req).await,
         (Method::POST, ["v2", "auth", "login"]) => auth::login(deps, &req).await,
         (Method::POST, ["v2", "auth", "logout"]) => auth::logout(deps, &req).await,
+        (Method::POST, ["v2", "auth", "logout_all"]) => auth::logout_all(deps, &req).await,
+        (Method::POST, ["v2", "auth", "password"]) => auth::change_password(deps, &req).await,
         (Method::POST, ["v2", "api_keys"]) => auth::create_api_key(deps, &req).await,
         (Method::GET, ["v2", "api_keys"]) => auth::list_api_keys(deps, &req).await,
         (Method::DELETE, ["v2", "api_keys", key_id]) => {
@@ -153,5 +201,48 @@ fn body_len(req: &Request) -> usize {
         Body::Text(t) => t.len(),
         Body::Binary(b) => b.len(),
         _ => 0,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_log_shows_route_templates_never_parameters() {
+        let id = "wh_5ecretSecretSecret";
+        assert_eq!(
+            route_template(&format!("/v2/webhooks/{id}/rotate")),
+            "/v2/webhooks/{}/rotate"
+        );
+        assert_eq!(
+            route_template("/v2/positions/BTC/USDT"),
+            "/v2/positions/{}/{}"
+        );
+        assert_eq!(route_template("/v2/orders"), "/v2/orders");
+        assert_eq!(route_template("/é€𝄞/../x"), "/{}/{}/{}");
+        assert_eq!(route_template(""), "/{}");
+    }
+
+    /// Every word of every path in the OpenAPI document is a route word, so a new route's
+    /// words are logged and not hidden as parameters (and the list cannot go stale).
+    #[test]
+    fn the_route_words_are_the_documents_words() {
+        let paths: Vec<&str> = OPENAPI_YAML
+            .lines()
+            .filter_map(|l| l.strip_prefix("  /"))
+            .filter_map(|l| l.strip_suffix(':'))
+            .collect();
+        assert!(paths.len() > 20, "{paths:?}");
+        for p in paths {
+            for segment in p.split('/') {
+                if !segment.starts_with('{') {
+                    assert!(
+                        ROUTE_WORDS.contains(&segment),
+                        "{segment} of /{p} is not in ROUTE_WORDS"
+                    );
+                }
+            }
+        }
     }
 }

@@ -268,12 +268,13 @@ pub async fn activities(
     };
     let date = query_time(req, "date")?;
     // The end of the day `date` names (checked: chrono panics on overflowing arithmetic).
-    let day_end = match date {
-        None => None,
-        Some(d) => Some(d.checked_add_days(chrono::Days::new(1)).ok_or_else(|| {
-            invalid_query("date", &d.to_rfc3339(), "a date with a day after it")
-        })?),
-    };
+    let day_end =
+        match date {
+            None => None,
+            Some(d) => Some(d.checked_add_days(chrono::Days::new(1)).ok_or_else(|| {
+                invalid_query("date", &d.to_rfc3339(), "a date with a day after it")
+            })?),
+        };
     let q = FillQuery {
         after: query_time(req, "after")?.or(date),
         until: query_time(req, "until")?.or(day_end),

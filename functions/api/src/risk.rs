@@ -55,7 +55,7 @@ pub async fn patch(deps: &Deps, req: &Request) -> Result<Response<Body>, ApiErro
     let patch: RiskPatch = json_body(req)?;
     Ok(json(
         200,
-        &risk_json(&app::risk::patch(deps, p.account_id, patch).await?),
+        &risk_json(&app::risk::patch(deps, &p, patch).await?),
     ))
 }
 
@@ -74,8 +74,5 @@ pub async fn kill(deps: &Deps, req: &Request) -> Result<Response<Body>, ApiError
 /// `DELETE /v2/account/kill` → 200 with the risk state, the switch off.
 pub async fn reset(deps: &Deps, req: &Request) -> Result<Response<Body>, ApiError> {
     let p = authenticate(deps, req).await?;
-    Ok(json(
-        200,
-        &risk_json(&app::risk::reset(deps, p.account_id).await?),
-    ))
+    Ok(json(200, &risk_json(&app::risk::reset(deps, &p).await?)))
 }

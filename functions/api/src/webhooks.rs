@@ -64,7 +64,7 @@ fn with_passphrase(req: &Request, w: &Webhook, passphrase: &str) -> Value {
 pub async fn create(deps: &Deps, req: &Request) -> Result<Response<Body>, ApiError> {
     let p = authenticate(deps, req).await?;
     let body: CreateWebhook = optional_json_body(req)?;
-    let w = app::webhooks::create(deps, p.account_id, body).await?;
+    let w = app::webhooks::create(deps, &p, body).await?;
     Ok(json(201, &with_passphrase(req, &w.webhook, &w.passphrase)))
 }
 
@@ -82,7 +82,7 @@ pub async fn list(deps: &Deps, req: &Request) -> Result<Response<Body>, ApiError
 /// `POST /v2/webhooks/{id}/rotate` → 200 with a new passphrase; the old one stops working.
 pub async fn rotate(deps: &Deps, req: &Request, id: &str) -> Result<Response<Body>, ApiError> {
     let p = authenticate(deps, req).await?;
-    let w = app::webhooks::rotate(deps, p.account_id, id).await?;
+    let w = app::webhooks::rotate(deps, &p, id).await?;
     Ok(json(200, &with_passphrase(req, &w.webhook, &w.passphrase)))
 }
 

@@ -101,9 +101,10 @@ async fn run() -> String {
     let passphrase = random_secret();
     let hook = deps
         .ledger
-        .create_webhook(account, "bench", &digest(&passphrase), None)
+        .create_webhook(account, "bench", &digest(&passphrase), None, 1)
         .await
-        .expect("webhook");
+        .expect("webhook")
+        .expect("the account's first webhook");
 
     let mut figures = Vec::new();
     let deps = &deps;

@@ -5,6 +5,7 @@ use std::time::Duration;
 
 use adapters::auth::{digest, new_key_id, random_secret};
 use adapters::cache::{Cache, Session};
+use adapters::config::SessionSettings;
 use adapters::connections::ConnectionTable;
 use aws_lambda_events::apigw::ApiGatewayWebsocketProxyRequest;
 use domain::realtime::ConnectionChange;
@@ -35,7 +36,10 @@ async fn fixture(max_connections: usize) -> Fixture {
                 user_id,
                 account_id,
             },
-            3600,
+            &SessionSettings {
+                ttl_secs: 3600,
+                max_lifetime_secs: 3600,
+            },
         )
         .await
         .expect("session stored");

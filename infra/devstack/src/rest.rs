@@ -176,15 +176,16 @@ async fn proxy(
 ) -> Response {
     let started = Instant::now();
     let method = req.method().clone();
-    let target = req
-        .uri()
-        .path_and_query()
-        .map(|p| p.as_str().to_string())
-        .unwrap_or_else(|| "/".into());
+    // The API Gateway resource, as its access log's `$context.resourcePath` shows it: never
+    // the path or the query, which can hold secrets (a webhook's id is its URL's secret).
+    let resource = match route(&method, req.uri().path()) {
+        Route::Webhook { .. } | Route::MissingMethod => "/v2/hooks/tradingview/{id}",
+        Route::Api => "/{proxy+}",
+    };
     let request_id = uuid::Uuid::new_v4().to_string();
     let resp = handle(&st, peer, req, &request_id).await;
     info!(
-        "{method} {target} {} {}ms",
+        "{method} {resource} {} {}ms",
         resp.status().as_u16(),
         started.elapsed().as_millis()
     );
@@ -265,7 +266,7 @@ async fn handle(st: &RestState, peer: SocketAddr, req: Request, request_id: &str
         ),
     };
     let Some(function) = function else {
-        warn!("no function configured for {} ({flag})", parts.uri.path());
+        warn!("no function configured for this route ({flag})");
         return gateway_error(
             StatusCode::BAD_GATEWAY,
             "Internal server error",

@@ -114,7 +114,8 @@ async fn upgrade(
     let ws = match ws {
         Ok(ws) => ws,
         Err(rejection) => {
-            debug!("ws: {uri} is not a WebSocket upgrade: {rejection}");
+            // The path only: the query can carry a session token.
+            debug!("ws: {} is not a WebSocket upgrade: {rejection}", uri.path());
             return rejection.into_response();
         }
     };

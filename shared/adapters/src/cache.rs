@@ -3,6 +3,7 @@
 //! here is derived or ephemeral; the ledger in Postgres is the truth.
 
 use std::collections::HashMap;
+use std::sync::LazyLock;
 use std::time::Duration;
 
 use domain::order::{NewOrder, OrderRef};
@@ -13,6 +14,7 @@ use redis::aio::ConnectionManager;
 use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
+use crate::config::SessionSettings;
 use crate::error::DependencyError;
 use crate::redis_conn::LazyRedis;
 
@@ -24,6 +26,37 @@ pub struct Session {
     pub user_id: Uuid,
     pub account_id: Uuid,
 }
+
+/// A session as stored: with its absolute deadline (Unix ms).
+#[derive(Serialize, Deserialize)]
+struct StoredSession {
+    user_id: Uuid,
+    account_id: Uuid,
+    deadline_ms: u64,
+}
+
+/// Returns the session and slides its expiry to ARGV[1] ms, never past its deadline; a
+/// session past its deadline (or without one: written before deadlines existed) is deleted.
+/// KEYS[1] the session. Redis' clock, so instances with skewed clocks agree.
+const TOUCH_SESSION_LUA: &str = r"
+local v = redis.call('GET', KEYS[1])
+if not v then return false end
+local ok, s = pcall(cjson.decode, v)
+local deadline = ok and type(s) == 'table' and tonumber(s.deadline_ms) or nil
+local t = redis.call('TIME')
+local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+if deadline == nil or deadline <= now then
+  redis.call('DEL', KEYS[1])
+  return false
+end
+local ttl = tonumber(ARGV[1])
+if deadline - now < ttl then ttl = deadline - now end
+redis.call('PEXPIRE', KEYS[1], ttl)
+return v
+";
+
+static TOUCH_SESSION: LazyLock<redis::Script> =
+    LazyLock::new(|| redis::Script::new(TOUCH_SESSION_LUA));
 
 /// The outcome of recording an accepted order.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -130,41 +163,113 @@ impl Cache {
     }
 
     // ---- sessions ------------------------------------------------------------------
+    //
+    // A session is `{p}sess:{digest}`: JSON of its user, account and absolute deadline
+    // (`deadline_ms`, Unix ms), expiring after the sliding TTL but never after the deadline.
+    // `{p}usess:{user}` is the set of the user's session digests, so that revoking them all
+    // is one call; it lives as long as the newest session may. A digest in the set whose
+    // session has expired is harmless (revoking deletes a missing key).
 
     fn session_key(&self, token_digest: &str) -> String {
         self.keys.session(token_digest)
     }
 
+    /// Opens a session: it slides by `times.ttl_secs` on use and ends at the latest
+    /// `times.max_lifetime_secs` from now, whatever its use.
     pub async fn put_session(
         &self,
         token_digest: &str,
         s: &Session,
-        ttl_secs: u64,
+        times: &SessionSettings,
     ) -> Result<(), DependencyError> {
-        let ttl_ms = ttl_secs.saturating_mul(1000);
-        self.set_json(self.session_key(token_digest), s, ttl_ms)
+        let lifetime_ms = times.max_lifetime_secs.saturating_mul(1000).max(1);
+        let ttl_ms = times.ttl_secs.saturating_mul(1000).clamp(1, lifetime_ms);
+        let mut c = self.conn().await?;
+        let (now_s, now_us): (u64, u64) = redis::cmd("TIME")
+            .query_async(&mut c)
             .await
+            .map_err(DependencyError::redis)?;
+        let now_ms = now_s.saturating_mul(1000).saturating_add(now_us / 1000);
+        let stored = StoredSession {
+            user_id: s.user_id,
+            account_id: s.account_id,
+            deadline_ms: now_ms.saturating_add(lifetime_ms),
+        };
+        let value = serde_json::to_string(&stored).map_err(DependencyError::redis)?;
+        let index = self.keys.user_sessions(s.user_id);
+        // Two keys in two hash slots: separate commands (ElastiCache Serverless refuses a
+        // transaction across slots); the index is written first, so no session exists that
+        // a revocation cannot find.
+        redis::pipe()
+            .cmd("SADD")
+            .arg(&index)
+            .arg(token_digest)
+            .ignore()
+            .cmd("PEXPIRE")
+            .arg(&index)
+            .arg(lifetime_ms)
+            .ignore()
+            .cmd("SET")
+            .arg(self.session_key(token_digest))
+            .arg(value)
+            .arg("PX")
+            .arg(ttl_ms)
+            .ignore()
+            .query_async::<()>(&mut c)
+            .await
+            .map_err(DependencyError::redis)
     }
 
-    /// Looks a session up and slides its expiry forward, in one round trip.
+    /// Looks a session up and slides its expiry forward (never past its deadline), in one
+    /// round trip.
     pub async fn touch_session(
         &self,
         token_digest: &str,
         ttl_secs: u64,
     ) -> Result<Option<Session>, DependencyError> {
         let mut c = self.conn().await?;
-        let raw: Option<String> = redis::cmd("GETEX")
-            .arg(self.session_key(token_digest))
-            .arg("EX")
-            .arg(ttl_secs)
-            .query_async(&mut c)
+        let raw: Option<String> = TOUCH_SESSION
+            .key(self.session_key(token_digest))
+            .arg(ttl_secs.saturating_mul(1000).max(1))
+            .invoke_async(&mut c)
             .await
             .map_err(DependencyError::redis)?;
-        Ok(raw.and_then(|r| serde_json::from_str(&r).ok()))
+        Ok(raw
+            .and_then(|r| serde_json::from_str::<StoredSession>(&r).ok())
+            .map(|s| Session {
+                user_id: s.user_id,
+                account_id: s.account_id,
+            }))
     }
 
     pub async fn delete_session(&self, token_digest: &str) -> Result<bool, DependencyError> {
         Ok(self.redis.del(self.session_key(token_digest)).await? > 0)
+    }
+
+    /// Ends every session of the user; returns how many were live.
+    pub async fn revoke_user_sessions(&self, user_id: Uuid) -> Result<u64, DependencyError> {
+        let mut c = self.conn().await?;
+        let index = self.keys.user_sessions(user_id);
+        let digests: Vec<String> = redis::cmd("SMEMBERS")
+            .arg(&index)
+            .query_async(&mut c)
+            .await
+            .map_err(DependencyError::redis)?;
+        if digests.is_empty() {
+            return Ok(0);
+        }
+        // One DEL per session (each its own slot), then only the digests read are taken
+        // out of the index: a session opened meanwhile stays in it, revocable.
+        let mut pipe = redis::pipe();
+        for d in &digests {
+            pipe.cmd("DEL").arg(self.session_key(d));
+        }
+        pipe.cmd("SREM").arg(&index).arg(&digests).ignore();
+        let deleted: Vec<u64> = pipe
+            .query_async(&mut c)
+            .await
+            .map_err(DependencyError::redis)?;
+        Ok(deleted.iter().sum())
     }
 
     // ---- orders accepted but not yet applied -----------------------------------------

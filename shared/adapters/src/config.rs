@@ -95,6 +95,9 @@ impl TradingSettings {
 pub struct SessionSettings {
     /// `SESSION_TTL_SECS` (default 86400): sliding expiry of login sessions.
     pub ttl_secs: u64,
+    /// `SESSION_MAX_LIFETIME_SECS` (default 604800, 7 days): a session ends this long after
+    /// login however often it is used.
+    pub max_lifetime_secs: u64,
 }
 
 /// The WebSocket connections and how to reach them.
@@ -232,6 +235,7 @@ impl Config {
             trading: TradingSettings::from_env()?,
             sessions: SessionSettings {
                 ttl_secs: parsed("SESSION_TTL_SECS", 86_400)?,
+                max_lifetime_secs: parsed("SESSION_MAX_LIFETIME_SECS", 604_800)?,
             },
             connections: ConnectionsSettings::from_env(),
             websocket: WebSocketLimits {

@@ -52,6 +52,11 @@ impl Keyspace {
         self.name(format_args!("sess:{token_digest}"))
     }
 
+    /// The digests of a user's sessions (a set), so that they can be revoked together.
+    pub fn user_sessions(&self, user_id: Uuid) -> String {
+        self.name(format_args!("usess:{user_id}"))
+    }
+
     /// The account's orders accepted but not yet applied by the executor.
     pub fn pending_orders(&self, account_id: Uuid) -> String {
         self.name(format_args!("pending:{account_id}"))

@@ -369,6 +369,89 @@ impl Ledger {
             .map_err(pg)
     }
 
+    pub async fn credentials_by_user(
+        &self,
+        user_id: Uuid,
+    ) -> Result<Option<UserCredentials>, DependencyError> {
+        sqlx::query_as(
+            "SELECT u.id AS user_id, a.id AS account_id, u.password_hash FROM users u JOIN accounts a ON a.user_id = u.id WHERE u.id = $1",
+        )
+        .bind(user_id)
+        .fetch_optional(&self.pool)
+        .await
+        .map_err(pg)
+    }
+
+    /// Replaces the user's password hash; false when there is no such user.
+    pub async fn set_password_hash(
+        &self,
+        user_id: Uuid,
+        password_hash: &str,
+    ) -> Result<bool, DependencyError> {
+        self.changed_one(
+            sqlx::query("UPDATE users SET password_hash = $2 WHERE id = $1")
+                .bind(user_id)
+                .bind(password_hash),
+        )
+        .await
+    }
+
+    /// Runs one statement; whether it changed exactly one row.
+    pub(crate) async fn changed_one(
+        &self,
+        statement: sqlx::query::Query<'_, sqlx::Postgres, sqlx::postgres::PgArguments>,
+    ) -> Result<bool, DependencyError> {
+        let done = statement.execute(&self.pool).await.map_err(pg)?;
+        Ok(done.rows_affected() == 1)
+    }
+
+    /// A transaction holding the advisory lock of `(scope, id)` until it ends: what runs in
+    /// it runs one at a time per id (a count checked against a cap, then an insert).
+    pub(crate) async fn serialized(
+        &self,
+        scope: &str,
+        id: Uuid,
+    ) -> Result<sqlx::Transaction<'_, sqlx::Postgres>, DependencyError> {
+        let mut tx = self.pool.begin().await.map_err(pg)?;
+        sqlx::query("SELECT pg_advisory_xact_lock(hashtextextended($1 || ':' || $2::text, 0))")
+            .bind(scope)
+            .bind(id)
+            .execute(&mut *tx)
+            .await
+            .map_err(pg)?;
+        Ok(tx)
+    }
+
+    /// A new API key, unless the user has `max_live` live keys already (then `None`).
+    /// Creations for one user are serialized by a transaction-scoped advisory lock, so
+    /// concurrent ones cannot pass the cap together.
+    pub async fn insert_api_key_capped(
+        &self,
+        key_id: &str,
+        user_id: Uuid,
+        account_id: Uuid,
+        secret_hash: &str,
+        max_live: i64,
+    ) -> Result<Option<DateTime<Utc>>, DependencyError> {
+        let mut tx = self.serialized("api_keys", user_id).await?;
+        let created: Option<DateTime<Utc>> = sqlx::query_scalar(
+            "INSERT INTO api_keys (key_id, user_id, account_id, secret_hash)
+             SELECT $1, $2, $3, $4
+             WHERE (SELECT count(*) FROM api_keys WHERE user_id = $2 AND revoked_at IS NULL) < $5
+             RETURNING created_at",
+        )
+        .bind(key_id)
+        .bind(user_id)
+        .bind(account_id)
+        .bind(secret_hash)
+        .bind(max_live)
+        .fetch_optional(&mut *tx)
+        .await
+        .map_err(pg)?;
+        tx.commit().await.map_err(pg)?;
+        Ok(created)
+    }
+
     pub async fn insert_api_key(
         &self,
         key_id: &str,
@@ -384,6 +467,17 @@ impl Ledger {
             .fetch_one(&self.pool)
             .await
             .map_err(pg)
+    }
+
+    /// Revokes every live key of the user; returns the ids revoked.
+    pub async fn revoke_api_keys(&self, user_id: Uuid) -> Result<Vec<String>, DependencyError> {
+        sqlx::query_scalar(
+            "UPDATE api_keys SET revoked_at = now() WHERE user_id = $1 AND revoked_at IS NULL RETURNING key_id",
+        )
+        .bind(user_id)
+        .fetch_all(&self.pool)
+        .await
+        .map_err(pg)
     }
 
     fn api_key_from_row(r: &PgRow) -> Result<ApiKeyRecord, sqlx::Error> {
@@ -423,13 +517,12 @@ impl Ledger {
         user_id: Uuid,
         key_id: &str,
     ) -> Result<bool, DependencyError> {
-        let r = sqlx::query("UPDATE api_keys SET revoked_at = now() WHERE key_id = $1 AND user_id = $2 AND revoked_at IS NULL")
-            .bind(key_id)
-            .bind(user_id)
-            .execute(&self.pool)
-            .await
-            .map_err(pg)?;
-        Ok(r.rows_affected() == 1)
+        self.changed_one(
+            sqlx::query("UPDATE api_keys SET revoked_at = now() WHERE key_id = $1 AND user_id = $2 AND revoked_at IS NULL")
+                .bind(key_id)
+                .bind(user_id),
+        )
+        .await
     }
 
     // ---- reads ---------------------------------------------------------------------------

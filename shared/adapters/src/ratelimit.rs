@@ -17,29 +17,36 @@
 //!
 //! # Login backoff ([`LoginGuard`])
 //!
-//! Failed logins are counted per email and per source IP, each under its own [`Backoff`]:
-//! - the first `free_attempts` failures are free;
-//! - failure number `n > free_attempts` blocks the subject for
-//!   `base_secs * 2^(n - free_attempts)` seconds from that failure, capped at `max_secs`
-//!   (with the defaults: failures 1–5 free, the 6th blocks 2 s, the 7th 4 s, the 8th 8 s, …,
-//!   the 14th and later 900 s);
-//! - the count is forgotten once `window_secs` pass without a failure (the key lives
-//!   `max(window_secs, max_secs)` after the last failure, so no block is cut short);
-//! - a success clears the email's count, not the IP's: one user logging in must not lift
-//!   a block that an address earned by guessing at other accounts.
+//! Login attempts are counted per email *from one address* and per source address, each
+//! under its own [`Backoff`]:
+//! - an attempt is counted before its password is verified, by one Lua script per counter
+//!   that checks the block and counts in one step, so N parallel guesses get no more
+//!   verifications than N sequential ones; a success then takes its attempt back (the
+//!   address's count) or clears the count (the email's from that address);
+//! - the first `free_attempts` failures are free; failure number `n > free_attempts`
+//!   blocks the subject for `base_secs * 2^(n - free_attempts)` seconds from that failure,
+//!   capped at `max_secs` (with the defaults: failures 1–5 free, the 6th blocks 2 s, the 7th
+//!   4 s, …, the 14th and later 900 s);
+//! - the count is forgotten once `window_secs` pass without an attempt (the key lives
+//!   `max(window_secs, max_secs)` after the last one, so no block is cut short);
+//! - the email is counted per address, not globally: someone guessing at a victim's email
+//!   from their addresses blocks those addresses, while the victim can still log in from an
+//!   address that has not failed. The per-address count bounds what one address can guess
+//!   across all emails.
 //!
-//! Defaults ([`LoginPolicy::default`]): per email 5 free attempts, per IP 20 (many users may
-//! share an address behind a NAT or proxy); both with base 1 s, cap 900 s, window 900 s.
+//! Defaults ([`LoginPolicy::default`]): per email and address 5 free attempts, per address
+//! 20 (many users may share an address behind a NAT or proxy); both with base 1 s, cap
+//! 900 s, window 900 s.
 //!
-//! Callers [`check`](LoginGuard::check) before verifying a password and refuse (429 with
-//! `Retry-After`) while blocked, so attempts during a block are neither verified nor counted;
-//! then they record the outcome. The guard knows nothing about users: an unknown email is
-//! counted and blocked exactly like a known one, so its answers never reveal whether an
-//! account exists. Emails are normalized (trimmed, lower case) and hashed (SHA-256, hex)
-//! before they become part of a key, so no email address is stored in Redis.
+//! An attempt refused while blocked (429 with `Retry-After`) is neither verified nor
+//! counted. The guard knows nothing about users: an unknown email is counted and blocked
+//! exactly like a known one, so its answers never reveal whether an account exists. Emails
+//! are normalized (trimmed, lower case) and hashed with the address (SHA-256, hex) before
+//! they become part of a key, so no email address is stored in Redis.
 //!
-//! Layout under the key prefix `{p}`: `{p}login:email:{sha256 hex}` and `{p}login:ip:{ip}`,
-//! hashes with the failure count `n` and the time of the last failure `last` (ms).
+//! Layout under the key prefix `{p}`: `{p}login:email:{sha256 hex of email and address}` and
+//! `{p}login:ip:{ip}`, hashes with the attempt count `n` and the time of the last attempt
+//! `last` (ms). Each script touches one key, as ElastiCache Serverless requires.
 
 use crate::keyspace::Keyspace;
 use std::sync::{Arc, LazyLock};
@@ -55,8 +62,9 @@ use crate::redis_conn::LazyRedis;
 /// Redis commands slower than this fail: a limiter must not hold requests up.
 const RESPONSE_TIMEOUT: Duration = Duration::from_secs(2);
 
-/// Refills a bucket, then takes one token if there is one.
-/// KEYS[1] bucket; ARGV[1] burst, ARGV[2] per_minute (both > 0).
+/// Refills a bucket, then takes one token if there is one (with ARGV[3] = 0 only looks:
+/// nothing is taken or written).
+/// KEYS[1] bucket; ARGV[1] burst, ARGV[2] per_minute (both > 0), ARGV[3] 1 to take.
 /// Returns `{1, tokens left (floored)}` or `{0, ms until one token is back (ceiled)}`.
 const TAKE_LUA: &str = r"
 local burst = tonumber(ARGV[1])
@@ -76,6 +84,9 @@ if elapsed < 0 then elapsed = 0 end
 tokens = tokens + elapsed * per_minute / 60000
 -- Also clamps a bucket stored under a larger burst than today's.
 if tokens > burst then tokens = burst end
+if tokens >= 1 and ARGV[3] == '0' then
+  return {1, math.floor(tokens)}
+end
 if tokens >= 1 then
   tokens = tokens - 1
   redis.call('HSET', KEYS[1], 'tokens', tokens, 'ts', now)
@@ -89,22 +100,42 @@ if wait_ms < 1 then wait_ms = 1 end
 return {0, wait_ms}
 ";
 
-/// Counts one failure on each key, stamped with Redis' clock.
-/// KEYS[i] a subject's hash; ARGV[i] its lifetime in ms.
-const FAIL_LUA: &str = r"
+/// Checks a subject's block and, unless blocked, counts the attempt, in one step.
+/// KEYS[1] the subject's hash; ARGV[1] its lifetime in ms; ARGV[2], ARGV[3], … the block in
+/// ms after the (free+1)th, (free+2)th, … failure ([`Backoff::block_secs`]; the last one
+/// holds for every later failure; none: blocking off); ARGV[#ARGV] the free attempts.
+/// Returns 0 (counted) or the ms left of the block (refused, not counted).
+const ATTEMPT_LUA: &str = r"
 local t = redis.call('TIME')
 local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
-for i, key in ipairs(KEYS) do
-  redis.call('HINCRBY', key, 'n', 1)
-  redis.call('HSET', key, 'last', now)
-  redis.call('PEXPIRE', key, ARGV[i])
+local state = redis.call('HMGET', KEYS[1], 'n', 'last')
+local n = tonumber(state[1]) or 0
+local last = tonumber(state[2]) or 0
+local free = tonumber(ARGV[#ARGV])
+local blocks = #ARGV - 2
+local beyond = n - free
+if beyond > 0 and blocks > 0 then
+  local i = beyond
+  if i > blocks then i = blocks end
+  local until_ms = last + tonumber(ARGV[1 + i])
+  if until_ms > now then return until_ms - now end
 end
+redis.call('HSET', KEYS[1], 'n', n + 1, 'last', now)
+redis.call('PEXPIRE', KEYS[1], ARGV[1])
+return 0
+";
+
+/// Takes one counted attempt back. KEYS[1] the subject's hash.
+const UNCOUNT_LUA: &str = r"
+local n = tonumber(redis.call('HGET', KEYS[1], 'n'))
+if n and n > 0 then redis.call('HINCRBY', KEYS[1], 'n', -1) end
 return 1
 ";
 
 // Built once: `Script::new` hashes the text, and EVALSHA sends only the hash.
 static TAKE: LazyLock<Script> = LazyLock::new(|| Script::new(TAKE_LUA));
-static FAIL: LazyLock<Script> = LazyLock::new(|| Script::new(FAIL_LUA));
+static ATTEMPT: LazyLock<Script> = LazyLock::new(|| Script::new(ATTEMPT_LUA));
+static UNCOUNT: LazyLock<Script> = LazyLock::new(|| Script::new(UNCOUNT_LUA));
 
 /// A token bucket's size and refill rate. Integers, so configuration never carries floats.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -179,6 +210,26 @@ impl RateLimiter {
         subject: &str,
         spec: BucketSpec,
     ) -> Result<Decision, DependencyError> {
+        self.invoke(name, subject, spec, true).await
+    }
+
+    /// What [`take`](Self::take) would answer now, taking nothing.
+    pub async fn peek(
+        &self,
+        name: &str,
+        subject: &str,
+        spec: BucketSpec,
+    ) -> Result<Decision, DependencyError> {
+        self.invoke(name, subject, spec, false).await
+    }
+
+    async fn invoke(
+        &self,
+        name: &str,
+        subject: &str,
+        spec: BucketSpec,
+        take: bool,
+    ) -> Result<Decision, DependencyError> {
         if spec.is_off() {
             return Ok(Decision::Allowed {
                 remaining: u32::MAX,
@@ -189,6 +240,7 @@ impl RateLimiter {
             .key(self.key(name, subject))
             .arg(spec.burst)
             .arg(spec.per_minute)
+            .arg(u8::from(take))
             .invoke_async(&mut c)
             .await
             .map_err(DependencyError::redis)?;
@@ -249,6 +301,24 @@ impl Backoff {
         (until_ms > now_ms).then(|| (until_ms - now_ms).div_ceil(1000))
     }
 
+    /// The blocks (ms) after the first failure beyond the free ones, the second…, up to
+    /// the first that reaches the cap (which holds from then on); empty when blocking is off.
+    fn block_table_ms(&self) -> Vec<u64> {
+        let mut table = Vec::new();
+        if self.base_secs == 0 {
+            return table;
+        }
+        let free = u64::from(self.free_attempts);
+        for beyond in 1..=64u64 {
+            let secs = self.block_secs(free.saturating_add(beyond));
+            table.push(secs.saturating_mul(1000));
+            if secs >= self.max_secs {
+                break;
+            }
+        }
+        table
+    }
+
     /// How long a subject's failures are kept after the last one: the window, but never
     /// less than the longest block so a block is never cut short.
     fn ttl_ms(&self) -> u64 {
@@ -259,7 +329,7 @@ impl Backoff {
     }
 }
 
-/// Login backoff per email and per source IP.
+/// Login backoff per email from one address, and per address.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct LoginPolicy {
     pub email: Backoff,
@@ -285,9 +355,6 @@ impl Default for LoginPolicy {
         }
     }
 }
-
-/// A subject's failure count and the time of its last failure (ms), absent if none.
-type Failures = (Option<u64>, Option<u64>);
 
 /// Login backoff in Redis. See the module documentation for the policy.
 pub struct LoginGuard {
@@ -315,14 +382,18 @@ impl LoginGuard {
         &self.policy
     }
 
-    /// The key counting failures for `email`: its normalized form hashed, never the address.
-    pub fn email_key(&self, email: &str) -> String {
+    /// The key counting attempts at `email` from `ip`: the normalized email and the address
+    /// hashed together, never the email itself.
+    pub fn email_key(&self, email: &str, ip: &str) -> String {
         let normalized = email.trim().to_lowercase();
-        self.keys
-            .login_email(&hex::encode(Sha256::digest(normalized.as_bytes())))
+        let mut h = Sha256::new();
+        h.update(normalized.as_bytes());
+        h.update([0]);
+        h.update(ip.trim().as_bytes());
+        self.keys.login_email(&hex::encode(h.finalize()))
     }
 
-    /// The key counting failures from `ip`.
+    /// The key counting attempts from `ip`.
     pub fn ip_key(&self, ip: &str) -> String {
         self.keys.login_ip(ip.trim())
     }
@@ -331,55 +402,60 @@ impl LoginGuard {
         self.redis.conn().await
     }
 
-    /// `Some(retry_after_secs)` if the email or the IP is blocked now (the longer of the two
-    /// blocks), `None` if a login may be tried.
-    pub async fn check(&self, email: &str, ip: &str) -> Result<Option<u64>, DependencyError> {
+    /// Counts a login attempt before its password is verified: `Some(retry_after_secs)` if
+    /// the address, or the email from this address, is blocked (then nothing is counted),
+    /// `None` if the password may be verified. Follow a success with
+    /// [`succeeded`](Self::succeeded); a failure needs nothing more.
+    pub async fn attempt(&self, email: &str, ip: &str) -> Result<Option<u64>, DependencyError> {
         let mut c = self.conn().await?;
-        let ((email_n, email_last), (ip_n, ip_last), (secs, micros)): (
-            Failures,
-            Failures,
-            (u64, u64),
-        ) = redis::pipe()
-            .cmd("HMGET")
-            .arg(self.email_key(email))
-            .arg("n")
-            .arg("last")
-            .cmd("HMGET")
-            .arg(self.ip_key(ip))
-            .arg("n")
-            .arg("last")
-            .cmd("TIME")
-            .query_async(&mut c)
-            .await
-            .map_err(DependencyError::redis)?;
-        let now_ms = secs.saturating_mul(1000).saturating_add(micros / 1000);
-        let blocked = |backoff: &Backoff, n: Option<u64>, last: Option<u64>| match (n, last) {
-            (Some(n), Some(last)) => backoff.retry_after_secs(n, last, now_ms),
-            _ => None,
-        };
-        Ok(blocked(&self.policy.email, email_n, email_last)
-            .into_iter()
-            .chain(blocked(&self.policy.ip, ip_n, ip_last))
-            .max())
+        let ip_key = self.ip_key(ip);
+        if let Some(secs) = self.count(&mut c, &ip_key, &self.policy.ip).await? {
+            return Ok(Some(secs));
+        }
+        let email_key = self.email_key(email, ip);
+        match self.count(&mut c, &email_key, &self.policy.email).await? {
+            None => Ok(None),
+            Some(secs) => {
+                self.uncount(&mut c, &ip_key).await?;
+                Ok(Some(secs))
+            }
+        }
     }
 
-    /// Counts a failed login against both the email and the IP, in one atomic script.
-    pub async fn record_failure(&self, email: &str, ip: &str) -> Result<(), DependencyError> {
+    /// After a verified password: the email's count from this address is cleared, and the
+    /// address gets its attempt back (its other failures stay: one user logging in says
+    /// nothing about the other accounts guessed at from there).
+    pub async fn succeeded(&self, email: &str, ip: &str) -> Result<(), DependencyError> {
+        self.redis.del(self.email_key(email, ip)).await?;
         let mut c = self.conn().await?;
-        FAIL.key(self.email_key(email))
-            .key(self.ip_key(ip))
-            .arg(self.policy.email.ttl_ms())
-            .arg(self.policy.ip.ttl_ms())
-            .invoke_async::<i64>(&mut c)
-            .await
-            .map_err(DependencyError::redis)?;
-        Ok(())
+        self.uncount(&mut c, &self.ip_key(ip)).await
     }
 
-    /// Clears the email's failures after a successful login. The IP's stay: a success by
-    /// one user says nothing about the other accounts guessed at from that address.
-    pub async fn record_success(&self, email: &str, _ip: &str) -> Result<(), DependencyError> {
-        self.redis.del(self.email_key(email)).await?;
+    async fn count(
+        &self,
+        c: &mut ConnectionManager,
+        key: &str,
+        backoff: &Backoff,
+    ) -> Result<Option<u64>, DependencyError> {
+        let mut invocation = ATTEMPT.key(key);
+        invocation.arg(backoff.ttl_ms());
+        for ms in backoff.block_table_ms() {
+            invocation.arg(ms);
+        }
+        invocation.arg(backoff.free_attempts);
+        let left_ms: i64 = invocation
+            .invoke_async(c)
+            .await
+            .map_err(DependencyError::redis)?;
+        Ok((left_ms > 0).then(|| ceil_secs(left_ms)))
+    }
+
+    async fn uncount(&self, c: &mut ConnectionManager, key: &str) -> Result<(), DependencyError> {
+        UNCOUNT
+            .key(key)
+            .invoke_async::<i64>(c)
+            .await
+            .map_err(DependencyError::redis)?;
         Ok(())
     }
 }
@@ -487,10 +563,26 @@ mod tests {
     }
 
     #[test]
+    fn block_tables_follow_the_backoff_up_to_the_cap() {
+        let b = LoginPolicy::default().email;
+        let t = b.block_table_ms();
+        assert_eq!(t[..3], [2000, 4000, 8000]);
+        assert_eq!(*t.last().unwrap(), 900_000, "ends at the cap");
+        assert_eq!(t.len(), 10);
+        let off = Backoff { base_secs: 0, ..b };
+        assert!(off.block_table_ms().is_empty());
+    }
+
+    #[test]
     fn emails_are_normalized_and_hashed_in_keys() {
         let g = LoginGuard::new("redis://127.0.0.1:1", "p:", LoginPolicy::default()).unwrap();
-        let k = g.email_key(" Alice@Example.com ");
-        assert_eq!(k, g.email_key("alice@example.com"));
+        let k = g.email_key(" Alice@Example.com ", "10.0.0.1");
+        assert_eq!(k, g.email_key("alice@example.com", " 10.0.0.1"));
+        assert_ne!(
+            k,
+            g.email_key("alice@example.com", "10.0.0.2"),
+            "per address"
+        );
         assert!(k.starts_with("p:login:email:"));
         assert!(!k.contains('@') && !k.contains("alice"));
         assert_eq!(k.len(), "p:login:email:".len() + 64);

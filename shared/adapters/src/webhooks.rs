@@ -81,15 +81,22 @@ fn delivery_from_row(r: &PgRow) -> Result<Delivery, sqlx::Error> {
 
 impl Ledger {
     /// Stores a new webhook of the account.
+    /// A new webhook, unless the account has `max_live` live webhooks already (then
+    /// `None`). Creations for one account are serialized by a transaction-scoped advisory
+    /// lock, so concurrent ones cannot pass the cap together.
     pub async fn create_webhook(
         &self,
         account_id: Uuid,
         name: &str,
         passphrase_hash: &str,
         allowed_ips: Option<&[String]>,
-    ) -> Result<Webhook, DependencyError> {
+        max_live: i64,
+    ) -> Result<Option<Webhook>, DependencyError> {
+        let mut tx = self.serialized("webhooks", account_id).await?;
         let row = sqlx::query(&format!(
-            "INSERT INTO webhooks (id, account_id, name, passphrase_hash, allowed_ips) VALUES ($1, $2, $3, $4, $5)
+            "INSERT INTO webhooks (id, account_id, name, passphrase_hash, allowed_ips)
+             SELECT $1, $2, $3, $4, $5
+             WHERE (SELECT count(*) FROM webhooks WHERE account_id = $2 AND deleted_at IS NULL) < $6
              RETURNING {WEBHOOK_COLUMNS}"
         ))
         .bind(new_webhook_id())
@@ -97,10 +104,12 @@ impl Ledger {
         .bind(name)
         .bind(passphrase_hash)
         .bind(allowed_ips)
-        .fetch_one(self.pool())
+        .bind(max_live)
+        .fetch_optional(&mut *tx)
         .await
         .map_err(pg)?;
-        webhook_from_row(&row).map_err(pg)
+        tx.commit().await.map_err(pg)?;
+        row.as_ref().map(webhook_from_row).transpose().map_err(pg)
     }
 
     /// The account's live webhooks, oldest first.
@@ -157,15 +166,14 @@ impl Ledger {
         account_id: Uuid,
         id: &str,
     ) -> Result<bool, DependencyError> {
-        let done = sqlx::query(
-            "UPDATE webhooks SET deleted_at = now() WHERE id = $1 AND account_id = $2 AND deleted_at IS NULL",
+        self.changed_one(
+            sqlx::query(
+                "UPDATE webhooks SET deleted_at = now() WHERE id = $1 AND account_id = $2 AND deleted_at IS NULL",
+            )
+            .bind(id)
+            .bind(account_id),
         )
-        .bind(id)
-        .bind(account_id)
-        .execute(self.pool())
         .await
-        .map_err(pg)?;
-        Ok(done.rows_affected() == 1)
     }
 
     pub async fn record_delivery(&self, d: &Delivery) -> Result<(), DependencyError> {

@@ -1,6 +1,7 @@
 //! The ledger, cache and queue against real PostgreSQL, Redis and moto (`make test`).
 
 use adapters::cache::{PendingPut, Session};
+use adapters::config::SessionSettings;
 use adapters::ledger::{FillQuery, OrderQuery, SignupError, StatusFilter};
 use adapters::queue::CommandQueue;
 use chrono::Utc;
@@ -173,7 +174,11 @@ async fn cache_sessions_and_pending_orders() {
         user_id: Uuid::new_v4(),
         account_id: Uuid::new_v4(),
     };
-    cache.put_session("d1", &s, 60).await.unwrap();
+    let times = SessionSettings {
+        ttl_secs: 60,
+        max_lifetime_secs: 600,
+    };
+    cache.put_session("d1", &s, &times).await.unwrap();
     assert_eq!(cache.touch_session("d1", 60).await.unwrap(), Some(s));
     assert!(cache.delete_session("d1").await.unwrap());
     assert_eq!(cache.touch_session("d1", 60).await.unwrap(), None);

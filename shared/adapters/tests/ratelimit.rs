@@ -179,11 +179,7 @@ async fn bucket_keys_carry_the_prefix_and_expire_once_full_again() {
     assert_eq!(rl.key("orders", "acct-9"), key);
     assert_eq!(keys_under(rl.prefix()).await, vec![key.clone()]);
     let mut c = raw().await;
-    let ttl: i64 = redis::cmd("PTTL")
-        .arg(&key)
-        .query_async(&mut c)
-        .await
-        .unwrap();
+    let ttl = testkit::pttl(&mut c, &key).await;
     assert!(ttl > 0 && ttl <= 1_000, "expires when full again: {ttl} ms");
 }
 
@@ -233,31 +229,55 @@ fn small_policy() -> LoginPolicy {
     }
 }
 
+/// `n` failed attempts (counted, then not followed by a success).
+async fn fail(g: &LoginGuard, email: &str, ip: &str, n: usize) {
+    for i in 0..n {
+        assert_eq!(
+            g.attempt(email, ip).await.unwrap(),
+            None,
+            "attempt {i} allowed"
+        );
+    }
+}
+
 #[tokio::test]
 async fn free_attempts_then_blocks_that_grow() {
     let g = guard(LoginPolicy::default());
     let (email, ip) = (unique_email(), unique_ip());
-    for _ in 0..5 {
-        assert_eq!(g.check(&email, &ip).await.unwrap(), None);
-        g.record_failure(&email, &ip).await.unwrap();
-    }
-    assert_eq!(
-        g.check(&email, &ip).await.unwrap(),
-        None,
-        "5 failures are free"
-    );
+    fail(&g, &email, &ip, 5).await;
+    // The 6th attempt is still verified (5 failures are free); it fails too.
+    assert_eq!(g.attempt(&email, &ip).await.unwrap(), None);
+    let first = g.attempt(&email, &ip).await.unwrap().expect("blocked");
+    assert!((1..=2).contains(&first), "{first}");
+    // Refused attempts are not counted: the block does not grow while it holds.
+    let again = g
+        .attempt(&email, &ip)
+        .await
+        .unwrap()
+        .expect("still blocked");
+    assert!(again <= first, "{again} <= {first}");
 
-    g.record_failure(&email, &ip).await.unwrap();
-    let first = g.check(&email, &ip).await.unwrap().expect("blocked");
-    assert!(first >= 1);
-    g.record_failure(&email, &ip).await.unwrap();
-    let second = g.check(&email, &ip).await.unwrap().expect("still blocked");
-    assert!(second > first, "{second} > {first}");
+    // The block is the email's from this address: from another address the same email may
+    // be tried (a victim locked out by someone else's guesses can still log in).
+    assert_eq!(g.attempt(&email, &unique_ip()).await.unwrap(), None);
+    // And another email from this address may be tried too.
+    assert_eq!(g.attempt(&unique_email(), &ip).await.unwrap(), None);
+}
 
-    // The block is the email's: the same email from elsewhere is blocked too.
-    assert!(g.check(&email, &unique_ip()).await.unwrap().is_some());
-    // And not another email's from the same address.
-    assert_eq!(g.check(&unique_email(), &ip).await.unwrap(), None);
+#[tokio::test]
+async fn parallel_guesses_get_no_more_tries_than_sequential_ones() {
+    let policy = LoginPolicy::default();
+    let g = guard(policy);
+    let (email, ip) = (unique_email(), unique_ip());
+    // 50 guesses at once, each counted before its password would be verified.
+    let attempts = futures_util::future::join_all((0..50).map(|_| g.attempt(&email, &ip))).await;
+    let verified = attempts
+        .iter()
+        .filter(|a| a.as_ref().unwrap().is_none())
+        .count();
+    // Sequentially: the free attempts and the one that earns the first block.
+    let sequential = policy.email.free_attempts as usize + 1;
+    assert_eq!(verified, sequential, "{attempts:?}");
 }
 
 #[tokio::test]
@@ -272,12 +292,12 @@ async fn a_block_ends_after_its_time() {
         ..small_policy()
     });
     let (email, ip) = (unique_email(), unique_ip());
-    g.record_failure(&email, &ip).await.unwrap();
-    assert_eq!(g.check(&email, &ip).await.unwrap(), Some(1));
+    fail(&g, &email, &ip, 1).await;
+    assert_eq!(g.attempt(&email, &ip).await.unwrap(), Some(1));
     let mut cleared = false;
     for _ in 0..20 {
         tokio::time::sleep(Duration::from_millis(250)).await;
-        if g.check(&email, &ip).await.unwrap().is_none() {
+        if g.attempt(&email, &ip).await.unwrap().is_none() {
             cleared = true;
             break;
         }
@@ -286,50 +306,45 @@ async fn a_block_ends_after_its_time() {
 }
 
 #[tokio::test]
-async fn success_clears_the_email_but_not_the_ip() {
+async fn success_clears_the_email_and_gives_the_address_its_attempt_back() {
     let g = guard(small_policy());
     let (email, ip) = (unique_email(), unique_ip());
-    for _ in 0..3 {
-        g.record_failure(&email, &ip).await.unwrap();
+    fail(&g, &email, &ip, 3).await;
+    assert!(g.attempt(&email, &ip).await.unwrap().is_some(), "blocked");
+    // A success (after a block ends, or from the right password earlier) starts over.
+    let (email, ip) = (unique_email(), unique_ip());
+    fail(&g, &email, &ip, 2).await;
+    assert_eq!(g.attempt(&email, &ip).await.unwrap(), None);
+    g.succeeded(&email, &ip).await.unwrap();
+    fail(&g, &email, &ip, 3).await; // three more: the count started over
+                                    // The address: 2 failures + 1 success + 3 failures = 5 counted, its allowance; many
+                                    // successful logins from a shared address never block it.
+    for _ in 0..10 {
+        let other = unique_email();
+        assert_eq!(g.attempt(&other, &ip).await.unwrap(), None);
+        g.succeeded(&other, &ip).await.unwrap();
     }
-    assert!(g.check(&email, &ip).await.unwrap().is_some());
-    g.record_success(&email, &ip).await.unwrap();
-    assert_eq!(g.check(&email, &ip).await.unwrap(), None);
-    // The count starts over: two more failures are free again.
-    for _ in 0..2 {
-        g.record_failure(&email, &ip).await.unwrap();
-    }
-    assert_eq!(g.check(&email, &ip).await.unwrap(), None);
-
-    // The IP has 5 failures now (its allowance); one more blocks it, and a success by
-    // someone lifts nothing.
-    g.record_failure(&unique_email(), &ip).await.unwrap();
-    let other = unique_email();
-    assert!(g.check(&other, &ip).await.unwrap().is_some());
-    g.record_success(&other, &ip).await.unwrap();
-    assert!(g.check(&other, &ip).await.unwrap().is_some());
+    // One more failure from it is still free (the 6th with base 1 s blocks the next).
+    assert_eq!(g.attempt(&unique_email(), &ip).await.unwrap(), None);
+    assert!(g.attempt(&unique_email(), &ip).await.unwrap().is_some());
+    // Blocked now for every email, a right password included: nothing is verified.
+    assert!(g.attempt(&unique_email(), &ip).await.unwrap().is_some());
 }
 
 #[tokio::test]
 async fn an_address_guessing_at_many_accounts_gets_blocked() {
     let g = guard(LoginPolicy::default());
     let ip = unique_ip();
-    for _ in 0..20 {
-        g.record_failure(&unique_email(), &ip).await.unwrap();
+    for _ in 0..21 {
+        assert_eq!(g.attempt(&unique_email(), &ip).await.unwrap(), None);
     }
-    assert_eq!(
-        g.check(&unique_email(), &ip).await.unwrap(),
-        None,
-        "20 free per address"
-    );
-    g.record_failure(&unique_email(), &ip).await.unwrap();
-    let blocked = g.check(&unique_email(), &ip).await.unwrap();
+    let blocked = g.attempt(&unique_email(), &ip).await.unwrap();
     assert!(
         blocked.is_some_and(|s| s >= 1),
         "any email from it: {blocked:?}"
     );
     assert_eq!(
-        g.check(&unique_email(), &unique_ip()).await.unwrap(),
+        g.attempt(&unique_email(), &unique_ip()).await.unwrap(),
         None,
         "other addresses are not"
     );
@@ -345,17 +360,13 @@ async fn an_unknown_email_is_treated_like_any_other() {
         "never-registered-{}@example.invalid",
         Uuid::new_v4().simple()
     );
-    for _ in 0..2 {
-        g.record_failure(&a, &ip).await.unwrap();
-        g.record_failure(&b, &unique_ip()).await.unwrap();
-    }
-    assert_eq!(g.check(&a, &unique_ip()).await.unwrap(), None);
-    assert_eq!(g.check(&b, &unique_ip()).await.unwrap(), None);
-    g.record_failure(&a, &ip).await.unwrap();
-    g.record_failure(&b, &unique_ip()).await.unwrap();
+    fail(&g, &a, &ip, 3).await;
+    fail(&g, &b, &ip, 1).await;
+    let ip2 = unique_ip();
+    fail(&g, &b, &ip2, 3).await;
     // Both blocked for the 3rd failure's 2 s (only the rounding of elapsed time may differ).
-    for e in [&a, &b] {
-        let s = g.check(e, &unique_ip()).await.unwrap();
+    for (e, at) in [(&a, &ip), (&b, &ip2)] {
+        let s = g.attempt(e, at).await.unwrap();
         assert!(s.is_some_and(|s| (1..=2).contains(&s)), "{s:?}");
     }
 }
@@ -365,12 +376,12 @@ async fn login_keys_carry_the_prefix_and_never_the_email() {
     let p = prefix();
     let g = LoginGuard::new(&service_env("REDIS_URL"), &p, LoginPolicy::default()).unwrap();
     let (email, ip) = (unique_email(), unique_ip());
-    g.record_failure(&email.to_uppercase(), &ip).await.unwrap();
-    g.record_failure(&email, &ip).await.unwrap();
+    fail(&g, &email.to_uppercase(), &ip, 1).await;
+    fail(&g, &format!(" {email} "), &ip, 1).await;
 
     let keys = keys_under(&p).await;
     assert_eq!(keys.len(), 2, "{keys:?}");
-    assert!(keys.contains(&g.email_key(&email)));
+    assert!(keys.contains(&g.email_key(&email, &ip)));
     assert!(keys.contains(&format!("{p}login:ip:{ip}")));
     let local = email.split('@').next().unwrap();
     for k in &keys {
@@ -381,17 +392,13 @@ async fn login_keys_carry_the_prefix_and_never_the_email() {
     }
     let mut c = raw().await;
     let n: u64 = redis::cmd("HGET")
-        .arg(g.email_key(&email))
+        .arg(g.email_key(&email, &ip))
         .arg("n")
         .query_async(&mut c)
         .await
         .unwrap();
     assert_eq!(n, 2, "case and spaces do not make a new email");
-    let ttl: i64 = redis::cmd("PTTL")
-        .arg(g.email_key(&email))
-        .query_async(&mut c)
-        .await
-        .unwrap();
+    let ttl = testkit::pttl(&mut c, &g.email_key(&email, &ip)).await;
     assert!(
         ttl > 0 && ttl <= 900_000,
         "failures are forgotten: {ttl} ms"
@@ -402,7 +409,7 @@ async fn login_keys_carry_the_prefix_and_never_the_email() {
 async fn a_limiter_hands_out_a_guard_on_its_connection_and_prefix() {
     let rl = limiter();
     let g = rl.login_guard(LoginPolicy::default());
-    assert!(g.email_key("a@b.c").starts_with(rl.prefix()));
-    g.record_failure("a@b.c", "10.0.0.1").await.unwrap();
+    assert!(g.email_key("a@b.c", "10.0.0.1").starts_with(rl.prefix()));
+    fail(&g, "a@b.c", "10.0.0.1", 1).await;
     assert_eq!(keys_under(rl.prefix()).await.len(), 2);
 }

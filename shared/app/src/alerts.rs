@@ -8,12 +8,13 @@
 //! checks, idempotent on `client_order_id`), so it answers in milliseconds; TradingView
 //! gives up after 3 s.
 //!
-//! Every alert a live webhook receives from an allowed address with a readable passphrase
-//! check is recorded as a delivery (body with the passphrase redacted, status, outcome,
-//! order id). Alerts with a wrong passphrase are not recorded: recording them would make
-//! them slower to answer than alerts to an unknown id.
+//! Every alert that proves the secret URL and the passphrase is recorded as a delivery (body
+//! with the passphrase redacted, status, outcome, order id); nothing is recorded, and
+//! nothing about the webhook is answered, before that. Refused alerts count against the
+//! sender's address ([`AUTH_FAILURES`]).
 
 use adapters::auth::{digest, digest_matches};
+use adapters::ratelimit::{BucketSpec, Decision};
 use adapters::webhooks::{Delivery, Webhook};
 use chrono::Utc;
 use domain::order::NewOrder;
@@ -77,8 +78,22 @@ pub struct Received<'a> {
     pub body: Option<&'a str>,
 }
 
-/// Decides about one alert and records the delivery. `Err` is the 401 of an unknown webhook
-/// or a wrong passphrase, which is not recorded.
+/// Unknown webhooks and wrong passphrases an address may send: a burst of 20, then 10 a
+/// minute; past that the address is refused (429) before any lookup, except TradingView's
+/// own addresses, which every TradingView user's alerts come from (one abuser there must
+/// not block everyone's alerts; TradingView limits its users' alert rates itself).
+pub const AUTH_FAILURES: BucketSpec = BucketSpec {
+    burst: 20,
+    per_minute: 10,
+};
+
+/// Decides about one alert and records the delivery. In this order, so that nothing about
+/// a webhook is read or written for a sender who has not proved the secret URL and the
+/// passphrase: the size (413), the sender's failure budget (429), the lookup and the
+/// body's JSON (400 with the template it needs), the passphrase (one 401 for an unknown
+/// webhook or a wrong or missing passphrase; refusals count against the sender and are not
+/// recorded); then, recorded as deliveries, the address allowlist
+/// (403), the alert's validity and the order.
 pub async fn receive(deps: &Deps, alert: Received<'_>) -> Result<Outcome, ApiError> {
     let Received {
         webhook_id: id,
@@ -86,37 +101,63 @@ pub async fn receive(deps: &Deps, alert: Received<'_>) -> Result<Outcome, ApiErr
         body,
         ..
     } = alert;
+    let text = match body {
+        Some(text) if text.len() <= MAX_ALERT_BYTES => text,
+        _ => {
+            return Err(ApiError::new(
+                413,
+                RejectCode::AlertTooLarge,
+                format!("an alert body must be UTF-8 text of at most {MAX_ALERT_BYTES} bytes"),
+            ))
+        }
+    };
+    let shared_sender = crate::webhooks::TRADINGVIEW_IPS.contains(&ip);
+    if !shared_sender {
+        if let Decision::Limited { retry_after_secs } = deps
+            .limiter
+            .peek("hook_failures", ip, AUTH_FAILURES)
+            .await?
+        {
+            return Err(too_many_failures(retry_after_secs));
+        }
+    }
+    // A body that is not JSON cannot carry a readable passphrase: refused with the JSON it
+    // needs (TradingView's default message is plain text), before any lookup, so the same
+    // for every webhook id.
+    if serde_json::from_str::<serde::de::IgnoredAny>(text).is_err() {
+        if !shared_sender {
+            deps.limiter
+                .take("hook_failures", ip, AUTH_FAILURES)
+                .await?;
+        }
+        return Err(match parse_alert(text) {
+            Err(v) => ApiError::new(400, v.code, v.message),
+            Ok(_) => ApiError::malformed("the alert body is not JSON"),
+        });
+    }
     let webhook = deps.ledger.webhook(id).await?;
-    let text = body.unwrap_or_default();
     let passphrase = tradingview::alert_passphrase(text).unwrap_or_default();
     let stored = webhook
         .as_ref()
         .map_or(dummy_digest(), |w| w.passphrase_hash.as_str());
-    let passphrase_ok = digest_matches(&passphrase, stored);
-    // Parsed before the branch too, so that both 401s have done the same work.
-    let is_json = serde_json::from_str::<serde_json::Value>(text).is_ok();
-    let Some(webhook) = webhook else {
-        return Err(unauthorized());
+    // Compared whether or not the webhook exists, so that both 401s do the same work.
+    let passphrase_ok = digest_matches(&passphrase, stored) && !passphrase.is_empty();
+    let webhook = match webhook {
+        Some(w) if passphrase_ok => w,
+        _ => {
+            if !shared_sender {
+                deps.limiter
+                    .take("hook_failures", ip, AUTH_FAILURES)
+                    .await?;
+            }
+            tracing::warn!(%ip, "alert refused: unknown webhook or wrong passphrase");
+            return Err(unauthorized());
+        }
     };
     let outcome = if !webhook.allows(ip) {
         Outcome::error(&ApiError::forbidden(format!(
             "alerts to this webhook are only accepted from its allowed addresses; {ip} is not one"
         )))
-    } else if text.len() > MAX_ALERT_BYTES || body.is_none() {
-        Outcome::error(&ApiError::new(
-            413,
-            RejectCode::AlertTooLarge,
-            format!("an alert body must be UTF-8 text of at most {MAX_ALERT_BYTES} bytes"),
-        ))
-    } else if !is_json {
-        // Checked before the passphrase, which a non-JSON body cannot carry readably.
-        match parse_alert(text) {
-            Err(v) => Outcome::error(&ApiError::new(400, v.code, v.message)),
-            Ok(_) => Outcome::error(&ApiError::malformed("the alert body is not JSON")),
-        }
-    } else if !passphrase_ok {
-        tracing::warn!(webhook = %webhook.id.chars().take(8).collect::<String>(), %ip, "wrong passphrase");
-        return Err(unauthorized());
     } else {
         match place(deps, &webhook, text).await {
             Ok(o) => o,
@@ -125,6 +166,16 @@ pub async fn receive(deps: &Deps, alert: Received<'_>) -> Result<Outcome, ApiErr
     };
     record(deps, &alert, &webhook, text, &outcome).await;
     Ok(outcome)
+}
+
+fn too_many_failures(retry_after_secs: u64) -> ApiError {
+    ApiError::rate_limited(
+        RejectCode::RateLimited,
+        format!(
+            "too many alerts to unknown webhooks or with wrong passphrases from this address; retry in {retry_after_secs} s"
+        ),
+        retry_after_secs,
+    )
 }
 
 /// Records the delivery; a failure to record does not change the answer (the order, if

@@ -102,22 +102,36 @@ pub async fn take(
     }
 }
 
-/// Key management needs a login session: a leaked API key cannot mint more keys.
-pub async fn require_session(deps: &Deps, bearer: Option<String>) -> Result<Principal, ApiError> {
-    match bearer {
-        Some(token) => {
-            resolve(
-                &deps.ledger,
-                &deps.cache,
-                deps.config.sessions.ttl_secs,
-                &Credentials::Session(token),
-                MISSING,
-            )
-            .await
-        }
-        None => Err(ApiError::unauthenticated(
-            "this route needs a login session: send Authorization: Bearer <token>",
-        )),
+/// A route for login sessions only: `credentials` must be a live session. An API key
+/// (which trades, as Alpaca's do) is refused 403 `session_required`, so a leaked key cannot
+/// mint credentials that outlive it or lift the limits that bound it.
+pub async fn require_session(
+    deps: &Deps,
+    credentials: &Credentials,
+    action: &str,
+) -> Result<Principal, ApiError> {
+    let p = resolve(
+        &deps.ledger,
+        &deps.cache,
+        deps.config.sessions.ttl_secs,
+        credentials,
+        "this route needs a login session: send Authorization: Bearer <token>",
+    )
+    .await?;
+    session_only(&p, action)?;
+    Ok(p)
+}
+
+/// Refuses `p` unless it came with a login session: 403 `session_required` naming `action`.
+pub fn session_only(p: &Principal, action: &str) -> Result<(), ApiError> {
+    if p.via_session {
+        Ok(())
+    } else {
+        Err(ApiError::new(
+            403,
+            RejectCode::SessionRequired,
+            format!("an API key cannot {action}: log in and send Authorization: Bearer <token>"),
+        ))
     }
 }
 
@@ -141,6 +155,20 @@ fn normalized_email(email: Option<&str>) -> Result<String, ApiError> {
             422,
             RejectCode::InvalidEmail,
             "email must be an address like name@example.com",
+        ))
+    }
+}
+
+fn valid_password(password: Option<String>) -> Result<String, ApiError> {
+    let password = password.unwrap_or_default();
+    let chars = password.chars().count();
+    if (MIN_PASSWORD..=MAX_PASSWORD).contains(&chars) {
+        Ok(password)
+    } else {
+        Err(ApiError::new(
+            422,
+            RejectCode::InvalidPassword,
+            format!("password must be {MIN_PASSWORD} to {MAX_PASSWORD} characters"),
         ))
     }
 }
@@ -173,15 +201,7 @@ pub async fn signup(
     password: Option<String>,
 ) -> Result<SignedUp, ApiError> {
     let email = normalized_email(email)?;
-    let password = password.unwrap_or_default();
-    let chars = password.chars().count();
-    if !(MIN_PASSWORD..=MAX_PASSWORD).contains(&chars) {
-        return Err(ApiError::new(
-            422,
-            RejectCode::InvalidPassword,
-            format!("password must be {MIN_PASSWORD} to {MAX_PASSWORD} characters"),
-        ));
-    }
+    let password = valid_password(password)?;
     let hash = hash_blocking(password).await?;
     match deps
         .ledger
@@ -205,12 +225,24 @@ pub async fn signup(
 #[derive(Debug, Clone)]
 pub struct LoggedIn {
     pub token: String,
+    /// When the session ends unless used (each use slides it forward).
     pub expires_at: DateTime<Utc>,
+    /// When the session ends however often it is used.
+    pub ends_at: DateTime<Utc>,
     pub user_id: Uuid,
     pub account_id: Uuid,
 }
 
-/// Checks the password (with backoff per email and per `source_ip`) and opens a session.
+fn too_many_attempts(secs: u64) -> ApiError {
+    ApiError::rate_limited(
+        RejectCode::TooManyLoginAttempts,
+        format!("too many failed logins for this email or from this address; retry in {secs} s"),
+        secs,
+    )
+}
+
+/// Checks the password (the attempt counted first, per email from `source_ip` and per
+/// `source_ip`) and opens a session.
 pub async fn login(
     deps: &Deps,
     email: Option<&str>,
@@ -219,16 +251,11 @@ pub async fn login(
 ) -> Result<LoggedIn, ApiError> {
     let password = password.unwrap_or_default();
     let normalized = normalized_email(email).unwrap_or_default();
-    // Backoff per email and per address, the same for emails with and without an account.
+    // Counted before the password is verified, the same for emails with and without an
+    // account, so parallel guesses get no more tries than sequential ones.
     let subject = email.unwrap_or_default();
-    if let Some(secs) = deps.login_guard.check(subject, source_ip).await? {
-        return Err(ApiError::rate_limited(
-            RejectCode::TooManyLoginAttempts,
-            format!(
-                "too many failed logins for this email or from this address; retry in {secs} s"
-            ),
-            secs,
-        ));
+    if let Some(secs) = deps.login_guard.attempt(subject, source_ip).await? {
+        return Err(too_many_attempts(secs));
     }
     let creds = if normalized.is_empty() {
         None
@@ -242,28 +269,96 @@ pub async fn login(
         .unwrap_or_else(|| dummy_password_hash().to_string());
     let ok = verify_blocking(password, hash).await;
     let Some(creds) = creds.filter(|_| ok) else {
-        deps.login_guard.record_failure(subject, source_ip).await?;
         return Err(ApiError::unauthenticated("invalid email or password"));
     };
-    deps.login_guard.record_success(subject, source_ip).await?;
+    deps.login_guard.succeeded(subject, source_ip).await?;
+    open_session(deps, creds.user_id, creds.account_id).await
+}
+
+async fn open_session(deps: &Deps, user_id: Uuid, account_id: Uuid) -> Result<LoggedIn, ApiError> {
     let token = random_secret();
-    let ttl = deps.config.sessions.ttl_secs;
+    let times = &deps.config.sessions;
     deps.cache
         .put_session(
             &digest(&token),
             &Session {
-                user_id: creds.user_id,
-                account_id: creds.account_id,
+                user_id,
+                account_id,
             },
-            ttl,
+            times,
         )
         .await?;
-    let expires_at = Utc::now() + chrono::Duration::seconds(ttl as i64);
+    let now = Utc::now();
+    let seconds = |s: u64| chrono::Duration::seconds(i64::try_from(s).unwrap_or(i64::MAX));
+    let at = |s: u64| {
+        now.checked_add_signed(seconds(s))
+            .unwrap_or(DateTime::<Utc>::MAX_UTC)
+    };
     Ok(LoggedIn {
         token,
-        expires_at,
-        user_id: creds.user_id,
-        account_id: creds.account_id,
+        expires_at: at(times.ttl_secs.min(times.max_lifetime_secs)),
+        ends_at: at(times.max_lifetime_secs),
+        user_id,
+        account_id,
+    })
+}
+
+/// Ends every login session of the caller's user (the one it is called with too).
+pub async fn logout_all(deps: &Deps, credentials: &Credentials) -> Result<u64, ApiError> {
+    let p = require_session(deps, credentials, "end login sessions").await?;
+    Ok(deps.cache.revoke_user_sessions(p.user_id).await?)
+}
+
+/// What a password change revoked, and the new session that replaces the caller's.
+#[derive(Debug, Clone)]
+pub struct PasswordChanged {
+    pub sessions_revoked: u64,
+    pub api_keys_revoked: Vec<String>,
+    pub session: LoggedIn,
+}
+
+/// Changes the password: the current one is checked (attempts counted as logins are, so a
+/// stolen session cannot guess it), then every session of the user ends and, with
+/// `revoke_api_keys`, every API key. The caller gets a new session.
+pub async fn change_password(
+    deps: &Deps,
+    credentials: &Credentials,
+    current: Option<String>,
+    new: Option<String>,
+    revoke_api_keys: bool,
+    source_ip: &str,
+) -> Result<PasswordChanged, ApiError> {
+    let p = require_session(deps, credentials, "change the password").await?;
+    let new = valid_password(new)?;
+    let subject = format!("user:{}", p.user_id);
+    if let Some(secs) = deps.login_guard.attempt(&subject, source_ip).await? {
+        return Err(too_many_attempts(secs));
+    }
+    let creds = deps
+        .ledger
+        .credentials_by_user(p.user_id)
+        .await?
+        .ok_or_else(|| ApiError::unauthenticated("invalid or expired session token"))?;
+    if !verify_blocking(current.unwrap_or_default(), creds.password_hash).await {
+        return Err(ApiError::new(
+            403,
+            RejectCode::WrongPassword,
+            "current_password is not the account's password",
+        ));
+    }
+    deps.login_guard.succeeded(&subject, source_ip).await?;
+    let hash = hash_blocking(new).await?;
+    deps.ledger.set_password_hash(p.user_id, &hash).await?;
+    let sessions_revoked = deps.cache.revoke_user_sessions(p.user_id).await?;
+    let api_keys_revoked = if revoke_api_keys {
+        deps.ledger.revoke_api_keys(p.user_id).await?
+    } else {
+        Vec::new()
+    };
+    Ok(PasswordChanged {
+        sessions_revoked,
+        api_keys_revoked,
+        session: open_session(deps, p.user_id, p.account_id).await?,
     })
 }
 
@@ -290,15 +385,31 @@ pub struct NewApiKey {
     pub created_at: DateTime<Utc>,
 }
 
+/// Live API keys a user may hold at once.
+pub const MAX_API_KEYS: i64 = 10;
+
 /// Creates an API key for the session's user and account.
-pub async fn create_api_key(deps: &Deps, bearer: Option<String>) -> Result<NewApiKey, ApiError> {
-    let p = require_session(deps, bearer).await?;
+pub async fn create_api_key(deps: &Deps, credentials: &Credentials) -> Result<NewApiKey, ApiError> {
+    let p = require_session(deps, credentials, "create API keys").await?;
     let key_id = new_key_id();
     let secret = random_secret();
     let created_at = deps
         .ledger
-        .insert_api_key(&key_id, p.user_id, p.account_id, &digest(&secret))
-        .await?;
+        .insert_api_key_capped(
+            &key_id,
+            p.user_id,
+            p.account_id,
+            &digest(&secret),
+            MAX_API_KEYS,
+        )
+        .await?
+        .ok_or_else(|| {
+            ApiError::new(
+                422,
+                RejectCode::MaxApiKeys,
+                format!("a user may have at most {MAX_API_KEYS} live API keys; delete one first"),
+            )
+        })?;
     Ok(NewApiKey {
         key_id,
         secret_key: secret,
@@ -310,19 +421,19 @@ pub async fn create_api_key(deps: &Deps, bearer: Option<String>) -> Result<NewAp
 /// The session user's live keys.
 pub async fn list_api_keys(
     deps: &Deps,
-    bearer: Option<String>,
+    credentials: &Credentials,
 ) -> Result<Vec<ApiKeyRecord>, ApiError> {
-    let p = require_session(deps, bearer).await?;
+    let p = require_session(deps, credentials, "list API keys").await?;
     Ok(deps.ledger.api_keys(p.user_id).await?)
 }
 
 /// Revokes one of the session user's keys; 404 when it has no such key.
 pub async fn delete_api_key(
     deps: &Deps,
-    bearer: Option<String>,
+    credentials: &Credentials,
     key_id: &str,
 ) -> Result<(), ApiError> {
-    let p = require_session(deps, bearer).await?;
+    let p = require_session(deps, credentials, "delete API keys").await?;
     if deps.ledger.revoke_api_key(p.user_id, key_id).await? {
         Ok(())
     } else {

@@ -12,7 +12,8 @@ use domain::RejectCode;
 use serde::Deserialize;
 use uuid::Uuid;
 
-use crate::{ApiError, Deps};
+use crate::auth::session_only;
+use crate::{ApiError, Deps, Principal};
 
 /// The account's limits, kill switch and realized PnL of the day.
 pub async fn state(deps: &Deps, account_id: Uuid) -> Result<RiskState, ApiError> {
@@ -23,11 +24,16 @@ pub async fn state(deps: &Deps, account_id: Uuid) -> Result<RiskState, ApiError>
 }
 
 /// Applies a patch of the limits: an absent field keeps its value, `null` switches the
-/// limit off.
-pub async fn patch(deps: &Deps, account_id: Uuid, patch: RiskPatch) -> Result<RiskState, ApiError> {
-    let current = state(deps, account_id).await?;
+/// limit off. Tightening is open to API keys; loosening (raising a limit, switching one off)
+/// needs a login session.
+pub async fn patch(deps: &Deps, p: &Principal, patch: RiskPatch) -> Result<RiskState, ApiError> {
+    let current = state(deps, p.account_id).await?;
     let limits = patch.apply(&current.limits)?;
-    deps.ledger.set_risk_limits(account_id, &limits).await?;
+    let loosened = current.limits.loosened_by(&limits);
+    if !loosened.is_empty() {
+        session_only(p, &format!("loosen risk limits ({})", loosened.join(", ")))?;
+    }
+    deps.ledger.set_risk_limits(p.account_id, &limits).await?;
     Ok(RiskState { limits, ..current })
 }
 
@@ -80,8 +86,9 @@ pub async fn kill(deps: &Deps, account_id: Uuid, body: KillRequest) -> Result<Ki
     })
 }
 
-/// Switches the kill switch off.
-pub async fn reset(deps: &Deps, account_id: Uuid) -> Result<RiskState, ApiError> {
-    deps.ledger.reset_kill(account_id).await?;
-    state(deps, account_id).await
+/// Switches the kill switch off: a login session only (engaging it is open to API keys).
+pub async fn reset(deps: &Deps, p: &Principal) -> Result<RiskState, ApiError> {
+    session_only(p, "reset the kill switch")?;
+    deps.ledger.reset_kill(p.account_id).await?;
+    state(deps, p.account_id).await
 }

@@ -11,7 +11,8 @@ use serde::Deserialize;
 use serde_json::Value;
 use uuid::Uuid;
 
-use crate::{ApiError, Deps};
+use crate::auth::session_only;
+use crate::{ApiError, Deps, Principal};
 
 /// TradingView's published webhook sender addresses (`"allowed_ips": "tradingview"`).
 pub const TRADINGVIEW_IPS: [&str; 4] = [
@@ -22,7 +23,7 @@ pub const TRADINGVIEW_IPS: [&str; 4] = [
 ];
 
 /// Webhooks per account: enough for one per strategy, few enough to list at once.
-pub const MAX_WEBHOOKS: usize = 20;
+pub const MAX_WEBHOOKS: i64 = 20;
 const MAX_NAME: usize = 100;
 const MAX_IPS: usize = 32;
 
@@ -75,9 +76,10 @@ pub struct WithPassphrase {
 /// Creates a webhook for the account.
 pub async fn create(
     deps: &Deps,
-    account_id: Uuid,
+    p: &Principal,
     body: CreateWebhook,
 ) -> Result<WithPassphrase, ApiError> {
+    session_only(p, "create webhooks")?;
     let name = body.name.unwrap_or_default().trim().to_string();
     if name.chars().count() > MAX_NAME || name.chars().any(char::is_control) {
         return Err(ApiError::new(
@@ -87,18 +89,24 @@ pub async fn create(
         ));
     }
     let ips = allowed_ips(body.allowed_ips.as_ref())?;
-    if deps.ledger.webhooks(account_id).await?.len() >= MAX_WEBHOOKS {
-        return Err(ApiError::new(
-            422,
-            RejectCode::MaxWebhooks,
-            format!("an account may have at most {MAX_WEBHOOKS} webhooks; delete one first"),
-        ));
-    }
     let passphrase = random_secret();
     let webhook = deps
         .ledger
-        .create_webhook(account_id, &name, &digest(&passphrase), ips.as_deref())
-        .await?;
+        .create_webhook(
+            p.account_id,
+            &name,
+            &digest(&passphrase),
+            ips.as_deref(),
+            MAX_WEBHOOKS,
+        )
+        .await?
+        .ok_or_else(|| {
+            ApiError::new(
+                422,
+                RejectCode::MaxWebhooks,
+                format!("an account may have at most {MAX_WEBHOOKS} webhooks; delete one first"),
+            )
+        })?;
     Ok(WithPassphrase {
         webhook,
         passphrase,
@@ -115,11 +123,12 @@ fn no_webhook(id: &str) -> ApiError {
 }
 
 /// A new passphrase; the old one stops working.
-pub async fn rotate(deps: &Deps, account_id: Uuid, id: &str) -> Result<WithPassphrase, ApiError> {
+pub async fn rotate(deps: &Deps, p: &Principal, id: &str) -> Result<WithPassphrase, ApiError> {
+    session_only(p, "rotate webhooks")?;
     let passphrase = random_secret();
     match deps
         .ledger
-        .rotate_webhook(account_id, id, &digest(&passphrase))
+        .rotate_webhook(p.account_id, id, &digest(&passphrase))
         .await?
     {
         Some(webhook) => Ok(WithPassphrase {

@@ -34,6 +34,10 @@ reject_codes! {
     PayloadTooLarge = "payload_too_large",
     Unauthorized = "unauthorized",
     Forbidden = "forbidden",
+    /// The route needs a login session; an API key (which trades) is not enough.
+    SessionRequired = "session_required",
+    /// The current password given to change it is wrong.
+    WrongPassword = "wrong_password",
     NotFound = "not_found",
     RateLimited = "rate_limited",
     TooManyLoginAttempts = "too_many_login_attempts",
@@ -110,6 +114,7 @@ reject_codes! {
     InvalidName = "invalid_name",
     InvalidAllowedIps = "invalid_allowed_ips",
     MaxWebhooks = "max_webhooks",
+    MaxApiKeys = "max_api_keys",
     AlertTooLarge = "alert_too_large",
     NotJson = "not_json",
     MissingField = "missing_field",

@@ -72,6 +72,54 @@ impl RiskLimits {
             flatten_on_kill: false,
         }
     }
+
+    /// The limits that `next` loosens against these: raised, or switched off where they
+    /// were on (and `flatten_on_kill` turned off). Loosening needs a login session, so a
+    /// leaked API key cannot lift the limits that bound what it can do.
+    pub fn loosened_by(&self, next: &RiskLimits) -> Vec<&'static str> {
+        fn looser<T: PartialOrd>(now: Option<T>, next: Option<T>) -> bool {
+            match (now, next) {
+                (Some(_), None) => true,
+                (Some(a), Some(b)) => b > a,
+                (None, _) => false,
+            }
+        }
+        let mut fields = Vec::new();
+        let decimals = [
+            (
+                "max_order_notional",
+                self.max_order_notional,
+                next.max_order_notional,
+            ),
+            (
+                "max_position_notional",
+                self.max_position_notional,
+                next.max_position_notional,
+            ),
+            (
+                "max_gross_leverage",
+                self.max_gross_leverage,
+                next.max_gross_leverage,
+            ),
+            (
+                "daily_loss_limit",
+                self.daily_loss_limit,
+                next.daily_loss_limit,
+            ),
+        ];
+        for (field, now, then) in decimals {
+            if looser(now, then) {
+                fields.push(field);
+            }
+        }
+        if looser(self.max_open_orders, next.max_open_orders) {
+            fields.push("max_open_orders");
+        }
+        if self.flatten_on_kill && !next.flatten_on_kill {
+            fields.push("flatten_on_kill");
+        }
+        fields
+    }
 }
 
 /// The kill switch, when on.
@@ -500,5 +548,45 @@ mod tests {
             .unwrap()
             .with_timezone(&Utc);
         assert_eq!(day_start(t).to_rfc3339(), "2026-11-21T00:00:00+00:00");
+    }
+
+    #[test]
+    fn loosening_is_raising_or_switching_off() {
+        let now = RiskLimits {
+            flatten_on_kill: true,
+            ..RiskLimits::default()
+        };
+        assert!(now.loosened_by(&now).is_empty());
+        let tighter = RiskLimits {
+            max_order_notional: Some(dec!(50)),
+            max_open_orders: Some(1),
+            ..now.clone()
+        };
+        assert!(now.loosened_by(&tighter).is_empty());
+        // Switching a limit on where it was off tightens it.
+        assert!(RiskLimits {
+            flatten_on_kill: true,
+            ..RiskLimits::none()
+        }
+        .loosened_by(&now)
+        .is_empty());
+        let looser = RiskLimits {
+            max_order_notional: Some(dec!(100000.01)),
+            max_position_notional: None,
+            max_open_orders: Some(201),
+            daily_loss_limit: None,
+            flatten_on_kill: false,
+            ..now.clone()
+        };
+        assert_eq!(
+            now.loosened_by(&looser),
+            [
+                "max_order_notional",
+                "max_position_notional",
+                "daily_loss_limit",
+                "max_open_orders",
+                "flatten_on_kill"
+            ]
+        );
     }
 }
