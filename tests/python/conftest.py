@@ -483,7 +483,7 @@ def trader(stack):
     email = f"py-{uuid.uuid4().hex[:16]}@example.com"
     password = "correct horse battery staple"
     status, body = stack.rest("POST", "/v2/auth/signup", {"email": email, "password": password})
-    assert status == 201, f"POST /v2/auth/signup: {status} {body}"
+    assert status == 202, f"POST /v2/auth/signup: {status} {body}"
     status, body = stack.rest("POST", "/v2/auth/login", {"email": email, "password": password})
     assert status == 200 and isinstance(body, dict) and body.get("token"), f"POST /v2/auth/login: {status} {body}"
     token = body["token"]

@@ -337,6 +337,17 @@ impl Stack {
         stack
     }
 
+    /// Everything every process of the stack has logged so far (the functions log through
+    /// the devstack's output), for tests that check what reaches a log.
+    pub fn logs(&self) -> String {
+        let procs = self.procs.lock().unwrap_or_else(|e| e.into_inner());
+        procs
+            .iter()
+            .map(|p| std::fs::read_to_string(&p.log).unwrap_or_default())
+            .collect::<Vec<_>>()
+            .join("\n")
+    }
+
     /// Spawns a child process logging to `<log_dir>/<name>.log`.
     fn spawn(&self, name: &'static str, mut cmd: Command) {
         let log = self.log_dir.join(format!("{name}.log"));
@@ -549,12 +560,13 @@ impl Stack {
         let email = format!("e2e-{}@example.com", Uuid::new_v4().simple());
         let password = "correct horse battery staple".to_string();
         let creds = json!({ "email": email, "password": password });
-        let r = self.post("/v2/auth/signup", &Auth::None, &creds).await;
-        r.expect(201);
-        let user_id = r.str("user_id").to_string();
-        let account_id = r.str("account_id").to_string();
+        self.post("/v2/auth/signup", &Auth::None, &creds)
+            .await
+            .expect(202);
         let r = self.post("/v2/auth/login", &Auth::None, &creds).await;
         r.expect(200);
+        let user_id = r.str("user_id").to_string();
+        let account_id = r.str("account_id").to_string();
         let token = r.str("token").to_string();
         assert!(
             token.len() >= 43,

@@ -127,7 +127,7 @@ impl WsClient {
                     return Ok(Some(v));
                 }
                 Some(Ok(Message::Close(c))) => {
-                    return Err(Closed::Code(c.map(|f| u16::from(f.code)).unwrap_or(1005)))
+                    return Err(Closed::Code(c.map(|f| u16::from(f.code)).unwrap_or(1005)));
                 }
                 Some(Ok(_)) => continue,
                 Some(Err(_)) | None => return Err(Closed::Dropped),
@@ -219,7 +219,7 @@ impl WsClient {
             match tokio::time::timeout_at(deadline, self.socket.next()).await {
                 Err(_) => panic!("the connection was not closed within {within:?}"),
                 Ok(Some(Ok(Message::Close(c)))) => {
-                    return Closed::Code(c.map(|f| u16::from(f.code)).unwrap_or(1005))
+                    return Closed::Code(c.map(|f| u16::from(f.code)).unwrap_or(1005));
                 }
                 Ok(Some(Ok(_))) => continue,
                 Ok(Some(Err(_))) | Ok(None) => return Closed::Dropped,

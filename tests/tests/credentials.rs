@@ -2,7 +2,7 @@
 //! what needs a login session, changing the password, ending every session, the caps on
 //! keys and webhooks, and a login backoff that parallel guesses cannot race.
 
-use e2e::{Auth, Stack, User};
+use e2e::{Auth, Stack, StackOptions, User};
 use serde_json::json;
 
 /// A second login of the user: a session of its own.
@@ -245,4 +245,139 @@ async fn fifty_parallel_guesses_get_the_tries_of_sequential_ones() {
         )
         .await
         .expect_error(429, "too_many_login_attempts");
+}
+
+#[tokio::test]
+async fn signup_answers_alike_for_taken_and_free_addresses_and_is_limited_per_address() {
+    let stack = Stack::start_with(StackOptions {
+        function_env: vec![
+            ("RATE_SIGNUPS_BURST".into(), "3".into()),
+            ("RATE_SIGNUPS_PER_MINUTE".into(), "1".into()),
+        ],
+        ..Default::default()
+    })
+    .await;
+    let email = format!("e2e-{}@example.com", uuid::Uuid::new_v4().simple());
+    let first = json!({ "email": email, "password": "the owner's password" });
+    let again = json!({ "email": email.to_uppercase(), "password": "someone else's guess" });
+    let free = stack.post("/v2/auth/signup", &Auth::None, &first).await;
+    let taken = stack.post("/v2/auth/signup", &Auth::None, &again).await;
+    free.expect(202);
+    assert_eq!((taken.status, &taken.text), (free.status, &free.text));
+    // The owner keeps their password; the second sign-up changed nothing.
+    stack
+        .post("/v2/auth/login", &Auth::None, &first)
+        .await
+        .expect(200);
+    stack
+        .post("/v2/auth/login", &Auth::None, &again)
+        .await
+        .expect_error(401, "unauthorized");
+    // A third from this address is the burst's last; the fourth waits.
+    let other = json!({ "email": format!("x-{email}"), "password": "another password" });
+    stack
+        .post("/v2/auth/signup", &Auth::None, &other)
+        .await
+        .expect(202);
+    let r = stack.post("/v2/auth/signup", &Auth::None, &other).await;
+    r.expect_error(429, "rate_limited");
+    assert!(r.retry_after.is_some(), "{r}");
+}
+
+/// What a user's credentials are never allowed to reach: a log. Every secret this test
+/// creates (session tokens, API key secrets, webhook ids and passphrases, passwords) is used
+/// on the routes that carry it (paths, query strings, headers, bodies), then every log of
+/// the stack is searched for it.
+#[tokio::test]
+async fn no_secret_reaches_a_log() {
+    let stack = Stack::start().await;
+    let user = stack.new_user().await;
+    let session = user.bearer();
+    stack.set_quote("BTCUSDT", "60000.00", "60000.50").await;
+    let hook = stack
+        .post("/v2/webhooks", &session, &json!({ "name": "logged?" }))
+        .await;
+    hook.expect(201);
+    let id = hook.str("id").to_string();
+    let first_passphrase = hook.str("passphrase").to_string();
+    let rotated = stack
+        .post(&format!("/v2/webhooks/{id}/rotate"), &session, &json!({}))
+        .await;
+    rotated.expect(200);
+    let passphrase = rotated.str("passphrase").to_string();
+    for p in [&first_passphrase, &passphrase] {
+        let alert = json!({ "passphrase": p, "action": "buy", "symbol": "BINANCE:BTCUSDT", "qty": "0.001" });
+        stack
+            .post(&format!("/v2/hooks/tradingview/{id}"), &Auth::None, &alert)
+            .await;
+    }
+    stack
+        .get(&format!("/v2/webhooks/{id}/deliveries"), &session)
+        .await
+        .expect(200);
+    // The WebSocket carries credentials in its query.
+    let ws = stack.ws_connect(&format!("token={}", user.token)).await;
+    assert!(ws.is_ok(), "the session opens a socket");
+    drop(ws);
+    stack.ws_connect_as(&user).await;
+    let _ = stack
+        .ws_connect("token=not-a-token-but-secret-looking-0123456789")
+        .await;
+    // A wrong key and a wrong password are secrets of someone too.
+    let wrong_secret = "wrong-secret-0123456789abcdefghijklmnop";
+    stack
+        .get(
+            "/v2/account",
+            &Auth::Key {
+                id: user.key_id.clone(),
+                secret: wrong_secret.into(),
+            },
+        )
+        .await
+        .expect_error(401, "unauthorized");
+    let new_password = "the new password, never logged";
+    let changed = stack
+        .post(
+            "/v2/auth/password",
+            &session,
+            &json!({ "current_password": user.password, "new_password": new_password }),
+        )
+        .await;
+    changed.expect(200);
+    let new_token = changed.json["session"]["token"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    stack
+        .post(
+            "/v2/auth/logout",
+            &Auth::Bearer(new_token.clone()),
+            &json!({}),
+        )
+        .await;
+
+    // Let the last lines reach the files.
+    tokio::time::sleep(std::time::Duration::from_millis(500)).await;
+    let logs = stack.logs();
+    assert!(
+        logs.contains("/v2/webhooks/{}/rotate"),
+        "the log names route templates"
+    );
+    for (what, secret) in [
+        ("session token", user.token.as_str()),
+        ("new session token", new_token.as_str()),
+        ("API key secret", user.secret_key.as_str()),
+        ("wrong API key secret", wrong_secret),
+        ("webhook id", id.as_str()),
+        ("first passphrase", first_passphrase.as_str()),
+        ("passphrase", passphrase.as_str()),
+        ("password", user.password.as_str()),
+        ("new password", new_password),
+        (
+            "a token that was refused",
+            "not-a-token-but-secret-looking-0123456789",
+        ),
+    ] {
+        assert!(!logs.contains(secret), "the {what} reached a log");
+    }
 }

@@ -233,7 +233,7 @@ async fn failed_logins_back_off() {
     stack
         .post("/v2/auth/signup", &Auth::None, &right)
         .await
-        .expect(201);
+        .expect(202);
     let nobody = json!({ "email": format!("nobody-{}@example.com", uuid::Uuid::new_v4().simple()),
                          "password": "not the password" });
     let login = |body: &Value| {

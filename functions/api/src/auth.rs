@@ -23,13 +23,18 @@ struct Login {
     password: Option<String>,
 }
 
-/// `POST /v2/auth/signup {email, password}` → 201 `{user_id, account_id}`.
+/// `POST /v2/auth/signup {email, password}` → 202 `{email, message}`, whether the address
+/// was free (an account now exists) or taken (nothing changed): the answer does not tell.
+/// The user's ids come with the login.
 pub async fn signup(deps: &Deps, req: &Request) -> Result<Response<Body>, ApiError> {
     let c: Login = json_body(req)?;
-    let s = app::auth::signup(deps, c.email.as_deref(), c.password).await?;
+    let s = app::auth::signup(deps, c.email.as_deref(), c.password, &source_ip(req)).await?;
     Ok(json(
-        201,
-        &json!({ "user_id": s.user_id, "account_id": s.account_id, "email": s.email }),
+        202,
+        &json!({
+            "email": s.email,
+            "message": "log in with this email and password; an address that had an account already keeps it unchanged",
+        }),
     ))
 }
 

@@ -128,6 +128,9 @@ pub struct RateSettings {
     /// `RATE_ORDERS_PER_MINUTE` (default 300) and `RATE_ORDERS_BURST` (default 50): the
     /// token bucket of new and replaced orders of an account (REST and webhooks).
     pub orders: crate::ratelimit::BucketSpec,
+    /// `RATE_SIGNUPS_PER_MINUTE` (default 2) and `RATE_SIGNUPS_BURST` (default 20): the
+    /// token bucket of sign-ups per source address.
+    pub signups: crate::ratelimit::BucketSpec,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -250,6 +253,10 @@ impl Config {
                 orders: crate::ratelimit::BucketSpec {
                     burst: parsed("RATE_ORDERS_BURST", 50)?,
                     per_minute: parsed("RATE_ORDERS_PER_MINUTE", 300)?,
+                },
+                signups: crate::ratelimit::BucketSpec {
+                    burst: parsed("RATE_SIGNUPS_BURST", 20)?,
+                    per_minute: parsed("RATE_SIGNUPS_PER_MINUTE", 2)?,
                 },
             },
         })

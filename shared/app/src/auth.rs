@@ -186,20 +186,35 @@ async fn verify_blocking(password: String, hash: String) -> bool {
         .unwrap_or(false)
 }
 
-/// A new user and its account.
+/// What a sign-up answers, the same whether the address was free or taken: nothing tells
+/// an outsider which addresses have accounts.
 #[derive(Debug, Clone)]
-pub struct SignedUp {
-    pub user_id: Uuid,
-    pub account_id: Uuid,
+pub struct SignupAccepted {
     pub email: String,
 }
 
-/// Creates a user with the configured starting cash.
+/// Creates a user with the configured starting cash, unless the email has an account
+/// already (then nothing changes: its owner keeps their password). Both answer alike and
+/// take the same work (the password is hashed either way). Limited per source address.
 pub async fn signup(
     deps: &Deps,
     email: Option<&str>,
     password: Option<String>,
-) -> Result<SignedUp, ApiError> {
+    source_ip: &str,
+) -> Result<SignupAccepted, ApiError> {
+    let spec = deps.config.rates.signups;
+    if let Decision::Limited { retry_after_secs } =
+        deps.limiter.take("signups", source_ip, spec).await?
+    {
+        return Err(ApiError::rate_limited(
+            RejectCode::RateLimited,
+            format!(
+                "too many sign-ups from this address: at most {} per minute (bursts of {}); retry in {retry_after_secs} s",
+                spec.per_minute, spec.burst
+            ),
+            retry_after_secs,
+        ));
+    }
     let email = normalized_email(email)?;
     let password = valid_password(password)?;
     let hash = hash_blocking(password).await?;
@@ -208,15 +223,7 @@ pub async fn signup(
         .create_user(&email, &hash, deps.config.trading.initial_cash)
         .await
     {
-        Ok((user_id, account_id)) => Ok(SignedUp {
-            user_id,
-            account_id,
-            email,
-        }),
-        Err(SignupError::EmailTaken) => Err(ApiError::conflict(
-            RejectCode::EmailTaken,
-            "an account with this email already exists",
-        )),
+        Ok(_) | Err(SignupError::EmailTaken) => Ok(SignupAccepted { email }),
         Err(SignupError::Dependency(e)) => Err(e.into()),
     }
 }
