@@ -11,7 +11,8 @@
 //! - `max_position_notional` (buys): the symbol's position after the order, at the order's
 //!   price;
 //! - `max_open_orders`: open orders besides legs waiting for their parent; a new order is
-//!   refused when the account already has that many;
+//!   refused when the account already has that many, and never past
+//!   [`MAX_OPEN_ORDERS_CEILING`] whatever the setting;
 //! - `max_gross_leverage` (buys): (gross exposure + the order's notional) / equity;
 //! - `daily_loss_limit`: when the realized PnL of the UTC day (fees included) falls to
 //!   minus the limit, the kill switch trips; it re-arms when the day's loss comes back
@@ -190,6 +191,12 @@ pub fn check_kill(kill: Option<&Kill>) -> Result<(), RuleViolation> {
 }
 
 /// Checks a new order against the limits (the kill switch first).
+/// Open orders an account may hold whatever its `max_open_orders` (off, or set higher):
+/// every open order costs the trigger index and each executor batch of the account. The
+/// executor checks it under the account's lock, so concurrent submissions cannot pass it
+/// together.
+pub const MAX_OPEN_ORDERS_CEILING: u32 = 1000;
+
 pub fn check_order(state: &RiskState, x: &OrderExposure) -> Result<(), RuleViolation> {
     check_kill(state.kill.as_ref())?;
     let l = &state.limits;
@@ -205,16 +212,19 @@ pub fn check_order(state: &RiskState, x: &OrderExposure) -> Result<(), RuleViola
             ));
         }
     }
-    if let Some(max) = l.max_open_orders {
-        if !x.replaces && x.open_orders >= max as usize {
-            return Err(RuleViolation::new(
-                RejectCode::MaxOpenOrders,
-                format!(
-                    "the account has {} open orders, the most its max_open_orders of {max} allows",
-                    x.open_orders
-                ),
-            ));
-        }
+    // The account's limit, under the server's ceiling that no setting lifts.
+    let (max, whose) = match l.max_open_orders {
+        Some(max) if max <= MAX_OPEN_ORDERS_CEILING => (max, "its max_open_orders"),
+        _ => (MAX_OPEN_ORDERS_CEILING, "the server's ceiling"),
+    };
+    if !x.replaces && x.open_orders >= max as usize {
+        return Err(RuleViolation::new(
+            RejectCode::MaxOpenOrders,
+            format!(
+                "the account has {} open orders, the most {whose} of {max} allows",
+                x.open_orders
+            ),
+        ));
     }
     if x.side == Side::Sell {
         // Selling reduces a spot position: never refused by exposure limits.
