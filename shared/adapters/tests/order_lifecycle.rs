@@ -28,12 +28,22 @@ fn quotes(bid: Decimal, ask: Decimal) -> HashMap<String, Quote> {
 }
 
 async fn run(ledger: &Ledger, commands: &[Command], quotes: &HashMap<String, Quote>) -> Vec<Order> {
+    run_at(ledger, commands, quotes, adapters::now_ms()).await
+}
+
+/// The batch applied as of `now_ms`: the orders it changed.
+async fn run_at(
+    ledger: &Ledger,
+    commands: &[Command],
+    quotes: &HashMap<String, Quote>,
+    now_ms: i64,
+) -> Vec<Order> {
     let result = ledger
         .apply_commands(
             commands,
             quotes,
             Catalog::builtin(),
-            adapters::now_ms(),
+            now_ms,
             &ExecutionParams::default(),
         )
         .await
@@ -41,7 +51,8 @@ async fn run(ledger: &Ledger, commands: &[Command], quotes: &HashMap<String, Quo
     result.changed
 }
 
-async fn status(ledger: &Ledger, account: Uuid, id: Uuid) -> OrderStatus {
+/// The order as the ledger stores it (it must exist).
+async fn stored_order(ledger: &Ledger, account: Uuid, id: Uuid) -> Order {
     ledger
         .order(domain::order::OrderRef {
             account_id: account,
@@ -50,7 +61,10 @@ async fn status(ledger: &Ledger, account: Uuid, id: Uuid) -> OrderStatus {
         .await
         .unwrap()
         .unwrap()
-        .status
+}
+
+async fn status(ledger: &Ledger, account: Uuid, id: Uuid) -> OrderStatus {
+    stored_order(ledger, account, id).await.status
 }
 
 #[tokio::test]
@@ -72,14 +86,7 @@ async fn a_bracket_lives_its_whole_life_in_the_ledger() {
     )
     .await;
     assert_eq!(changed.len(), 3, "the entry and its two legs are written");
-    let stored = ledger
-        .order(domain::order::OrderRef {
-            account_id: account,
-            order_id: entry.id,
-        })
-        .await
-        .unwrap()
-        .unwrap();
+    let stored = stored_order(&ledger, account, entry.id).await;
     assert_eq!(stored.status, OrderStatus::New);
     assert_eq!(stored.legs.len(), 2, "legs nested under their parent");
     assert!(stored.legs.iter().all(|l| l.status == OrderStatus::Held));
@@ -115,14 +122,7 @@ async fn a_bracket_lives_its_whole_life_in_the_ledger() {
         &quotes(dec!(57500), dec!(57501)),
     )
     .await;
-    let sl_order = ledger
-        .order(domain::order::OrderRef {
-            account_id: account,
-            order_id: sl,
-        })
-        .await
-        .unwrap()
-        .unwrap();
+    let sl_order = stored_order(&ledger, account, sl).await;
     assert_eq!(sl_order.status, OrderStatus::Filled);
     assert_eq!(sl_order.filled_avg_price, Some(dec!(57500)));
     assert!(sl_order.triggered_at.is_some());
@@ -169,24 +169,10 @@ async fn replace_expire_and_trailing_marks_are_stored() {
     );
     new.replaces = Some(old.id);
     run(&ledger, &[Command::place(new.clone())], &q).await;
-    let o = ledger
-        .order(domain::order::OrderRef {
-            account_id: account,
-            order_id: old.id,
-        })
-        .await
-        .unwrap()
-        .unwrap();
+    let o = stored_order(&ledger, account, old.id).await;
     assert_eq!(o.status, OrderStatus::Replaced);
     assert_eq!(o.replaced_by, Some(new.id));
-    let n = ledger
-        .order(domain::order::OrderRef {
-            account_id: account,
-            order_id: new.id,
-        })
-        .await
-        .unwrap()
-        .unwrap();
+    let n = stored_order(&ledger, account, new.id).await;
     assert_eq!((n.status, n.replaces), (OrderStatus::New, Some(old.id)));
     assert!(n.expires_at.is_some());
 
@@ -195,28 +181,18 @@ async fn replace_expire_and_trailing_marks_are_stored() {
         .await
         .is_empty());
     let at = n.expires_at.unwrap().timestamp_millis();
-    ledger
-        .apply_commands(
-            &[Command::ExpireOrder {
-                command_id: Uuid::new_v4(),
-                account_id: account,
-                order_id: new.id,
-            }],
-            &q,
-            Catalog::builtin(),
-            at,
-            &ExecutionParams::default(),
-        )
-        .await
-        .unwrap();
-    let n = ledger
-        .order(domain::order::OrderRef {
+    run_at(
+        &ledger,
+        &[Command::ExpireOrder {
+            command_id: Uuid::new_v4(),
             account_id: account,
             order_id: new.id,
-        })
-        .await
-        .unwrap()
-        .unwrap();
+        }],
+        &q,
+        at,
+    )
+    .await;
+    let n = stored_order(&ledger, account, new.id).await;
     assert_eq!(n.status, OrderStatus::Expired);
     assert!(n.expired_at.is_some());
 
@@ -226,14 +202,7 @@ async fn replace_expire_and_trailing_marks_are_stored() {
         r#"{"symbol":"BTCUSDT","qty":"0.01","side":"buy","type":"trailing_stop","trail_percent":"1","time_in_force":"gtc"}"#,
     );
     run(&ledger, &[Command::place(trailing.clone())], &q).await;
-    let t = ledger
-        .order(domain::order::OrderRef {
-            account_id: account,
-            order_id: trailing.id,
-        })
-        .await
-        .unwrap()
-        .unwrap();
+    let t = stored_order(&ledger, account, trailing.id).await;
     assert_eq!(t.hwm, Some(dec!(60001)));
     run(
         &ledger,
@@ -246,14 +215,7 @@ async fn replace_expire_and_trailing_marks_are_stored() {
         &quotes(dec!(58500), dec!(58501)),
     )
     .await;
-    let t = ledger
-        .order(domain::order::OrderRef {
-            account_id: account,
-            order_id: trailing.id,
-        })
-        .await
-        .unwrap()
-        .unwrap();
+    let t = stored_order(&ledger, account, trailing.id).await;
     assert_eq!(t.hwm, Some(dec!(58000)), "the mark the trigger saw");
     assert_eq!(t.status, OrderStatus::New, "58501 is below 58000 × 1.01");
     run(
@@ -262,14 +224,7 @@ async fn replace_expire_and_trailing_marks_are_stored() {
         &quotes(dec!(58580), dec!(58580)),
     )
     .await;
-    let t = ledger
-        .order(domain::order::OrderRef {
-            account_id: account,
-            order_id: trailing.id,
-        })
-        .await
-        .unwrap()
-        .unwrap();
+    let t = stored_order(&ledger, account, trailing.id).await;
     assert_eq!(t.status, OrderStatus::Filled);
     assert_eq!(t.filled_avg_price, Some(dec!(58580)));
     let live = ledger.live_orders().await.unwrap();

@@ -23,6 +23,24 @@ impl World {
         }
     }
 
+    /// A book with `cash`, BTCUSDT quoted at 60000 / 60001.
+    fn quoted(cash: Decimal) -> World {
+        let mut w = World::new(cash);
+        w.quote(dec!(60000), dec!(60001));
+        w
+    }
+
+    /// No cash, 0.01 BTCUSDT held at 50000, quoted at 60000 / 60001.
+    fn holding() -> World {
+        let mut w = World::new(dec!(0));
+        w.book.positions.insert(
+            "BTCUSDT".into(),
+            (Uuid::nil(), position(dec!(0.01), dec!(50000))),
+        );
+        w.quote(dec!(60000), dec!(60001));
+        w
+    }
+
     fn quote(&mut self, bid: Decimal, ask: Decimal) {
         self.quotes.insert(
             "BTCUSDT".into(),
@@ -57,8 +75,17 @@ impl World {
         self.run(|b, m| b.place(&new, m))
     }
 
+    /// Places a gtc order of 0.01 BTCUSDT with these `kind` fields and nothing else.
+    fn place_kind(&mut self, kind: &str) -> Uuid {
+        self.place(&order(kind, ""))
+    }
+
     fn trigger(&mut self, id: Uuid) -> Effect {
         self.run(|b, m| b.trigger(id, None, m))
+    }
+
+    fn expire(&mut self, id: Uuid) -> Effect {
+        self.run(|b, m| b.expire(id, m))
     }
 
     fn cancel(&mut self, id: Uuid) -> Effect {
@@ -71,6 +98,18 @@ impl World {
 
     fn leg(&self, parent: Uuid, role: crate::order::LegRole) -> Uuid {
         crate::order::leg_id(parent, role)
+    }
+
+    /// The take-profit and stop-loss legs of `parent`.
+    fn legs(&self, parent: Uuid) -> (Uuid, Uuid) {
+        (
+            self.leg(parent, crate::order::LegRole::TakeProfit),
+            self.leg(parent, crate::order::LegRole::StopLoss),
+        )
+    }
+
+    fn reject_reason(&self, id: Uuid) -> &str {
+        self.book.orders[&id].reject_reason.as_deref().unwrap()
     }
 
     fn fills(&self) -> Vec<(Uuid, Decimal, Decimal)> {
@@ -88,12 +127,8 @@ fn order(kind: &str, extra: &str) -> String {
 
 #[test]
 fn a_stop_rests_until_the_touch_reaches_it_and_fills_at_the_touch_after_a_gap() {
-    let mut w = World::new(dec!(100000));
-    w.quote(dec!(60000), dec!(60001));
-    let id = w.place(&order(
-        r#""side":"buy","type":"stop","stop_price":"61000""#,
-        "",
-    ));
+    let mut w = World::quoted(dec!(100000));
+    let id = w.place_kind(r#""side":"buy","type":"stop","stop_price":"61000""#);
     assert_eq!(w.status(id), OrderStatus::New);
     assert_eq!(
         w.trigger(id),
@@ -112,12 +147,8 @@ fn a_stop_rests_until_the_touch_reaches_it_and_fills_at_the_touch_after_a_gap() 
 
 #[test]
 fn limits_fill_at_their_limit_or_better_and_stale_prices_trigger_nothing() {
-    let mut w = World::new(dec!(100000));
-    w.quote(dec!(60000), dec!(60001));
-    let id = w.place(&order(
-        r#""side":"buy","type":"limit","limit_price":"59000""#,
-        "",
-    ));
+    let mut w = World::quoted(dec!(100000));
+    let id = w.place_kind(r#""side":"buy","type":"limit","limit_price":"59000""#);
     assert_eq!(w.status(id), OrderStatus::New);
     // Reserved: 0.01 × 59000 + 0.1 % fee.
     assert_eq!(
@@ -138,16 +169,10 @@ fn limits_fill_at_their_limit_or_better_and_stale_prices_trigger_nothing() {
 
 #[test]
 fn stop_limits_become_limits_and_rest_when_the_limit_is_passed() {
-    let mut w = World::new(dec!(0));
-    w.book.positions.insert(
-        "BTCUSDT".into(),
-        (Uuid::nil(), position(dec!(0.01), dec!(50000))),
-    );
-    w.quote(dec!(60000), dec!(60001));
-    let id = w.place(&order(
+    let mut w = World::holding();
+    let id = w.place_kind(
         r#""side":"sell","type":"stop_limit","stop_price":"59000","limit_price":"58900""#,
-        "",
-    ));
+    );
     assert_eq!(w.status(id), OrderStatus::New);
     // The bid gaps below the limit: triggered, but it rests as a limit at 58900.
     w.quote(dec!(58000), dec!(58001));
@@ -163,16 +188,8 @@ fn stop_limits_become_limits_and_rest_when_the_limit_is_passed() {
 
 #[test]
 fn a_trailing_stop_follows_its_high_water_mark() {
-    let mut w = World::new(dec!(0));
-    w.book.positions.insert(
-        "BTCUSDT".into(),
-        (Uuid::nil(), position(dec!(0.01), dec!(50000))),
-    );
-    w.quote(dec!(60000), dec!(60001));
-    let id = w.place(&order(
-        r#""side":"sell","type":"trailing_stop","trail_price":"500""#,
-        "",
-    ));
+    let mut w = World::holding();
+    let id = w.place_kind(r#""side":"sell","type":"trailing_stop","trail_price":"500""#);
     assert_eq!(w.book.orders[&id].hwm, Some(dec!(60000)));
     w.quote(dec!(62000), dec!(62001));
     assert_eq!(w.trigger(id), Effect::Changed, "the mark moves up");
@@ -187,8 +204,7 @@ fn a_trailing_stop_follows_its_high_water_mark() {
 
 #[test]
 fn ioc_and_fok_cancel_what_cannot_fill_at_once() {
-    let mut w = World::new(dec!(100000));
-    w.quote(dec!(60000), dec!(60001));
+    let mut w = World::quoted(dec!(100000));
     for tif in ["ioc", "fok"] {
         let id = w.place(&format!(
             r#"{{"symbol":"BTCUSDT","qty":"0.01","side":"buy","type":"limit","limit_price":"59000","time_in_force":"{tif}"}}"#
@@ -203,22 +219,17 @@ fn ioc_and_fok_cancel_what_cannot_fill_at_once() {
 
 #[test]
 fn day_orders_expire_at_the_next_utc_midnight_only() {
-    let mut w = World::new(dec!(100000));
-    w.quote(dec!(60000), dec!(60001));
+    let mut w = World::quoted(dec!(100000));
     let id = w.place(
         r#"{"symbol":"BTCUSDT","qty":"0.01","side":"buy","type":"limit","limit_price":"59000","time_in_force":"day"}"#,
     );
     let expires = w.book.orders[&id].expires_at.unwrap();
     assert_eq!(expires, crate::order::day_expiry(w.now()));
-    assert_eq!(w.run(|b, m| b.expire(id, m)), Effect::Unchanged, "not yet");
+    assert_eq!(w.expire(id), Effect::Unchanged, "not yet");
     w.now_ms = expires.timestamp_millis() - 1;
-    assert_eq!(
-        w.run(|b, m| b.expire(id, m)),
-        Effect::Unchanged,
-        "1 ms early"
-    );
+    assert_eq!(w.expire(id), Effect::Unchanged, "1 ms early");
     w.now_ms += 1;
-    assert_eq!(w.run(|b, m| b.expire(id, m)), Effect::Changed);
+    assert_eq!(w.expire(id), Effect::Changed);
     assert_eq!(w.status(id), OrderStatus::Expired);
     assert_eq!(
         w.book.buying_power(None, &w.params),
@@ -229,16 +240,12 @@ fn day_orders_expire_at_the_next_utc_midnight_only() {
 
 #[test]
 fn bracket_legs_wait_for_the_entry_then_cancel_each_other() {
-    let mut w = World::new(dec!(100000));
-    w.quote(dec!(60000), dec!(60001));
+    let mut w = World::quoted(dec!(100000));
     let id = w.place(&order(
         r#""side":"buy","type":"limit","limit_price":"59000","order_class":"bracket""#,
         r#","take_profit":{"limit_price":"62000"},"stop_loss":{"stop_price":"58000","limit_price":"57900"}"#,
     ));
-    let (tp, sl) = (
-        w.leg(id, crate::order::LegRole::TakeProfit),
-        w.leg(id, crate::order::LegRole::StopLoss),
-    );
+    let (tp, sl) = w.legs(id);
     assert_eq!(w.status(id), OrderStatus::New);
     assert_eq!(w.status(tp), OrderStatus::Held);
     assert_eq!(w.status(sl), OrderStatus::Held);
@@ -268,16 +275,12 @@ fn bracket_legs_wait_for_the_entry_then_cancel_each_other() {
 
 #[test]
 fn bracket_stop_loss_fills_and_cancels_the_take_profit() {
-    let mut w = World::new(dec!(100000));
-    w.quote(dec!(60000), dec!(60001));
+    let mut w = World::quoted(dec!(100000));
     let id = w.place(&order(
         r#""side":"buy","type":"market","order_class":"bracket""#,
         r#","take_profit":{"limit_price":"62000"},"stop_loss":{"trail_percent":"1"}"#,
     ));
-    let (tp, sl) = (
-        w.leg(id, crate::order::LegRole::TakeProfit),
-        w.leg(id, crate::order::LegRole::StopLoss),
-    );
+    let (tp, sl) = w.legs(id);
     assert_eq!(w.status(id), OrderStatus::Filled);
     assert_eq!(w.book.orders[&sl].order_type, OrderType::TrailingStop);
     assert_eq!(w.book.orders[&sl].hwm, Some(dec!(60000)));
@@ -289,12 +292,7 @@ fn bracket_stop_loss_fills_and_cancels_the_take_profit() {
 
 #[test]
 fn oco_halves_are_live_together_and_one_fill_cancels_the_other() {
-    let mut w = World::new(dec!(0));
-    w.book.positions.insert(
-        "BTCUSDT".into(),
-        (Uuid::nil(), position(dec!(0.01), dec!(50000))),
-    );
-    w.quote(dec!(60000), dec!(60001));
+    let mut w = World::holding();
     let id = w.place(&order(
         r#""side":"sell","type":"limit","order_class":"oco""#,
         r#","take_profit":{"limit_price":"65000"},"stop_loss":{"stop_price":"55000"}"#,
@@ -312,8 +310,7 @@ fn oco_halves_are_live_together_and_one_fill_cancels_the_other() {
 
 #[test]
 fn oto_leg_goes_live_after_the_parent_and_a_canceled_parent_cancels_it() {
-    let mut w = World::new(dec!(100000));
-    w.quote(dec!(60000), dec!(60001));
+    let mut w = World::quoted(dec!(100000));
     let id = w.place(&order(
         r#""side":"buy","type":"limit","limit_price":"59000","order_class":"oto""#,
         r#","stop_loss":{"stop_price":"58000"}"#,
@@ -328,12 +325,8 @@ fn oto_leg_goes_live_after_the_parent_and_a_canceled_parent_cancels_it() {
 
 #[test]
 fn a_replace_loses_to_an_earlier_fill_and_wins_over_a_resting_order() {
-    let mut w = World::new(dec!(100000));
-    w.quote(dec!(60000), dec!(60001));
-    let old = w.place(&order(
-        r#""side":"buy","type":"limit","limit_price":"59000""#,
-        "",
-    ));
+    let mut w = World::quoted(dec!(100000));
+    let old = w.place_kind(r#""side":"buy","type":"limit","limit_price":"59000""#);
     let mut new = w.new_order(&order(
         r#""side":"buy","type":"limit","limit_price":"59500""#,
         "",
@@ -358,37 +351,22 @@ fn a_replace_loses_to_an_earlier_fill_and_wins_over_a_resting_order() {
     let id2 = w.run(|b, m| b.place(&again, m));
     let book = &w.book;
     assert_eq!(book.orders[&id2].status, OrderStatus::Rejected);
-    assert!(book.orders[&id2]
-        .reject_reason
-        .as_deref()
-        .unwrap()
-        .contains("order_not_open"));
+    assert!(w.reject_reason(id2).contains("order_not_open"));
     assert_eq!(book.orders[&id].status, OrderStatus::New);
 }
 
 #[test]
 fn resting_orders_must_be_covered() {
-    let mut w = World::new(dec!(1000));
-    w.quote(dec!(60000), dec!(60001));
-    let id = w.place(&order(
-        r#""side":"buy","type":"stop","stop_price":"99999""#,
-        "",
-    ));
+    let mut w = World::quoted(dec!(1000));
+    let id = w.place_kind(r#""side":"buy","type":"stop","stop_price":"99999""#);
     assert_eq!(
         w.status(id),
         OrderStatus::Rejected,
         "0.01 × 99999 plus the fee > 1000"
     );
-    let id = w.place(&order(
-        r#""side":"sell","type":"limit","limit_price":"70000""#,
-        "",
-    ));
+    let id = w.place_kind(r#""side":"sell","type":"limit","limit_price":"70000""#);
     assert_eq!(w.status(id), OrderStatus::Rejected, "nothing to sell");
-    assert!(w.book.orders[&id]
-        .reject_reason
-        .as_deref()
-        .unwrap()
-        .contains("insufficient_qty"));
+    assert!(w.reject_reason(id).contains("insufficient_qty"));
 }
 
 fn position(qty: Decimal, avg: Decimal) -> Position {
@@ -402,12 +380,8 @@ fn position(qty: Decimal, avg: Decimal) -> Position {
 #[test]
 fn a_fill_and_a_replace_or_cancel_race_one_wins_nothing_doubles() {
     // The fill first: the replacement is rejected and the cancel changes nothing.
-    let mut w = World::new(dec!(100000));
-    w.quote(dec!(60000), dec!(60001));
-    let id = w.place(&order(
-        r#""side":"buy","type":"limit","limit_price":"59000""#,
-        "",
-    ));
+    let mut w = World::quoted(dec!(100000));
+    let id = w.place_kind(r#""side":"buy","type":"limit","limit_price":"59000""#);
     w.quote(dec!(58900), dec!(58950));
     assert_eq!(w.trigger(id), Effect::Changed);
     let mut replacement = w.new_order(&order(
@@ -422,10 +396,7 @@ fn a_fill_and_a_replace_or_cancel_race_one_wins_nothing_doubles() {
     assert_eq!(w.fills().len(), 1);
 
     // The cancel first: a trigger that arrives after it fills nothing.
-    let id = w.place(&order(
-        r#""side":"buy","type":"limit","limit_price":"58000""#,
-        "",
-    ));
+    let id = w.place_kind(r#""side":"buy","type":"limit","limit_price":"58000""#);
     assert_eq!(w.cancel(id), Effect::Changed);
     w.quote(dec!(57000), dec!(57001));
     assert_eq!(w.trigger(id), Effect::Unchanged);
