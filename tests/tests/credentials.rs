@@ -2,6 +2,7 @@
 //! what needs a login session, changing the password, ending every session, the caps on
 //! keys and webhooks, and a login backoff that parallel guesses cannot race.
 
+use e2e::ws::Closed;
 use e2e::{Auth, Stack, StackOptions, User};
 use serde_json::json;
 
@@ -380,4 +381,68 @@ async fn no_secret_reaches_a_log() {
     ] {
         assert!(!logs.contains(secret), "the {what} reached a log");
     }
+}
+
+/// A revoked credential does not keep the sockets it opened: logging out closes the
+/// session's, deleting a key closes the key's, and ending every session closes every
+/// session's socket but not a key's.
+#[tokio::test]
+async fn revoking_a_credential_closes_the_websockets_it_opened() {
+    let stack = Stack::start().await;
+    let user = stack.new_user().await;
+    let second = another_session(&stack, &user).await;
+    let Auth::Bearer(second_token) = &second else {
+        unreachable!()
+    };
+    let within = std::time::Duration::from_secs(10);
+    let open = |query: String| {
+        let stack = &stack;
+        async move {
+            let mut ws = stack.ws_connect(&query).await.expect("a socket");
+            ws.ping().await;
+            ws
+        }
+    };
+
+    let mut by_first = open(format!("token={}", user.token)).await;
+    let mut by_second = open(format!("token={second_token}")).await;
+    let mut by_key = open(format!(
+        "key_id={}&secret_key={}",
+        user.key_id, user.secret_key
+    ))
+    .await;
+    // Logging out closes that session's socket only.
+    stack
+        .post("/v2/auth/logout", &user.bearer(), &json!({}))
+        .await
+        .expect(204);
+    assert!(matches!(
+        by_first.closed_within(within).await,
+        Closed::Code(_)
+    ));
+    by_second.ping().await;
+    by_key.ping().await;
+
+    // Ending every session closes the other session's socket, not the key's.
+    let third = another_session(&stack, &user).await;
+    stack
+        .post("/v2/auth/logout_all", &third, &json!({}))
+        .await
+        .expect(200);
+    assert!(matches!(
+        by_second.closed_within(within).await,
+        Closed::Code(_)
+    ));
+    by_key.ping().await;
+
+    // Deleting the key closes its socket.
+    let session = another_session(&stack, &user).await;
+    stack
+        .delete(&format!("/v2/api_keys/{}", user.key_id), &session)
+        .await
+        .expect(204);
+    assert!(matches!(
+        by_key.closed_within(within).await,
+        Closed::Code(_)
+    ));
 }

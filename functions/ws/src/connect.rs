@@ -44,11 +44,12 @@ async fn register(deps: &Deps, req: &WsRequest) -> Result<(), ApiError> {
     if req.connection_id.is_empty() {
         return Err(ApiError::malformed("the event has no connectionId"));
     }
+    let credentials = credentials(req);
     let who = resolve(
         &deps.ledger,
         &deps.cache,
         deps.config.sessions.ttl_secs,
-        &credentials(req),
+        &credentials,
         MISSING,
     )
     .await?;
@@ -70,7 +71,8 @@ async fn register(deps: &Deps, req: &WsRequest) -> Result<(), ApiError> {
         e.retry_after = Some(LIMIT_RETRY_AFTER_SECS);
         return Err(e);
     }
-    let connection = Connection::new(&req.connection_id, who.account_id, now);
+    let connection =
+        Connection::new(&req.connection_id, who.account_id, now).opened_by(credentials.reference());
     deps.table.put(&connection).await?;
     announce(deps, &ConnectionChange::Put { connection }).await;
     if let Err(e) = ensure_snapshot(deps, who.account_id, now).await {

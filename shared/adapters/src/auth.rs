@@ -32,6 +32,16 @@ pub fn digest(secret: &str) -> String {
     hex::encode(Sha256::digest(secret.as_bytes()))
 }
 
+/// What connections opened with the session of this token digest record.
+pub fn session_reference(token_digest: &str) -> String {
+    format!("session:{}", token_digest.get(..16).unwrap_or(token_digest))
+}
+
+/// What connections opened with this API key record.
+pub fn key_reference(key_id: &str) -> String {
+    format!("key:{key_id}")
+}
+
 /// Constant-time comparison of a presented secret with a stored digest.
 pub fn digest_matches(secret: &str, stored_digest: &str) -> bool {
     digest(secret)
@@ -87,6 +97,16 @@ pub enum Credentials {
 }
 
 impl Credentials {
+    /// The credential as connections record who opened them: `session:` and the first 16
+    /// hex digits of the token's digest (not enough to use it), or `key:` and the key id.
+    pub fn reference(&self) -> Option<String> {
+        match self {
+            Credentials::Session(token) => Some(session_reference(&digest(token))),
+            Credentials::ApiKey { key_id, .. } => Some(key_reference(key_id)),
+            Credentials::IncompleteKey | Credentials::None => None,
+        }
+    }
+
     /// From a bearer token and the two API key parts, whichever were sent (a token wins).
     pub fn from_parts(
         token: Option<String>,

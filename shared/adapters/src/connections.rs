@@ -35,7 +35,7 @@ fn n(v: impl ToString) -> AttributeValue {
 }
 
 fn to_item(c: &Connection) -> Item {
-    HashMap::from([
+    let mut item = HashMap::from([
         ("connection_id".to_string(), s(&c.connection_id)),
         ("account_id".to_string(), s(&c.account_id.to_string())),
         (
@@ -45,7 +45,11 @@ fn to_item(c: &Connection) -> Item {
         ("max_rate_ms".to_string(), n(c.max_rate_ms)),
         ("connected_at".to_string(), n(c.connected_at)),
         ("ttl".to_string(), n(c.ttl)),
-    ])
+    ]);
+    if let Some(by) = &c.opened_by {
+        item.insert("opened_by".to_string(), s(by));
+    }
+    item
 }
 
 fn from_item(item: &Item) -> Option<Connection> {
@@ -62,6 +66,7 @@ fn from_item(item: &Item) -> Option<Connection> {
         max_rate_ms: num("max_rate_ms")?.parse().ok()?,
         connected_at: num("connected_at")?.parse().ok()?,
         ttl: num("ttl")?.parse().ok()?,
+        opened_by: text("opened_by").cloned(),
     })
 }
 

@@ -2,8 +2,8 @@
 //! other request to a [`Principal`] (with the account's request budget taken).
 
 use adapters::auth::{
-    digest, digest_matches, dummy_password_hash, hash_password, new_key_id, random_secret,
-    verify_password, Credentials,
+    digest, digest_matches, dummy_password_hash, hash_password, key_reference, new_key_id,
+    random_secret, session_reference, verify_password, Credentials,
 };
 use adapters::cache::{Cache, Session};
 use adapters::ledger::{ApiKeyRecord, Ledger, SignupError};
@@ -12,6 +12,7 @@ use chrono::{DateTime, Utc};
 use domain::RejectCode;
 use uuid::Uuid;
 
+use crate::realtime::Opened;
 use crate::{ApiError, Deps};
 
 pub use adapters::auth::Principal;
@@ -313,7 +314,9 @@ async fn open_session(deps: &Deps, user_id: Uuid, account_id: Uuid) -> Result<Lo
 /// Ends every login session of the caller's user (the one it is called with too).
 pub async fn logout_all(deps: &Deps, credentials: &Credentials) -> Result<u64, ApiError> {
     let p = require_session(deps, credentials, "end login sessions").await?;
-    Ok(deps.cache.revoke_user_sessions(p.user_id).await?)
+    let revoked = deps.cache.revoke_user_sessions(p.user_id).await?;
+    crate::realtime::close(deps, p.account_id, Opened::BySessions).await;
+    Ok(revoked)
 }
 
 /// What a password change revoked, and the new session that replaces the caller's.
@@ -362,6 +365,12 @@ pub async fn change_password(
     } else {
         Vec::new()
     };
+    let opened = if revoke_api_keys {
+        Opened::All
+    } else {
+        Opened::BySessions
+    };
+    crate::realtime::close(deps, p.account_id, opened).await;
     Ok(PasswordChanged {
         sessions_revoked,
         api_keys_revoked,
@@ -369,17 +378,25 @@ pub async fn change_password(
     })
 }
 
-/// Revokes the session `bearer` names.
+/// Revokes the session `bearer` names and closes the WebSocket connections it opened.
 pub async fn logout(deps: &Deps, bearer: Option<String>) -> Result<(), ApiError> {
     let token = bearer.ok_or_else(|| {
         ApiError::unauthenticated("send Authorization: Bearer <token> to log out")
     })?;
-    if deps.cache.delete_session(&digest(&token)).await? {
-        Ok(())
-    } else {
-        Err(ApiError::unauthenticated(
+    let token_digest = digest(&token);
+    let session = deps
+        .cache
+        .touch_session(&token_digest, deps.config.sessions.ttl_secs)
+        .await?;
+    match session {
+        Some(s) if deps.cache.delete_session(&token_digest).await? => {
+            let opened_by = session_reference(&token_digest);
+            crate::realtime::close(deps, s.account_id, Opened::By(&opened_by)).await;
+            Ok(())
+        }
+        _ => Err(ApiError::unauthenticated(
             "invalid or expired session token",
-        ))
+        )),
     }
 }
 
@@ -442,6 +459,7 @@ pub async fn delete_api_key(
 ) -> Result<(), ApiError> {
     let p = require_session(deps, credentials, "delete API keys").await?;
     if deps.ledger.revoke_api_key(p.user_id, key_id).await? {
+        crate::realtime::close(deps, p.account_id, Opened::By(&key_reference(key_id))).await;
         Ok(())
     } else {
         Err(ApiError::not_found(format!("no API key {key_id}")))

@@ -12,12 +12,15 @@ pub mod close;
 pub mod error;
 pub mod orders;
 pub mod panics;
+pub mod realtime;
 pub mod risk;
 pub mod webhooks;
 
 use adapters::cache::Cache;
 use adapters::config::Config;
+use adapters::connections::ConnectionTable;
 use adapters::ledger::Ledger;
+use adapters::push::Pusher;
 use adapters::queue::CommandQueue;
 use adapters::ratelimit::{LoginGuard, LoginPolicy, RateLimiter};
 use domain::catalog::Catalog;
@@ -36,6 +39,10 @@ pub struct Deps {
     pub limiter: RateLimiter,
     /// Login backoff per email and per source address.
     pub login_guard: LoginGuard,
+    /// The WebSocket connections, and the management API that closes them (none without a
+    /// WebSocket API): revoking a credential closes what it opened.
+    pub connections: ConnectionTable,
+    pub pusher: Option<Pusher>,
 }
 
 impl Deps {
@@ -63,6 +70,8 @@ impl Deps {
             catalog: Catalog::builtin(),
             login_guard: limiter.login_guard(LoginPolicy::default()),
             limiter,
+            connections: ConnectionTable::new(&config.connections.table),
+            pusher: Pusher::configured(&config.connections),
             config,
         })
     }

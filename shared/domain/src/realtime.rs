@@ -242,6 +242,10 @@ pub struct Connection {
     pub connected_at: i64,
     /// DynamoDB TTL: seconds since the epoch after which the item is dead.
     pub ttl: i64,
+    /// Which credential opened it (`session:…`, `key:<key id>`; never a secret), so that
+    /// revoking the credential closes it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub opened_by: Option<String>,
 }
 
 impl Connection {
@@ -254,7 +258,14 @@ impl Connection {
             max_rate_ms: DEFAULT_MAX_RATE_MS,
             connected_at: now_ms,
             ttl: now_ms.div_euclid(1000) + CONNECTION_TTL_SECS,
+            opened_by: None,
         }
+    }
+
+    /// The same, recording the credential that opened it.
+    pub fn opened_by(mut self, credential: Option<String>) -> Connection {
+        self.opened_by = credential;
+        self
     }
 
     /// DynamoDB deletes expired items up to days late; until then they are ignored.
