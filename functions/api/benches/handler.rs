@@ -39,7 +39,7 @@ use domain::order::{NewOrder, OrderRequest};
 use lambda_http::{Body, Request, Response};
 use rust_decimal_macros::dec;
 use testkit::events::RestEvent;
-use testkit::measure;
+use testkit::{measure, Figure};
 use uuid::Uuid;
 
 fn opt_env(name: &str) -> Option<String> {
@@ -65,6 +65,30 @@ fn order_body(client_order_id: &str) -> String {
     format!(
         r#"{{"symbol":"BTCUSDT","qty":"0.001","side":"buy","type":"market","time_in_force":"gtc","client_order_id":"{client_order_id}"}}"#
     )
+}
+
+/// A `POST /v2/orders` of `order_body` with the client order id `{tag}-{i}`.
+fn order_post(key_id: &str, secret: &str, tag: &str, i: usize) -> Request {
+    request(
+        "POST",
+        "/v2/orders",
+        key_id,
+        secret,
+        Some(&order_body(&format!("{tag}-{i}"))),
+    )
+}
+
+/// Times `api::handle` on the request `req(i)` builds (built outside the timed region).
+async fn measure_handle(name: &str, secs: f64, d: &Deps, req: impl Fn(usize) -> Request) -> Figure {
+    measure(name, secs, |i| {
+        let req = req(i);
+        async move {
+            let t = Instant::now();
+            let r = api::handle(d, req).await;
+            (t.elapsed(), r.status().as_u16())
+        }
+    })
+    .await
 }
 
 /// A queue whose SDK client is built now, with `endpoint` as `AWS_ENDPOINT_URL` (the SDK
@@ -199,14 +223,8 @@ async fn run() -> String {
         let d = deps(&config, queue_at(&stub_endpoint, &stub_queue_url).await);
         let (k, s) = (key_id.clone(), secret.clone());
         figures.push(
-            measure("`GET /v2/positions` (2 positions)", secs, |_| {
-                let req = request("GET", "/v2/positions", &k, &s, None);
-                let d = &d;
-                async move {
-                    let t = Instant::now();
-                    let r = api::handle(d, req).await;
-                    (t.elapsed(), r.status().as_u16())
-                }
+            measure_handle("`GET /v2/positions` (2 positions)", secs, &d, |_| {
+                request("GET", "/v2/positions", &k, &s, None)
             })
             .await,
         );
@@ -220,13 +238,7 @@ async fn run() -> String {
                 "`POST /v2/orders` without the queue call (handler steps minus `send`)",
                 secs,
                 |i| {
-                    let req = request(
-                        "POST",
-                        "/v2/orders",
-                        &k,
-                        &s,
-                        Some(&order_body(&format!("{tag}-{i}"))),
-                    );
+                    let req = order_post(&k, &s, &tag, i);
                     let d = &d;
                     async move {
                         let t = Instant::now();
@@ -246,24 +258,11 @@ async fn run() -> String {
         let d = deps(&config, queue_at(&stub_endpoint, &stub_queue_url).await);
         let (k, s, tag) = (key_id.clone(), secret.clone(), format!("{run_tag}-stub"));
         figures.push(
-            measure(
+            measure_handle(
                 "`POST /v2/orders` via `api::handle`, SQS = loopback stub",
                 secs,
-                |i| {
-                    let req = request(
-                        "POST",
-                        "/v2/orders",
-                        &k,
-                        &s,
-                        Some(&order_body(&format!("{tag}-{i}"))),
-                    );
-                    let d = &d;
-                    async move {
-                        let t = Instant::now();
-                        let r = api::handle(d, req).await;
-                        (t.elapsed(), r.status().as_u16())
-                    }
-                },
+                &d,
+                |i| order_post(&k, &s, &tag, i),
             )
             .await,
         );
@@ -316,24 +315,11 @@ async fn run() -> String {
                     let (k, s, tag) = (key_id.clone(), secret.clone(), format!("{run_tag}-moto"));
                     let moto_secs = (secs / 2.0).max(1.0);
                     figures.push(
-                        measure(
+                        measure_handle(
                             "`POST /v2/orders` via `api::handle`, SQS = moto (information only)",
                             moto_secs,
-                            |i| {
-                                let req = request(
-                                    "POST",
-                                    "/v2/orders",
-                                    &k,
-                                    &s,
-                                    Some(&order_body(&format!("{tag}-{i}"))),
-                                );
-                                let d = &d;
-                                async move {
-                                    let t = Instant::now();
-                                    let r = api::handle(d, req).await;
-                                    (t.elapsed(), r.status().as_u16())
-                                }
-                            },
+                            &d,
+                            |i| order_post(&k, &s, &tag, i),
                         )
                         .await,
                     );
@@ -398,10 +384,5 @@ async fn run() -> String {
 }
 
 fn main() {
-    let rt = tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
-        .expect("runtime");
-    let md = rt.block_on(run());
-    testkit::write_report(&md);
+    testkit::bench_main(tokio::runtime::Builder::new_multi_thread(), run());
 }

@@ -799,10 +799,5 @@ fn num_cores() -> usize {
 
 fn main() {
     // `cargo bench` passes `--bench`; a filter argument is not supported.
-    let rt = tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
-        .expect("runtime");
-    let md = rt.block_on(run());
-    testkit::write_report(&md);
+    testkit::bench_main(tokio::runtime::Builder::new_multi_thread(), run());
 }

@@ -204,10 +204,5 @@ async fn run() -> String {
 }
 
 fn main() {
-    let rt = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .expect("runtime");
-    let md = rt.block_on(run());
-    testkit::write_report(&md);
+    testkit::bench_main(tokio::runtime::Builder::new_current_thread(), run());
 }

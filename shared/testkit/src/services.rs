@@ -326,6 +326,17 @@ pub fn write_report(md: &str) {
     }
 }
 
+/// A benchmark's `main`: runs `run` to the end on a runtime from `builder` (all drivers
+/// enabled), then writes the markdown it returns with [`write_report`].
+pub fn bench_main(
+    mut builder: tokio::runtime::Builder,
+    run: impl std::future::Future<Output = String>,
+) {
+    let rt = builder.enable_all().build().expect("runtime");
+    let md = rt.block_on(run);
+    write_report(&md);
+}
+
 /// A plain connection to the test Redis (`REDIS_URL`), for reading keys behind an adapter's
 /// back.
 pub async fn redis_connection() -> redis::aio::MultiplexedConnection {
