@@ -41,6 +41,29 @@ fn failures(resp: &aws_lambda_events::sqs::SqsBatchResponse) -> Vec<String> {
         .collect()
 }
 
+/// The account's cash in the ledger (the account must exist).
+async fn cash_of(deps: &executor::Deps, account: Uuid) -> Decimal {
+    deps.ledger.account(account).await.unwrap().unwrap().cash
+}
+
+/// The account's BTCUSDT quantity in the ledger (the position must exist).
+async fn btc_qty(deps: &executor::Deps, account: Uuid) -> Decimal {
+    let pos = deps.ledger.position(account, "BTCUSDT").await.unwrap();
+    pos.unwrap().position.qty
+}
+
+/// The account's order of this client order id, if the ledger has one.
+async fn by_client_id(
+    deps: &executor::Deps,
+    account: Uuid,
+    client_order_id: &str,
+) -> Option<domain::order::Order> {
+    deps.ledger
+        .order_by_client_order_id(account, client_order_id)
+        .await
+        .unwrap()
+}
+
 #[tokio::test]
 async fn a_redelivered_command_changes_nothing() {
     let deps = deps().await;
@@ -50,7 +73,7 @@ async fn a_redelivered_command_changes_nothing() {
     let body = serde_json::to_string(&cmd).unwrap();
     let batch = vec![record("m1", account, body.clone())];
     assert!(failures(&handle_batch(&deps, &batch).await.unwrap()).is_empty());
-    let cash_after_first = deps.ledger.account(account).await.unwrap().unwrap().cash;
+    let cash_after_first = cash_of(&deps, account).await;
     // The same message again (SQS redelivery), and the same command with a new message id.
     assert!(failures(&handle_batch(&deps, &batch).await.unwrap()).is_empty());
     assert!(failures(
@@ -90,32 +113,9 @@ async fn a_failure_reports_that_message_and_the_later_ones_of_its_group_only() {
     let resp = handle_batch(&deps, &batch).await.unwrap();
     assert_eq!(failures(&resp), vec!["a2".to_string(), "a3".to_string()]);
     // Group b ran in full; group a stopped before a3, which will be retried after a2.
-    assert_eq!(
-        deps.ledger
-            .position(b, "BTCUSDT")
-            .await
-            .unwrap()
-            .unwrap()
-            .position
-            .qty,
-        dec!(0.03)
-    );
-    assert_eq!(
-        deps.ledger
-            .position(a, "BTCUSDT")
-            .await
-            .unwrap()
-            .unwrap()
-            .position
-            .qty,
-        dec!(0.01)
-    );
-    assert!(deps
-        .ledger
-        .order_by_client_order_id(a, "a3")
-        .await
-        .unwrap()
-        .is_none());
+    assert_eq!(btc_qty(&deps, b).await, dec!(0.03));
+    assert_eq!(btc_qty(&deps, a).await, dec!(0.01));
+    assert!(by_client_id(&deps, a, "a3").await.is_none());
 }
 
 #[tokio::test]
@@ -230,10 +230,7 @@ async fn stale_prices_reject_and_sells_need_the_quantity() {
         .reject_reason
         .unwrap()
         .contains("insufficient_qty"));
-    assert_eq!(
-        deps.ledger.account(account).await.unwrap().unwrap().cash,
-        dec!(100000)
-    );
+    assert_eq!(cash_of(&deps, account).await, dec!(100000));
 }
 
 #[tokio::test]
@@ -294,18 +291,10 @@ async fn commands_in_one_batch_see_each_other_in_order() {
             .is_none(),
         "bought then sold: flat"
     );
-    let sold = deps
-        .ledger
-        .order_by_client_order_id(account, "in-batch-sell")
-        .await
-        .unwrap()
-        .unwrap();
+    let sold = by_client_id(&deps, account, "in-batch-sell").await.unwrap();
     assert_eq!(sold.status, OrderStatus::Filled);
-    let limit_after = deps
-        .ledger
-        .order_by_client_order_id(account, "in-batch-limit")
+    let limit_after = by_client_id(&deps, account, "in-batch-limit")
         .await
-        .unwrap()
         .unwrap();
     assert_eq!(limit_after.status, OrderStatus::Canceled);
     let book = deps.ledger.book(account).await.unwrap().unwrap();
@@ -315,10 +304,7 @@ async fn commands_in_one_batch_see_each_other_in_order() {
         "nothing held"
     );
     // 0.02 × 60000 = 1200 each way, 1.2 fee each way.
-    assert_eq!(
-        deps.ledger.account(account).await.unwrap().unwrap().cash,
-        dec!(100000) - dec!(2.4)
-    );
+    assert_eq!(cash_of(&deps, account).await, dec!(100000) - dec!(2.4));
 }
 
 #[tokio::test]
@@ -341,29 +327,12 @@ async fn a_failed_transaction_applies_nothing_and_reports_every_message() {
     let resp = handle_batch(&deps, &batch).await.unwrap();
     assert_eq!(failures(&resp), vec!["a1".to_string(), "b1".to_string()]);
     // Nothing of the batch took effect, not even the other account's good order.
-    assert!(deps
-        .ledger
-        .order_by_client_order_id(a, "a-good")
-        .await
-        .unwrap()
-        .is_none());
-    assert_eq!(
-        deps.ledger.account(a).await.unwrap().unwrap().cash,
-        dec!(100000)
-    );
+    assert!(by_client_id(&deps, a, "a-good").await.is_none());
+    assert_eq!(cash_of(&deps, a).await, dec!(100000));
     // Redelivered without the bad message, the good one applies.
     let retry = vec![record("a1", a, body(market(a, "buy", "0.01", "a-good")))];
     assert!(failures(&handle_batch(&deps, &retry).await.unwrap()).is_empty());
-    assert_eq!(
-        deps.ledger
-            .position(a, "BTCUSDT")
-            .await
-            .unwrap()
-            .unwrap()
-            .position
-            .qty,
-        dec!(0.01)
-    );
+    assert_eq!(btc_qty(&deps, a).await, dec!(0.01));
 }
 
 /// After each commit the trigger index follows the ledger: a resting order is watched, a
@@ -449,7 +418,7 @@ async fn a_commit_leaves_a_positions_snapshot_and_order_events() {
     let snap = &result.snapshots[0];
     assert_eq!(snap.account_id, account);
     assert_eq!(snap.positions[0].position.qty, dec!(0.03));
-    let cash = deps.ledger.account(account).await.unwrap().unwrap().cash;
+    let cash = cash_of(&deps, account).await;
     assert_eq!(snap.cash, cash);
 
     let messages = executor::updates::order_messages(&result, Utc::now());
@@ -478,8 +447,5 @@ async fn a_commit_leaves_a_positions_snapshot_and_order_events() {
         .unwrap();
     let stored = deps.cache.snapshots(&[account]).await.unwrap();
     assert_eq!(stored[&account].positions[0].position.qty, dec!(0.02));
-    assert_eq!(
-        stored[&account].cash,
-        deps.ledger.account(account).await.unwrap().unwrap().cash
-    );
+    assert_eq!(stored[&account].cash, cash_of(&deps, account).await);
 }

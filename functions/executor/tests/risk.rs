@@ -51,8 +51,16 @@ fn rule(o: &Order) -> String {
     reason.split(':').next().unwrap_or_default().to_string()
 }
 
-async fn with_limits(deps: &Deps, account: Uuid, limits: RiskLimits) {
+/// A new account with `cash` and these risk limits set.
+async fn limited_account(deps: &Deps, cash: Decimal, limits: RiskLimits) -> Uuid {
+    let (_, account) = account_with_cash(&deps.ledger, cash).await;
     deps.ledger.set_risk_limits(account, &limits).await.unwrap();
+    account
+}
+
+/// The status of the order `c` places (or triggers).
+async fn status(deps: &Deps, c: Command) -> OrderStatus {
+    run(deps, c).await.status
 }
 
 #[tokio::test]
@@ -61,14 +69,13 @@ async fn each_limit_refuses_exactly_past_its_boundary() {
     put_quote(&deps.cache, "BTCUSDT", dec!(60000), dec!(60000)).await;
 
     // max_order_notional 600: 0.01 at 60,000 is exactly 600.
-    let (_, a) = account_with_cash(&deps.ledger, dec!(100000)).await;
     let l = RiskLimits {
         max_order_notional: Some(dec!(600)),
         ..RiskLimits::none()
     };
-    with_limits(&deps, a, l).await;
+    let a = limited_account(&deps, dec!(100000), l).await;
     assert_eq!(
-        run(&deps, market(a, "BTCUSDT", "buy", "0.01")).await.status,
+        status(&deps, market(a, "BTCUSDT", "buy", "0.01")).await,
         OrderStatus::Filled
     );
     let o = run(&deps, limit(a, "buy", "0.01", "60000.01")).await;
@@ -76,18 +83,17 @@ async fn each_limit_refuses_exactly_past_its_boundary() {
     assert!(o.reject_reason.unwrap().contains("600.0001 USDT"));
 
     // max_position_notional 1,200: the position after the order, at its price.
-    let (_, b) = account_with_cash(&deps.ledger, dec!(100000)).await;
     let l = RiskLimits {
         max_position_notional: Some(dec!(1200)),
         ..RiskLimits::none()
     };
-    with_limits(&deps, b, l).await;
+    let b = limited_account(&deps, dec!(100000), l).await;
     assert_eq!(
-        run(&deps, market(b, "BTCUSDT", "buy", "0.01")).await.status,
+        status(&deps, market(b, "BTCUSDT", "buy", "0.01")).await,
         OrderStatus::Filled
     );
     assert_eq!(
-        run(&deps, market(b, "BTCUSDT", "buy", "0.01")).await.status,
+        status(&deps, market(b, "BTCUSDT", "buy", "0.01")).await,
         OrderStatus::Filled
     );
     let o = run(&deps, market(b, "BTCUSDT", "buy", "0.0002")).await;
@@ -97,15 +103,14 @@ async fn each_limit_refuses_exactly_past_its_boundary() {
     assert_eq!(sell.status, OrderStatus::Filled, "{:?}", sell.reject_reason);
 
     // max_open_orders 2: the third resting order is refused.
-    let (_, c) = account_with_cash(&deps.ledger, dec!(100000)).await;
     let l = RiskLimits {
         max_open_orders: Some(2),
         ..RiskLimits::none()
     };
-    with_limits(&deps, c, l).await;
+    let c = limited_account(&deps, dec!(100000), l).await;
     for _ in 0..2 {
         assert_eq!(
-            run(&deps, limit(c, "buy", "0.001", "50000")).await.status,
+            status(&deps, limit(c, "buy", "0.001", "50000")).await,
             OrderStatus::New
         );
     }
@@ -116,23 +121,20 @@ async fn each_limit_refuses_exactly_past_its_boundary() {
 
     // max_gross_leverage 0.5 on 10,000: after buying 4,800 (fee 4.8) equity is 9,995.2,
     // so 197.6 more is the most; 0.0033 BTC (198) is over, 0.0032 (192) is not.
-    let (_, d) = account_with_cash(&deps.ledger, dec!(10000)).await;
     let l = RiskLimits {
         max_gross_leverage: Some(dec!(0.5)),
         ..RiskLimits::none()
     };
-    with_limits(&deps, d, l).await;
+    let d = limited_account(&deps, dec!(10000), l).await;
     assert_eq!(
-        run(&deps, market(d, "BTCUSDT", "buy", "0.08")).await.status,
+        status(&deps, market(d, "BTCUSDT", "buy", "0.08")).await,
         OrderStatus::Filled
     );
     let o = run(&deps, market(d, "BTCUSDT", "buy", "0.0033")).await;
     assert_eq!(rule(&o), "max_gross_leverage");
     assert!(o.reject_reason.unwrap().contains("9995.2"));
     assert_eq!(
-        run(&deps, market(d, "BTCUSDT", "buy", "0.0032"))
-            .await
-            .status,
+        status(&deps, market(d, "BTCUSDT", "buy", "0.0032")).await,
         OrderStatus::Filled
     );
 }
@@ -148,9 +150,7 @@ async fn an_account_without_limits_set_has_the_defaults() {
     let o = run(&deps, market(a, "BTCUSDT", "buy", "1.66667")).await;
     assert_eq!(rule(&o), "max_order_notional");
     assert_eq!(
-        run(&deps, market(a, "BTCUSDT", "buy", "1.66666"))
-            .await
-            .status,
+        status(&deps, market(a, "BTCUSDT", "buy", "1.66666")).await,
         OrderStatus::Filled
     );
 }
@@ -159,12 +159,11 @@ async fn an_account_without_limits_set_has_the_defaults() {
 async fn the_daily_loss_limit_trips_the_kill_switch_until_reset() {
     let deps = deps().await;
     put_quote(&deps.cache, "BTCUSDT", dec!(60000), dec!(60000)).await;
-    let (_, a) = account_with_cash(&deps.ledger, dec!(100000)).await;
     let l = RiskLimits {
         daily_loss_limit: Some(dec!(75)),
         ..RiskLimits::none()
     };
-    with_limits(&deps, a, l).await;
+    let a = limited_account(&deps, dec!(100000), l).await;
     // Realized today: -6 (the fee of the buy), then -30 - 2.97 for each half sold 600 lower.
     run(&deps, market(a, "BTCUSDT", "buy", "0.1")).await;
     put_quote(&deps.cache, "BTCUSDT", dec!(59400), dec!(59400)).await;
@@ -196,9 +195,7 @@ async fn the_daily_loss_limit_trips_the_kill_switch_until_reset() {
     assert_eq!(pos.position.qty, dec!(0.1));
     deps.ledger.reset_kill(a).await.unwrap();
     assert_eq!(
-        run(&deps, market(a, "BTCUSDT", "sell", "0.001"))
-            .await
-            .status,
+        status(&deps, market(a, "BTCUSDT", "sell", "0.001")).await,
         OrderStatus::Filled
     );
     // Reset by hand: more loss the same day does not trip again while under the limit.
@@ -210,13 +207,12 @@ async fn flatten_on_kill_sells_every_position_and_cancels_open_orders() {
     let deps = deps().await;
     put_quote(&deps.cache, "BTCUSDT", dec!(60000), dec!(60000)).await;
     put_quote(&deps.cache, "ETHUSDT", dec!(3000), dec!(3000)).await;
-    let (_, a) = account_with_cash(&deps.ledger, dec!(100000)).await;
     let l = RiskLimits {
         daily_loss_limit: Some(dec!(50)),
         flatten_on_kill: true,
         ..RiskLimits::none()
     };
-    with_limits(&deps, a, l).await;
+    let a = limited_account(&deps, dec!(100000), l).await;
     run(&deps, market(a, "BTCUSDT", "buy", "0.1")).await;
     run(&deps, market(a, "ETHUSDT", "buy", "1")).await;
     let resting = run(&deps, limit(a, "buy", "0.01", "50000")).await;
