@@ -559,6 +559,12 @@ pub struct Tier {
     pub usd: Decimal,
 }
 
+impl Tier {
+    const fn new(label: &'static str, up_to: Option<Decimal>, usd: Decimal) -> Self {
+        Tier { label, up_to, usd }
+    }
+}
+
 /// A price that falls with monthly volume: each band's quantity at its own price.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Tiered {
@@ -688,16 +694,8 @@ impl Default for Prices {
                 per: MILLION,
                 unit: "messages",
                 tiers: vec![
-                    Tier {
-                        label: "first 1B",
-                        up_to: Some(dec!(1000000000)),
-                        usd: dec!(1.00),
-                    },
-                    Tier {
-                        label: "over 1B",
-                        up_to: None,
-                        usd: dec!(0.80),
-                    },
+                    Tier::new("first 1B", Some(dec!(1000000000)), dec!(1.00)),
+                    Tier::new("over 1B", None, dec!(0.80)),
                 ],
             },
             websocket_connection_minutes: Rate::new(dec!(0.25), MILLION, "connection-minutes"),
@@ -705,26 +703,10 @@ impl Default for Prices {
                 per: MILLION,
                 unit: "requests",
                 tiers: vec![
-                    Tier {
-                        label: "first 333M",
-                        up_to: Some(dec!(333000000)),
-                        usd: dec!(3.50),
-                    },
-                    Tier {
-                        label: "333M to 1B",
-                        up_to: Some(dec!(1000000000)),
-                        usd: dec!(2.80),
-                    },
-                    Tier {
-                        label: "1B to 20B",
-                        up_to: Some(dec!(20000000000)),
-                        usd: dec!(2.38),
-                    },
-                    Tier {
-                        label: "over 20B",
-                        up_to: None,
-                        usd: dec!(1.51),
-                    },
+                    Tier::new("first 333M", Some(dec!(333000000)), dec!(3.50)),
+                    Tier::new("333M to 1B", Some(dec!(1000000000)), dec!(2.80)),
+                    Tier::new("1B to 20B", Some(dec!(20000000000)), dec!(2.38)),
+                    Tier::new("over 20B", None, dec!(1.51)),
                 ],
             },
             lambda_requests: Rate::new(dec!(0.20), MILLION, "requests"),
@@ -753,26 +735,10 @@ impl Default for Prices {
                 per: Decimal::ONE,
                 unit: "GB",
                 tiers: vec![
-                    Tier {
-                        label: "first 10 TB",
-                        up_to: gb(dec!(10240)),
-                        usd: dec!(0.09),
-                    },
-                    Tier {
-                        label: "next 40 TB",
-                        up_to: gb(dec!(51200)),
-                        usd: dec!(0.085),
-                    },
-                    Tier {
-                        label: "next 100 TB",
-                        up_to: gb(dec!(153600)),
-                        usd: dec!(0.07),
-                    },
-                    Tier {
-                        label: "over 150 TB",
-                        up_to: None,
-                        usd: dec!(0.05),
-                    },
+                    Tier::new("first 10 TB", gb(dec!(10240)), dec!(0.09)),
+                    Tier::new("next 40 TB", gb(dec!(51200)), dec!(0.085)),
+                    Tier::new("next 100 TB", gb(dec!(153600)), dec!(0.07)),
+                    Tier::new("over 150 TB", None, dec!(0.05)),
                 ],
             },
             logs_ingestion_gb: Rate::new(dec!(0.50), Decimal::ONE, "GB"),
