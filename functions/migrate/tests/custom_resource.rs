@@ -106,6 +106,13 @@ fn assert_failed_for(answer: &Answer, why: &str) {
     assert!(reason.contains(why), "{reason}");
 }
 
+/// CloudFormation was told SUCCESS for `event`, about the one physical resource.
+fn assert_succeeded(answer: &Answer, event: &Value) {
+    assert_eq!(answer.body["Status"], "SUCCESS", "{}", answer.body);
+    assert_eq!(answer.body["PhysicalResourceId"], PHYSICAL_RESOURCE_ID);
+    assert_echoes(answer, event);
+}
+
 fn assert_echoes(answer: &Answer, event: &Value) {
     for key in ["StackId", "RequestId", "LogicalResourceId"] {
         assert_eq!(answer.body[key], event[key], "{key}");
@@ -202,10 +209,9 @@ async fn create_applies_every_migration_update_repeats_nothing_and_delete_keeps_
         .await
         .expect("answered");
     let answer = cloudformation.answer();
-    assert_eq!(answer.body["Status"], "SUCCESS", "{}", answer.body);
-    assert_eq!(answer.body["PhysicalResourceId"], PHYSICAL_RESOURCE_ID);
+    assert_succeeded(&answer, &create);
     assert_eq!(answer.body["Data"]["Applied"], newest.to_string());
-    assert_echoes(&answer, &create);
+
     let tables = database.tables().await;
     for table in [
         "accounts",
@@ -224,10 +230,9 @@ async fn create_applies_every_migration_update_repeats_nothing_and_delete_keeps_
         .await
         .expect("answered");
     let answer = cloudformation.answer();
-    assert_eq!(answer.body["Status"], "SUCCESS", "{}", answer.body);
-    assert_eq!(answer.body["PhysicalResourceId"], PHYSICAL_RESOURCE_ID);
+    assert_succeeded(&answer, &update);
     assert_eq!(answer.body["Data"]["Applied"], newest.to_string());
-    assert_echoes(&answer, &update);
+
     assert_eq!(database.applied_migrations().await, count as i64);
     assert_eq!(database.tables().await, tables);
 
@@ -238,9 +243,8 @@ async fn create_applies_every_migration_update_repeats_nothing_and_delete_keeps_
         .await
         .expect("answered");
     let answer = cloudformation.answer();
-    assert_eq!(answer.body["Status"], "SUCCESS", "{}", answer.body);
-    assert_eq!(answer.body["PhysicalResourceId"], PHYSICAL_RESOURCE_ID);
-    assert_echoes(&answer, &delete);
+    assert_succeeded(&answer, &delete);
+
     assert_eq!(database.tables().await, tables);
     assert_eq!(database.applied_migrations().await, count as i64);
 
