@@ -94,6 +94,12 @@ fn complete_all(f: &mut Fanout, out: &[Outgoing], outcome: Outcome, now: i64) {
     }
 }
 
+/// Plans at `now` and completes every message of the plan as sent, at `now`.
+fn send_all(f: &mut Fanout, now: i64) {
+    let out = f.plan(now);
+    complete_all(f, &out, Outcome::Sent, now);
+}
+
 #[test]
 fn the_body_is_the_same_json_as_update_message() {
     let a = quote("BTCUSDT", 61_000, 5);
@@ -234,8 +240,7 @@ fn the_rate_is_clamped_to_the_minimum() {
     let mut f = Fanout::new();
     f.put(conn("x", acct(1), &["BTCUSDT"], 10), T0);
     f.on_quotes(&[quote("BTCUSDT", 1, T0)]);
-    let out = f.plan(T0);
-    complete_all(&mut f, &out, Outcome::Sent, T0);
+    send_all(&mut f, T0);
     f.on_quotes(&[quote("BTCUSDT", 2, T0 + 50)]);
     assert!(f.plan(T0 + 50).is_empty());
     assert!(f.plan(T0 + 100 - RATE_JITTER_MS - 1).is_empty());
@@ -424,8 +429,7 @@ fn seeded_quotes_price_the_pnl_but_are_not_sent_as_changes() {
     let mut f = Fanout::new();
     f.put(conn("p", acct(1), &["BTCUSDT", "ETHUSDT"], 100), T0);
     f.on_quotes(&[quote("ETHUSDT", 3_000, T0)]);
-    let out = f.plan(T0);
-    complete_all(&mut f, &out, Outcome::Sent, T0);
+    send_all(&mut f, T0);
     f.set_snapshot(snapshot(
         acct(1),
         0,
@@ -466,8 +470,7 @@ fn a_new_subscription_drops_pending_symbols_no_longer_wanted() {
     let mut f = Fanout::new();
     f.put(conn("x", acct(1), &["BTCUSDT", "ETHUSDT"], 1_000), T0);
     f.on_quotes(&[quote("BTCUSDT", 1, T0)]);
-    let out = f.plan(T0);
-    complete_all(&mut f, &out, Outcome::Sent, T0);
+    send_all(&mut f, T0);
     f.on_quotes(&[quote("BTCUSDT", 2, T0 + 100), quote("ETHUSDT", 3, T0 + 100)]);
     assert!(f.plan(T0 + 100).is_empty(), "rate");
     f.put(conn("x", acct(1), &["ETHUSDT", "SOLUSDT"], 1_000), T0 + 200);
