@@ -439,38 +439,31 @@ mod tests {
         assert!(p.is_flat());
     }
 
+    /// `fill` charged the fee of `fee_bps` on its notional: that fill, the notional, the fee.
+    fn charged(fill: Fill, fee_bps: Decimal) -> (Fill, Decimal, Decimal) {
+        let notional = fill.notional().unwrap();
+        let fee = fee(notional, fee_bps);
+        (Fill { fee, ..fill }, notional, fee)
+    }
+
     #[test]
     fn btc_like_round_trip_with_8_decimal_quantities() {
         let mut p = Position::default();
         let qty = dec!(0.01234);
-        let open = buy(qty, dec!(61837.64));
-        let notional = open.notional().unwrap();
+        let (open, notional, open_fee) = charged(buy(qty, dec!(61837.64)), dec!(10));
         assert_eq!(notional, dec!(763.0764776));
         // 0.7630764776 rounds to 8 dp as 0.76307648.
-        let open_fee = fee(notional, dec!(10));
         assert_eq!(open_fee, dec!(0.76307648));
-        let e = p
-            .apply(&Fill {
-                fee: open_fee,
-                ..open
-            })
-            .unwrap();
+        let e = p.apply(&open).unwrap();
         assert_eq!(e.cash_delta, dec!(-763.83955408));
         assert_eq!(e.realized_pnl, dec!(-0.76307648));
         assert_eq!(p.avg_entry_price, dec!(61837.64));
         assert_eq!(p.unrealized_pnl(dec!(61900.00)).unwrap(), dec!(0.7695224));
 
-        let close = sell(qty, dec!(61900.00));
-        let close_notional = close.notional().unwrap();
+        let (close, close_notional, close_fee) = charged(sell(qty, dec!(61900.00)), dec!(10));
         assert_eq!(close_notional, dec!(763.846));
-        let close_fee = fee(close_notional, dec!(10));
         assert_eq!(close_fee, dec!(0.76384600));
-        let e = p
-            .apply(&Fill {
-                fee: close_fee,
-                ..close
-            })
-            .unwrap();
+        let e = p.apply(&close).unwrap();
         // 0.01234 × (61900 − 61837.64) = 0.7695224, minus 0.763846.
         assert_eq!(e.realized_pnl, dec!(0.0056764));
         assert_eq!(e.cash_delta, dec!(763.082154));
