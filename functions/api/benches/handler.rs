@@ -80,15 +80,12 @@ fn order_post(key_id: &str, secret: &str, tag: &str, i: usize) -> Request {
 
 /// Times `api::handle` on the request `req(i)` builds (built outside the timed region).
 async fn measure_handle(name: &str, secs: f64, d: &Deps, req: impl Fn(usize) -> Request) -> Figure {
-    measure(name, secs, |i| {
-        let req = req(i);
-        async move {
-            let t = Instant::now();
-            let r = api::handle(d, req).await;
-            (t.elapsed(), r.status().as_u16())
-        }
-    })
-    .await
+    testkit::measure_call(name, secs, |i| status_of(d, req(i))).await
+}
+
+/// The status `api::handle` answers `req` with.
+async fn status_of(d: &Deps, req: Request) -> u16 {
+    api::handle(d, req).await.status().as_u16()
 }
 
 /// A queue whose SDK client is built now, with `endpoint` as `AWS_ENDPOINT_URL` (the SDK

@@ -32,7 +32,7 @@ use lambda_http::http::Method;
 use lambda_http::Request;
 use rust_decimal_macros::dec;
 use testkit::events::RestEvent;
-use testkit::{measure, pct};
+use testkit::{measure, pct, Figure};
 use uuid::Uuid;
 
 /// An API Gateway REST event for `/v2/hooks/tradingview/{webhook_id}`, as TradingView's
@@ -55,6 +55,21 @@ fn strategy_alert(passphrase: &str, id: usize) -> String {
     format!(
         r#"{{"passphrase":"{passphrase}","symbol":"BINANCE:BTCUSDT","action":"buy","qty":"0.001","id":"Long-{id}-2026-11-21T10:00:00Z"}}"#
     )
+}
+
+/// Times `webhook::handle` on the request `req(i)` builds (built outside the timed region).
+async fn measure_handle(
+    name: &str,
+    secs: f64,
+    deps: &Deps,
+    req: impl Fn(usize) -> Request,
+) -> Figure {
+    testkit::measure_call(name, secs, |i| status_of(deps, req(i))).await
+}
+
+/// The status `webhook::handle` answers `req` with.
+async fn status_of(deps: &Deps, req: Request) -> u16 {
+    webhook::handle(deps, req).await.status().as_u16()
 }
 
 async fn run() -> String {
@@ -110,53 +125,35 @@ async fn run() -> String {
     let deps = &deps;
     let id = hook.id.clone();
     figures.push(
-        measure(
+        measure_handle(
             "strategy alert → order (new alert id each time)",
             secs,
-            |i| {
-                let req = alert(&id, &strategy_alert(&passphrase, i));
-                async move {
-                    let t = Instant::now();
-                    let r = webhook::handle(deps, req).await;
-                    (t.elapsed(), r.status().as_u16())
-                }
-            },
+            deps,
+            |i| alert(&id, &strategy_alert(&passphrase, i)),
         )
         .await,
     );
     let resent = strategy_alert(&passphrase, 42);
     figures.push(
-        measure("re-sent alert (same body: the order it made)", secs, |_| {
-            let req = alert(&id, &resent);
-            async move {
-                let t = Instant::now();
-                let r = webhook::handle(deps, req).await;
-                (t.elapsed(), r.status().as_u16())
-            }
-        })
+        measure_handle(
+            "re-sent alert (same body: the order it made)",
+            secs,
+            deps,
+            |_| alert(&id, &resent),
+        )
         .await,
     );
     let wrong = strategy_alert("not-the-passphrase", 1);
     figures.push(
-        measure("wrong passphrase → 401", secs, |_| {
-            let req = alert(&id, &wrong);
-            async move {
-                let t = Instant::now();
-                let r = webhook::handle(deps, req).await;
-                (t.elapsed(), r.status().as_u16())
-            }
+        measure_handle("wrong passphrase → 401", secs, deps, |_| {
+            alert(&id, &wrong)
         })
         .await,
     );
     let unknown = format!("wh_{}", random_secret());
     figures.push(
-        measure("unknown webhook id → 401", secs, |_| {
-            let req = alert(&unknown, &wrong);
-            async move {
-                let t = Instant::now();
-                let r = webhook::handle(deps, req).await;
-                (t.elapsed(), r.status().as_u16())
-            }
+        measure_handle("unknown webhook id → 401", secs, deps, |_| {
+            alert(&unknown, &wrong)
         })
         .await,
     );

@@ -226,6 +226,24 @@ where
     fig
 }
 
+/// [`measure`] of a call that answers an HTTP status: what `f(i)` does before it returns
+/// its future stays outside the timed region, the future itself is timed.
+pub async fn measure_call<F, Fut>(name: &str, secs: f64, mut f: F) -> Figure
+where
+    F: FnMut(usize) -> Fut,
+    Fut: std::future::Future<Output = u16>,
+{
+    measure(name, secs, |i| {
+        let call = f(i);
+        async move {
+            let t = Instant::now();
+            let status = call.await;
+            (t.elapsed(), status)
+        }
+    })
+    .await
+}
+
 /// A FIFO queue of the caller's own on moto (`AWS_ENDPOINT_URL`), named `{stem}-{uuid}.fifo`:
 /// the client and the queue URL.
 pub async fn fifo_queue(stem: &str) -> (aws_sdk_sqs::Client, String) {
