@@ -108,6 +108,14 @@ impl Fixture {
             .collect()
     }
 
+    /// How many times the executor has received the message `id` so far.
+    fn deliveries(&self, id: &str) -> usize {
+        self.received()
+            .iter()
+            .filter(|r| r["messageId"] == id)
+            .count()
+    }
+
     async fn messages_left(&self) -> (u64, u64) {
         let out = self
             .client
@@ -175,13 +183,7 @@ async fn successes_are_deleted_and_reported_failures_come_back() {
     wait_until(
         "the failed message to be redelivered",
         Duration::from_secs(30),
-        || {
-            fx.received()
-                .iter()
-                .filter(|r| r["messageId"] == fail_b.as_str())
-                .count()
-                >= 2
-        },
+        || fx.deliveries(&fail_b) >= 2,
     )
     .await;
     stack.shutdown().await;
@@ -256,11 +258,7 @@ async fn an_invalid_report_deletes_nothing() {
     }
     let stack = devstack::start(config).await.unwrap();
     wait_until("a to be redelivered twice", Duration::from_secs(30), || {
-        fx.received()
-            .iter()
-            .filter(|r| r["messageId"] == a.as_str())
-            .count()
-            >= 3
+        fx.deliveries(&a) >= 3
     })
     .await;
     stack.shutdown().await;
