@@ -20,17 +20,22 @@ fn read(name: &str) -> String {
     std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()))
 }
 
+/// The event is for `path`, on the `/{proxy+}` resource with `proxy` as its parameter.
+fn assert_proxy_route(ev: &ApiGatewayProxyRequest, path: &str, proxy: &str) {
+    assert_eq!(ev.path.as_deref(), Some(path));
+    assert_eq!(ev.resource.as_deref(), Some("/{proxy+}"));
+    assert_eq!(
+        ev.path_parameters.get("proxy").map(String::as_str),
+        Some(proxy)
+    );
+}
+
 #[test]
 fn api_get_account_sample_deserializes() {
     let text = read("api-get-account.json");
     let ev: ApiGatewayProxyRequest = serde_json::from_str(&text).unwrap();
     assert_eq!(ev.http_method, Method::GET);
-    assert_eq!(ev.path.as_deref(), Some("/v2/account"));
-    assert_eq!(ev.resource.as_deref(), Some("/{proxy+}"));
-    assert_eq!(
-        ev.path_parameters.get("proxy").map(String::as_str),
-        Some("v2/account")
-    );
+    assert_proxy_route(&ev, "/v2/account", "v2/account");
     assert_eq!(
         ev.headers.get("apca-api-key-id").unwrap(),
         "PKDEMO0000000000000001"
@@ -136,11 +141,10 @@ fn built_rest_event_round_trips_through_aws_lambda_events() {
         b"",
     );
     let ev: ApiGatewayProxyRequest = serde_json::from_value(v.clone()).unwrap();
-    assert_eq!(ev.path.as_deref(), Some("/v2/orders:by_client_order_id"));
-    assert_eq!(ev.resource.as_deref(), Some("/{proxy+}"));
-    assert_eq!(
-        ev.path_parameters.get("proxy").map(String::as_str),
-        Some("v2/orders:by_client_order_id")
+    assert_proxy_route(
+        &ev,
+        "/v2/orders:by_client_order_id",
+        "v2/orders:by_client_order_id",
     );
     assert_eq!(
         ev.query_string_parameters.first("client_order_id"),
