@@ -456,6 +456,21 @@ struct CountingProxy {
     server_chunks: Arc<AtomicU64>,
 }
 
+/// Copies `from` to `to` until either side closes, counting the chunks read.
+async fn copy_counting(
+    mut from: impl AsyncReadExt + Unpin,
+    mut to: impl AsyncWriteExt + Unpin,
+    chunks: Arc<AtomicU64>,
+) {
+    let mut buf = vec![0u8; 65536];
+    while let Ok(n) = from.read(&mut buf).await {
+        if n == 0 || to.write_all(&buf[..n]).await.is_err() {
+            break;
+        }
+        chunks.fetch_add(1, Ordering::Relaxed);
+    }
+}
+
 async fn counting_proxy(target: String) -> CountingProxy {
     let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap().to_string();
@@ -469,27 +484,11 @@ async fn counting_proxy(target: String) -> CountingProxy {
             };
             let _ = inbound.set_nodelay(true);
             let _ = outbound.set_nodelay(true);
-            let (mut ir, mut iw) = inbound.into_split();
-            let (mut or, mut ow) = outbound.into_split();
+            let (ir, iw) = inbound.into_split();
+            let (or, ow) = outbound.into_split();
             let (cc, sc) = (cc.clone(), sc.clone());
-            tokio::spawn(async move {
-                let mut buf = vec![0u8; 65536];
-                while let Ok(n) = ir.read(&mut buf).await {
-                    if n == 0 || ow.write_all(&buf[..n]).await.is_err() {
-                        break;
-                    }
-                    cc.fetch_add(1, Ordering::Relaxed);
-                }
-            });
-            tokio::spawn(async move {
-                let mut buf = vec![0u8; 65536];
-                while let Ok(n) = or.read(&mut buf).await {
-                    if n == 0 || iw.write_all(&buf[..n]).await.is_err() {
-                        break;
-                    }
-                    sc.fetch_add(1, Ordering::Relaxed);
-                }
-            });
+            tokio::spawn(copy_counting(ir, ow, cc));
+            tokio::spawn(copy_counting(or, iw, sc));
         }
     });
     CountingProxy {
