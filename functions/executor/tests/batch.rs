@@ -34,6 +34,13 @@ fn record(id: &str, group: Uuid, body: String) -> SqsMessage {
     m
 }
 
+/// A message `id` in the account's group: a market buy of 0.001 with `id` as its client
+/// order id.
+fn buy_record(account: Uuid, id: &str) -> SqsMessage {
+    let c = market(account, "buy", "0.001", id);
+    record(id, account, serde_json::to_string(&c).unwrap())
+}
+
 fn failures(resp: &aws_lambda_events::sqs::SqsBatchResponse) -> Vec<String> {
     resp.batch_item_failures
         .iter()
@@ -142,14 +149,7 @@ async fn executors_run_concurrently_on_different_accounts() {
         tasks.push(tokio::spawn(async move {
             for n in 0..5 {
                 let batch: Vec<SqsMessage> = (0..2)
-                    .map(|k| {
-                        let c = market(acct, "buy", "0.001", &format!("own-{i}-{n}-{k}"));
-                        record(
-                            &format!("own-{i}-{n}-{k}"),
-                            acct,
-                            serde_json::to_string(&c).unwrap(),
-                        )
-                    })
+                    .map(|k| buy_record(acct, &format!("own-{i}-{n}-{k}")))
                     .collect();
                 let resp = handle_batch(&deps, &batch).await.unwrap();
                 assert!(resp.batch_item_failures.is_empty());
@@ -159,14 +159,7 @@ async fn executors_run_concurrently_on_different_accounts() {
     let mixed: Vec<SqsMessage> = accounts
         .iter()
         .enumerate()
-        .map(|(i, &acct)| {
-            let c = market(acct, "buy", "0.001", &format!("mixed-{i}"));
-            record(
-                &format!("mixed-{i}"),
-                acct,
-                serde_json::to_string(&c).unwrap(),
-            )
-        })
+        .map(|(i, &acct)| buy_record(acct, &format!("mixed-{i}")))
         .collect();
     let d = deps.clone();
     tasks.push(tokio::spawn(async move {
