@@ -94,6 +94,14 @@ fn complete_all(f: &mut Fanout, out: &[Outgoing], outcome: Outcome, now: i64) {
     }
 }
 
+/// A fan-out with "x" (account 1) subscribed to BTCUSDT at `rate_ms`, BTCUSDT quoted at T0.
+fn btc_watcher(rate_ms: u32) -> Fanout {
+    let mut f = Fanout::new();
+    f.put(conn("x", acct(1), &["BTCUSDT"], rate_ms), T0);
+    f.on_quotes(&[quote("BTCUSDT", 1, T0)]);
+    f
+}
+
 /// Plans at `now` and completes every message of the plan as sent, at `now`.
 fn send_all(f: &mut Fanout, now: i64) {
     let out = f.plan(now);
@@ -237,9 +245,7 @@ fn the_rate_holds_back_changes_which_accumulate_and_go_on_a_tick() {
 
 #[test]
 fn the_rate_is_clamped_to_the_minimum() {
-    let mut f = Fanout::new();
-    f.put(conn("x", acct(1), &["BTCUSDT"], 10), T0);
-    f.on_quotes(&[quote("BTCUSDT", 1, T0)]);
+    let mut f = btc_watcher(10);
     send_all(&mut f, T0);
     f.on_quotes(&[quote("BTCUSDT", 2, T0 + 50)]);
     assert!(f.plan(T0 + 50).is_empty());
@@ -249,9 +255,7 @@ fn the_rate_is_clamped_to_the_minimum() {
 
 #[test]
 fn a_push_in_flight_holds_later_changes_until_it_completes() {
-    let mut f = Fanout::new();
-    f.put(conn("x", acct(1), &["BTCUSDT"], 100), T0);
-    f.on_quotes(&[quote("BTCUSDT", 1, T0)]);
+    let mut f = btc_watcher(100);
     let first = f.plan(T0);
     assert_eq!(first.len(), 1);
     f.on_quotes(&[quote("BTCUSDT", 2, T0 + 100)]);
@@ -323,9 +327,7 @@ fn a_gone_connection_is_dropped_and_never_planned_again() {
 
 #[test]
 fn a_completion_for_an_earlier_incarnation_is_ignored() {
-    let mut f = Fanout::new();
-    f.put(conn("x", acct(1), &["BTCUSDT"], 100), T0);
-    f.on_quotes(&[quote("BTCUSDT", 1, T0)]);
+    let mut f = btc_watcher(100);
     let old = f.plan(T0);
     f.remove("x");
     f.put(conn("x", acct(1), &["BTCUSDT"], 100), T0);
