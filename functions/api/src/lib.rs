@@ -46,6 +46,7 @@ pub async fn serve(
         if body_len(&req) > MAX_BODY_BYTES {
             return Err(ApiError::too_large(MAX_BODY_BYTES));
         }
+        rest::refuse_nul_in_query(&req)?;
         routes(deps, &method, &path, req).await
     })
     .await

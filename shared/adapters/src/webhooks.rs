@@ -25,6 +25,17 @@ pub fn new_webhook_id() -> String {
     format!("{WEBHOOK_ID_PREFIX}{}", crate::auth::random_secret())
 }
 
+/// Whether `id` has the shape of a webhook id (the prefix and 43 base64url characters):
+/// nothing else can name one, so nothing else is looked up.
+pub fn is_webhook_id(id: &str) -> bool {
+    id.strip_prefix(WEBHOOK_ID_PREFIX).is_some_and(|rest| {
+        rest.len() == 43
+            && rest
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
+    })
+}
+
 #[derive(Debug, Clone, PartialEq, Eq, sqlx::FromRow)]
 pub struct Webhook {
     pub id: String,

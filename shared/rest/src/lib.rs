@@ -78,6 +78,29 @@ pub fn query(req: &Request, name: &str) -> Option<String> {
         .filter(|s| !s.is_empty())
 }
 
+/// Refuses a request whose query holds a NUL character (400 `invalid_parameter`): no
+/// parameter may carry one (PostgreSQL's text cannot hold it, so a lookup would fail as if
+/// the database were down).
+pub fn refuse_nul_in_query(req: &Request) -> Result<(), ApiError> {
+    let Some(params) = req.query_string_parameters_ref() else {
+        return Ok(());
+    };
+    match params
+        .iter()
+        .find(|(k, v)| k.contains('\0') || v.contains('\0'))
+    {
+        Some((name, _)) => Err(ApiError::new(
+            400,
+            RejectCode::InvalidParameter,
+            format!(
+                "query parameter {} holds a NUL character",
+                name.replace('\0', "\\0")
+            ),
+        )),
+        None => Ok(()),
+    }
+}
+
 pub fn header(req: &Request, name: &str) -> Option<String> {
     req.headers()
         .get(name)

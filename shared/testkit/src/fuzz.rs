@@ -38,6 +38,43 @@ pub fn config_divided(divisor: u32) -> Config {
     }
 }
 
+/// Why a function's answer to hostile input is not what the API documents, if it is not
+/// (see [`undocumented_answer`]).
+pub fn undocumented_response(
+    response: &lambda_http::Response<lambda_http::Body>,
+) -> Option<String> {
+    let text = match response.body() {
+        lambda_http::Body::Text(t) => t.clone(),
+        lambda_http::Body::Binary(b) => String::from_utf8_lossy(b).into_owned(),
+        _ => String::new(),
+    };
+    undocumented_answer(response.status().as_u16(), &text)
+}
+
+/// Why an answer to hostile input is not what the API documents, if it is not: never a 5xx,
+/// and every refusal exactly `{"code","message"}` with a code of [`domain::RejectCode`].
+pub fn undocumented_answer(status: u16, body: &str) -> Option<String> {
+    if status >= 500 {
+        return Some(format!("a {status}: {body}"));
+    }
+    if status < 400 {
+        return None;
+    }
+    let v: serde_json::Value = match serde_json::from_str(body) {
+        Ok(v) => v,
+        Err(_) => return Some(format!("a {status} whose body is not JSON: {body}")),
+    };
+    let documented = v.as_object().is_some_and(|o| {
+        o.len() == 2
+            && o.get("message").is_some_and(serde_json::Value::is_string)
+            && o.get("code")
+                .and_then(serde_json::Value::as_str)
+                .and_then(domain::RejectCode::parse)
+                .is_some()
+    });
+    (!documented).then(|| format!("a {status} that is not {{code, message}}: {body}"))
+}
+
 /// Characters that break code indexing strings by bytes or assuming ASCII.
 pub const TRICKY_CHARS: &[&str] = &[
     "é",
