@@ -104,10 +104,12 @@ mkdir -p "$LOGD"
 start_proc feed "$BIN/feed" --listen "127.0.0.1:$FEED_PORT" --speed 1
 start_proc devstack "$BIN/devstack" --rest-listen "127.0.0.1:$REST_PORT" \
     --api-bin "$BIN/api" --webhook-bin "$BIN/webhook" --executor-bin "$BIN/executor" --queue-url "$COMMANDS_QUEUE_URL" \
-    --ws-listen "127.0.0.1:$WS_PORT" --ws-bin "$BIN/ws"
+    --ws-listen "127.0.0.1:$WS_PORT" --ws-bin "$BIN/ws" \
+    --api-database-url "$DATABASE_API_URL" --executor-database-url "$DATABASE_EXECUTOR_URL"
 # Ingest writes prices, sends triggers to the queue, and fans out to the devstack's
-# @connections (connections from the moto table, kept fresh through Redis).
-start_proc ingest env BINANCE_WS_URL="ws://127.0.0.1:$FEED_PORT" SYMBOLS=BTCUSDT,ETHUSDT \
+# @connections (connections from the moto table, kept fresh through Redis). Every function
+# connects to PostgreSQL as its own role, as on AWS.
+start_proc ingest env DATABASE_URL="$DATABASE_INGEST_URL" BINANCE_WS_URL="ws://127.0.0.1:$FEED_PORT" SYMBOLS=BTCUSDT,ETHUSDT \
     WS_MANAGEMENT_URL="http://127.0.0.1:$WS_PORT/local" "$BIN/ingest"
 
 # Wait (bounded) until feed and REST answer, then say where everything is.

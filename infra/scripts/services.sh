@@ -312,6 +312,8 @@ BEGIN
   END IF;
 END
 $$;
+-- Like Aurora's master user: the migrations create the function roles (trading_api, ...).
+ALTER ROLE trading CREATEROLE;
 SELECT 'CREATE DATABASE trading OWNER trading ENCODING ''UTF8'' TEMPLATE template0'
 WHERE NOT EXISTS (SELECT FROM pg_database WHERE datname = 'trading')\gexec
 SQL
@@ -447,6 +449,11 @@ cmd_env() {
     q="$(queue_url)"
     local -a vars=(
         "DATABASE_URL=postgres://trading:trading@127.0.0.1:$PG_PORT/trading"
+        # Each function's own role (infra/migrations/0004_function_roles.sql); the migrate
+        # step gives them these passwords, the devstack and ingest connect with them.
+        "DATABASE_API_URL=postgres://trading_api:trading_api@127.0.0.1:$PG_PORT/trading"
+        "DATABASE_EXECUTOR_URL=postgres://trading_executor:trading_executor@127.0.0.1:$PG_PORT/trading"
+        "DATABASE_INGEST_URL=postgres://trading_ingest:trading_ingest@127.0.0.1:$PG_PORT/trading"
         "REDIS_URL=redis://127.0.0.1:$REDIS_PORT/"
         "AWS_ENDPOINT_URL=$MOTO_ENDPOINT"
         "AWS_REGION=us-east-1"

@@ -202,3 +202,78 @@ def test_the_ingest_task_runs_locally(template):
     assert containers == ["ingest"]
     dev = (REPO / "infra" / "scripts" / "dev.sh").read_text()
     assert re.search(r"start_proc ingest\b", dev), "dev.sh does not start the ingest task"
+
+
+# The database role each deployed function connects as (infra/migrations/0004_function_roles.sql).
+FUNCTION_ROLES = {
+    "ApiFunction": "trading_api",
+    "WebhookFunction": "trading_api",
+    "WsFunction": "trading_api",
+    "ExecutorFunction": "trading_executor",
+    "IngestTaskDefinition": "trading_ingest",
+}
+
+
+def ref(value):
+    return value.get("Ref") if isinstance(value, dict) else None
+
+
+def test_each_function_connects_as_its_own_database_role(template):
+    migration = (REPO / "infra" / "migrations" / "0004_function_roles.sql").read_text()
+    created = re.search(r"ARRAY\[([^\]]*)\]", migration).group(1)
+    roles = set(re.findall(r"'(\w+)'", created))
+    assert roles == set(FUNCTION_ROLES.values())
+
+    username = {
+        name: json.loads(s["Properties"]["GenerateSecretString"]["SecretStringTemplate"])["username"]
+        for name, s in resources(template, "AWS::SecretsManager::Secret").items()
+    }
+    secret_of_role = {user: name for name, user in username.items()}
+    globals_env = template["Globals"]["Function"]["Environment"]["Variables"]
+
+    def secret_env(name):
+        resource = template["Resources"][name]
+        if resource["Type"] == "AWS::ECS::TaskDefinition":
+            env = {e["Name"]: e["Value"] for e in resource["Properties"]["ContainerDefinitions"][0]["Environment"]}
+        else:
+            env = dict(globals_env, **resource["Properties"].get("Environment", {}).get("Variables", {}))
+        return ref(env["DATABASE_SECRET_ARN"])
+
+    def readable_secrets(name):
+        resource = template["Resources"][name]
+        if resource["Type"] == "AWS::ECS::TaskDefinition":
+            role = template["Resources"][resource["Properties"]["TaskRoleArn"]["Fn::GetAtt"][0]]
+            return {
+                ref(r) if ref(r) else r
+                for policy in role["Properties"]["Policies"]
+                for statement in policy["PolicyDocument"]["Statement"]
+                if "secretsmanager:GetSecretValue" in str(statement["Action"])
+                for r in (statement["Resource"] if isinstance(statement["Resource"], list) else [statement["Resource"]])
+            }
+        return {
+            ref(p["AWSSecretsManagerGetSecretValuePolicy"]["SecretArn"])
+            for p in resource["Properties"]["Policies"]
+            if isinstance(p, dict) and "AWSSecretsManagerGetSecretValuePolicy" in p
+        }
+
+    for name, role in FUNCTION_ROLES.items():
+        assert secret_env(name) == secret_of_role[role], name
+        # It can read its own secret and no other: not the owner's.
+        assert readable_secrets(name) == {secret_of_role[role]}, name
+        if template["Resources"][name]["Type"] == "AWS::Serverless::Function":
+            assert template["Resources"][name].get("DependsOn") == "LedgerSchema", name
+
+    # The migrations run as the owner and set every role's password from its secret.
+    migrate = template["Resources"]["MigrateFunction"]["Properties"]["Environment"]["Variables"]
+    assert username[ref(migrate["DATABASE_SECRET_ARN"])] == "trading"
+    for role in roles:
+        suffix = role.removeprefix("trading_").upper()
+        assert ref(migrate[f"DATABASE_{suffix}_SECRET_ARN"]) == secret_of_role[role], role
+
+    # The proxy accepts every login.
+    auth = template["Resources"]["DatabaseProxy"]["Properties"]["Auth"]
+    assert {ref(a["SecretArn"]) for a in auth} == set(username)
+
+    # A new migration reaches the deployed database: SchemaVersion is the newest one.
+    newest = max(int(p.name.split("_")[0]) for p in (REPO / "infra" / "migrations").glob("*.sql"))
+    assert int(template["Resources"]["LedgerSchema"]["Properties"]["SchemaVersion"]) == newest

@@ -34,6 +34,7 @@ use std::time::{Duration, Instant};
 pub mod ws;
 
 use adapters::cache::Cache;
+use adapters::schema::FunctionRole;
 use domain::quote::Quote;
 use reqwest::Method;
 use rust_decimal::Decimal;
@@ -121,13 +122,41 @@ async fn stack_database(base_url: &str, id: &str) -> String {
         .await
         .unwrap_or_else(|e| panic!("CREATE DATABASE {name}: {e}"));
     admin.close().await;
-    let mut url = reqwest::Url::parse(base_url).expect("DATABASE_URL is a URL");
-    url.set_path(&format!("/{name}"));
-    let url = url.to_string();
-    let ledger = adapters::ledger::Ledger::connect_lazy(&url, 2).expect("database url parses");
-    ledger.migrate().await.expect("migrations apply");
-    drop(ledger);
+    let url = in_database(base_url, &name);
+    // As the deploy does: migrations, then the function roles' logins.
+    let logins: Vec<_> = FunctionRole::ALL
+        .into_iter()
+        .map(|role| {
+            adapters::config::role_login_from_url(role, &service_env(&role_env(role)))
+                .expect("the role's URL names its user and password")
+        })
+        .collect();
+    adapters::schema::apply_migrations(&url, Duration::from_secs(30), &logins)
+        .await
+        .expect("migrations apply");
     url
+}
+
+/// `url` pointing at the database `name`.
+fn in_database(url: &str, name: &str) -> String {
+    let mut url = reqwest::Url::parse(url).expect("a database URL");
+    url.set_path(&format!("/{name}"));
+    url.to_string()
+}
+
+/// The variable `make test` exports with a function role's URL (`DATABASE_API_URL`, ...).
+fn role_env(role: FunctionRole) -> String {
+    format!("DATABASE_{}_URL", role.env_name())
+}
+
+/// The stack database's URL for a function role: each function connects as its own role,
+/// as on AWS, so a missing grant fails the end-to-end tests.
+fn role_url(role: FunctionRole, stack_database_url: &str) -> String {
+    let database = reqwest::Url::parse(stack_database_url).expect("a database URL");
+    in_database(
+        &service_env(&role_env(role)),
+        database.path().trim_start_matches('/'),
+    )
 }
 
 async fn sqs_client() -> aws_sdk_sqs::Client {
@@ -274,6 +303,10 @@ impl Stack {
                     .arg("1")
                     .arg("--sqs-pollers")
                     .arg("1")
+                    .arg("--api-database-url")
+                    .arg(role_url(FunctionRole::Api, &database_url))
+                    .arg("--executor-database-url")
+                    .arg(role_url(FunctionRole::Executor, &database_url))
                     // Inherited by the functions: the environment is their configuration.
                     .env("DATABASE_URL", &database_url)
                     .env("DATABASE_MAX_CONNECTIONS", "3")
@@ -305,7 +338,10 @@ impl Stack {
             .env("KEY_PREFIX", &prefix)
             // The trigger engine: it reads resting orders from the ledger to rebuild its
             // index and sends trigger commands to this stack's queue.
-            .env("DATABASE_URL", &database_url)
+            .env(
+                "DATABASE_URL",
+                role_url(FunctionRole::Ingest, &database_url),
+            )
             .env("COMMANDS_QUEUE_URL", &queue_url)
             // The fan-out: connections from this stack's table, pushes to its devstack.
             .env("CONNECTIONS_TABLE", &connections_table)

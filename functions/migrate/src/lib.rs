@@ -18,6 +18,7 @@ use std::fmt::Display;
 use std::future::Future;
 use std::time::{Duration, SystemTime};
 
+use adapters::config::MigrationTarget;
 use aws_lambda_events::cloudformation::{
     CloudFormationCustomResourceRequest, CloudFormationCustomResourceResponse,
     CloudFormationCustomResourceResponseStatus,
@@ -92,15 +93,15 @@ macro_rules! request_ids {
 }
 
 /// Handles one custom resource event and PUTs the answer to its `ResponseURL`; returns the
-/// answer sent. `database_url` is awaited only for Create and Update, so a Delete succeeds
-/// even where the database configuration is broken.
+/// answer sent. `target` (the database and the function roles' logins) is awaited only for
+/// Create and Update, so a Delete succeeds even where the database configuration is broken.
 pub async fn handle<U, E>(
     event: Value,
-    database_url: U,
+    target: U,
     limits: Limits,
 ) -> Result<CloudFormationCustomResourceResponse, HandlerError>
 where
-    U: Future<Output = Result<String, E>>,
+    U: Future<Output = Result<MigrationTarget, E>>,
     E: Display,
 {
     let request = match serde_json::from_value::<CloudFormationCustomResourceRequest>(event.clone())
@@ -112,11 +113,11 @@ where
     };
     let (ids, physical_resource_id, outcome) = match request {
         CloudFormationCustomResourceRequest::Create(r) => {
-            let outcome = apply(database_url, limits).await;
+            let outcome = apply(target, limits).await;
             (request_ids!(r), PHYSICAL_RESOURCE_ID.to_string(), outcome)
         }
         CloudFormationCustomResourceRequest::Update(r) => {
-            let outcome = apply(database_url, limits).await;
+            let outcome = apply(target, limits).await;
             (request_ids!(r), PHYSICAL_RESOURCE_ID.to_string(), outcome)
         }
         CloudFormationCustomResourceRequest::Delete(r) => {
@@ -150,20 +151,21 @@ struct RequestIds {
     logical_resource_id: String,
 }
 
-/// Resolves the database URL and applies the migrations within the limits; the error is the
-/// reason for CloudFormation, without the password.
-async fn apply<U, E>(database_url: U, limits: Limits) -> Result<Outcome, String>
+/// Resolves the target and applies the migrations and logins within the limits; the error is
+/// the reason for CloudFormation, without the password.
+async fn apply<U, E>(target: U, limits: Limits) -> Result<Outcome, String>
 where
-    U: Future<Output = Result<String, E>>,
+    U: Future<Output = Result<MigrationTarget, E>>,
     E: Display,
 {
     let work = async {
-        let url = database_url.await.map_err(|e| e.to_string())?;
-        adapters::schema::apply_migrations(&url, limits.connect_timeout)
+        let target = target.await.map_err(|e| e.to_string())?;
+        let url = &target.database_url;
+        adapters::schema::apply_migrations(url, limits.connect_timeout, &target.logins)
             .await
             .map(Outcome::Applied)
             // sqlx's errors do not quote the URL; this is for the day one does.
-            .map_err(|e| adapters::config::scrub_password(&e.to_string(), &url))
+            .map_err(|e| adapters::config::scrub_password(&e.to_string(), url))
     };
     let outcome = match tokio::time::timeout(limits.work_timeout, work).await {
         Ok(outcome) => outcome,

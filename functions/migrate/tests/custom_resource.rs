@@ -5,6 +5,7 @@ use std::future::Future;
 use std::str::FromStr;
 use std::time::{Duration, Instant};
 
+use adapters::config::MigrationTarget;
 use axum::body::Bytes;
 use axum::http::HeaderMap;
 use axum::routing::put;
@@ -192,9 +193,12 @@ async fn admin() -> PgConnection {
         .expect("connect to the test database")
 }
 
-fn url(url: &str) -> impl Future<Output = Result<String, String>> {
-    let url = url.to_string();
-    async move { Ok(url) }
+fn url(url: &str) -> impl Future<Output = Result<MigrationTarget, String>> {
+    let target = MigrationTarget {
+        database_url: url.to_string(),
+        logins: Vec::new(),
+    };
+    async move { Ok(target) }
 }
 
 #[tokio::test]
@@ -316,7 +320,7 @@ async fn the_work_timeout_bounds_a_slow_configuration() {
     };
     let slow = async {
         tokio::time::sleep(Duration::from_secs(30)).await;
-        Ok::<String, String>("postgres://never".into())
+        url("postgres://never").await
     };
     handle(event("Create", &cloudformation.url), slow, limits)
         .await
@@ -329,7 +333,7 @@ async fn the_work_timeout_bounds_a_slow_configuration() {
 async fn a_configuration_error_is_answered_failed() {
     let mut cloudformation = ResponseUrl::start().await;
     let broken = async {
-        Err::<String, _>(
+        Err::<MigrationTarget, _>(
             "configuration: the database secret arn:aws:secretsmanager:x has no `password`",
         )
     };

@@ -248,8 +248,9 @@ pub struct Workload {
     /// CloudWatch alarms.
     #[arg(long, default_value_t = 6)]
     pub alarms: u64,
-    /// Secrets Manager secrets.
-    #[arg(long, default_value_t = 1)]
+    /// Secrets Manager secrets: the owner's and one login per function role (api, executor,
+    /// ingest), as template.yaml has them.
+    #[arg(long, default_value_t = 4)]
     pub secrets: u64,
     /// Secrets Manager calls per 1,000 Lambda invocations (one per cold start).
     #[arg(long, default_value = "1")]

@@ -109,6 +109,16 @@ pub struct Cli {
           value_parser = clap::value_parser!(u64).range(1..))]
     pub ws_idle_timeout_secs: u64,
 
+    /// The database URL of the api, webhook and ws functions (their own role, as each has
+    /// its own secret on AWS); unset, they inherit `DATABASE_URL`.
+    #[arg(long, env = "DEVSTACK_API_DATABASE_URL")]
+    pub api_database_url: Option<String>,
+
+    /// The executor's database URL (the ledger writer's role); unset, it inherits
+    /// `DATABASE_URL`.
+    #[arg(long, env = "DEVSTACK_EXECUTOR_DATABASE_URL")]
+    pub executor_database_url: Option<String>,
+
     /// Maximum WebSocket connection duration in seconds (7200 on AWS).
     #[arg(long, env = "DEVSTACK_WS_MAX_CONNECTION_SECS", default_value_t = 7200,
           value_parser = clap::value_parser!(u64).range(1..))]
@@ -128,28 +138,36 @@ fn boolish_or_empty(s: &str) -> Result<bool, String> {
 impl Cli {
     pub fn into_config(self) -> Config {
         let region = default_region();
-        let function = |name: &str, bin: PathBuf, instances: usize| {
+        let function = |name: &str, bin: PathBuf, instances: usize, database: &Option<String>| {
             let mut f = FunctionConfig::new(name, bin, instances);
             f.memory_mb = self.memory_mb;
             f.region = region.clone();
+            if let Some(url) = database.as_ref().filter(|u| !u.is_empty()) {
+                f.env.push(("DATABASE_URL".into(), url.clone()));
+            }
             f
         };
+        let api_database = &self.api_database_url;
         let api = self
             .api_bin
             .clone()
-            .map(|b| function("api", b, self.api_instances));
+            .map(|b| function("api", b, self.api_instances, api_database));
         let webhook = self
             .webhook_bin
             .clone()
-            .map(|b| function("webhook", b, self.webhook_instances));
-        let executor = self
-            .executor_bin
-            .clone()
-            .map(|b| function("executor", b, self.executor_instances));
+            .map(|b| function("webhook", b, self.webhook_instances, api_database));
+        let executor = self.executor_bin.clone().map(|b| {
+            function(
+                "executor",
+                b,
+                self.executor_instances,
+                &self.executor_database_url,
+            )
+        });
         let ws = self
             .ws_bin
             .clone()
-            .map(|b| function("ws", b, self.ws_instances));
+            .map(|b| function("ws", b, self.ws_instances, api_database));
         let executor_timeout = Duration::from_secs(
             self.executor_timeout_secs
                 .unwrap_or(self.visibility_timeout_secs.max(1) as u64),

@@ -12,6 +12,8 @@ use std::time::Duration;
 
 use rust_decimal::Decimal;
 
+use crate::schema::{FunctionRole, RoleLogin};
+
 /// The configuration of a Lambda function, in sections. `Debug` masks the database
 /// password (see [`DatabaseSettings`]).
 #[derive(Debug, Clone)]
@@ -397,70 +399,30 @@ impl DatabaseSecretSource {
         &self,
         client: &aws_sdk_secretsmanager::Client,
     ) -> Result<String, ConfigError> {
-        let output = client
-            .get_secret_value()
-            .secret_id(&self.secret_id)
-            .send()
-            .await
-            .map_err(|e| {
-                ConfigError(format!(
-                    "reading the database secret {}: {}",
-                    self.secret_id,
-                    aws_sdk_secretsmanager::error::DisplayErrorContext(e)
-                ))
-            })?;
-        let secret = output.secret_string().ok_or_else(|| {
-            ConfigError(format!(
-                "the database secret {} has no SecretString",
-                self.secret_id
-            ))
-        })?;
-        self.url_from_secret(secret)
+        let secret = fetch_secret_string(client, &self.secret_id).await?;
+        self.url_from_secret(&secret)
     }
 
     /// The URL from the secret's JSON and this source's overrides. User, password and
     /// database name are percent-encoded, so any character in them survives. Errors name the
     /// secret and the field, never a value.
     pub fn url_from_secret(&self, secret_json: &str) -> Result<String, ConfigError> {
-        let invalid =
-            |what: &str| ConfigError(format!("the database secret {} {what}", self.secret_id));
-        // Parsed as a map rather than into a struct: serde's type errors quote the value,
-        // which could be the password.
-        let fields: serde_json::Map<String, serde_json::Value> =
-            serde_json::from_str(secret_json).map_err(|_| invalid("is not a JSON object"))?;
-        let text = |name: &str| -> Result<Option<&str>, ConfigError> {
-            match fields.get(name) {
-                None | Some(serde_json::Value::Null) => Ok(None),
-                Some(serde_json::Value::String(s)) if s.is_empty() => Ok(None),
-                Some(serde_json::Value::String(s)) => Ok(Some(s)),
-                Some(_) => Err(invalid(&format!("has a `{name}` that is not a string"))),
-            }
-        };
-        let username = text("username")?.ok_or_else(|| invalid("has no `username`"))?;
-        let password = text("password")?.ok_or_else(|| invalid("has no `password`"))?;
+        let secret = DatabaseSecret::parse(&self.secret_id, secret_json)?;
+        let username = secret.required("username")?;
+        let password = secret.required("password")?;
         let host = match &self.host {
             Some(host) => host.as_str(),
-            None => text("host")?
-                .ok_or_else(|| invalid("has no `host` and DATABASE_HOST is not set"))?,
+            None => secret
+                .text("host")?
+                .ok_or_else(|| secret.invalid("has no `host` and DATABASE_HOST is not set"))?,
         };
         let port = match self.port {
             Some(port) => port,
-            None => match fields.get("port") {
-                None | Some(serde_json::Value::Null) => DEFAULT_DATABASE_PORT,
-                // RDS writes a number; hand-made secrets often hold a string.
-                Some(serde_json::Value::Number(n)) => n
-                    .as_u64()
-                    .and_then(|n| u16::try_from(n).ok())
-                    .ok_or_else(|| invalid("has a `port` that is not a port number"))?,
-                Some(serde_json::Value::String(s)) => s
-                    .parse()
-                    .map_err(|_| invalid("has a `port` that is not a port number"))?,
-                Some(_) => return Err(invalid("has a `port` that is not a port number")),
-            },
+            None => secret.port()?,
         };
         let dbname = match &self.dbname {
             Some(name) => name.as_str(),
-            None => text("dbname")?.unwrap_or(DEFAULT_DATABASE_NAME),
+            None => secret.text("dbname")?.unwrap_or(DEFAULT_DATABASE_NAME),
         };
         Ok(postgres_url(
             username,
@@ -471,6 +433,183 @@ impl DatabaseSecretSource {
             &self.ssl_mode,
         ))
     }
+}
+
+/// The `SecretString` of a secret.
+async fn fetch_secret_string(
+    client: &aws_sdk_secretsmanager::Client,
+    secret_id: &str,
+) -> Result<String, ConfigError> {
+    let output = client
+        .get_secret_value()
+        .secret_id(secret_id)
+        .send()
+        .await
+        .map_err(|e| {
+            ConfigError(format!(
+                "reading the database secret {secret_id}: {}",
+                aws_sdk_secretsmanager::error::DisplayErrorContext(e)
+            ))
+        })?;
+    output.secret_string().map(str::to_string).ok_or_else(|| {
+        ConfigError(format!(
+            "the database secret {secret_id} has no SecretString"
+        ))
+    })
+}
+
+/// A database secret's JSON object (RDS's shape). Errors name the secret and the field, never
+/// a value.
+struct DatabaseSecret<'a> {
+    secret_id: &'a str,
+    fields: serde_json::Map<String, serde_json::Value>,
+}
+
+impl<'a> DatabaseSecret<'a> {
+    fn parse(secret_id: &'a str, secret_json: &str) -> Result<DatabaseSecret<'a>, ConfigError> {
+        // Parsed as a map rather than into a struct: serde's type errors quote the value,
+        // which could be the password.
+        match serde_json::from_str(secret_json) {
+            Ok(fields) => Ok(DatabaseSecret { secret_id, fields }),
+            Err(_) => Err(ConfigError(format!(
+                "the database secret {secret_id} is not a JSON object"
+            ))),
+        }
+    }
+
+    fn invalid(&self, what: &str) -> ConfigError {
+        ConfigError(format!("the database secret {} {what}", self.secret_id))
+    }
+
+    /// A string field; absent, null and empty are `None`.
+    fn text(&self, name: &str) -> Result<Option<&str>, ConfigError> {
+        match self.fields.get(name) {
+            None | Some(serde_json::Value::Null) => Ok(None),
+            Some(serde_json::Value::String(s)) if s.is_empty() => Ok(None),
+            Some(serde_json::Value::String(s)) => Ok(Some(s)),
+            Some(_) => Err(self.invalid(&format!("has a `{name}` that is not a string"))),
+        }
+    }
+
+    fn required(&self, name: &str) -> Result<&str, ConfigError> {
+        self.text(name)?
+            .ok_or_else(|| self.invalid(&format!("has no `{name}`")))
+    }
+
+    /// `port`, default 5432: RDS writes a number; hand-made secrets often hold a string.
+    fn port(&self) -> Result<u16, ConfigError> {
+        let not_a_port = || self.invalid("has a `port` that is not a port number");
+        match self.fields.get("port") {
+            None | Some(serde_json::Value::Null) => Ok(DEFAULT_DATABASE_PORT),
+            Some(serde_json::Value::Number(n)) => n
+                .as_u64()
+                .and_then(|n| u16::try_from(n).ok())
+                .ok_or_else(not_a_port),
+            Some(serde_json::Value::String(s)) => s.parse().map_err(|_| not_a_port()),
+            Some(_) => Err(not_a_port()),
+        }
+    }
+}
+
+/// Where the migrate step finds a function role's password.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum RoleLoginSource {
+    /// `DATABASE_<ROLE>_SECRET_ARN` (on AWS): a secret in RDS's shape whose `username` is the
+    /// role's name; the function connects with the same secret.
+    Secret(String),
+    /// `DATABASE_<ROLE>_URL` (locally): the URL the function connects with; its user must be
+    /// the role's name. Only its password is used here.
+    Url(String),
+}
+
+/// The function roles the migrate step lets log in: for each role (`API`, `EXECUTOR`,
+/// `INGEST`), `DATABASE_<ROLE>_SECRET_ARN` or else `DATABASE_<ROLE>_URL`; a role with
+/// neither keeps its password (or stays without a login).
+pub fn role_login_sources() -> Vec<(FunctionRole, RoleLoginSource)> {
+    FunctionRole::ALL
+        .into_iter()
+        .filter_map(|role| {
+            let name = role.env_name();
+            let source = match var(&format!("DATABASE_{name}_SECRET_ARN")) {
+                Some(arn) => RoleLoginSource::Secret(arn),
+                None => RoleLoginSource::Url(var(&format!("DATABASE_{name}_URL"))?),
+            };
+            Some((role, source))
+        })
+        .collect()
+}
+
+/// The logins of [`role_login_sources`], secrets fetched (only if there are any).
+pub async fn role_logins_from_env() -> Result<Vec<RoleLogin>, ConfigError> {
+    let sources = role_login_sources();
+    let mut client = None;
+    let mut logins = Vec::with_capacity(sources.len());
+    for (role, source) in sources {
+        let login = match source {
+            RoleLoginSource::Url(url) => role_login_from_url(role, &url)?,
+            RoleLoginSource::Secret(secret_id) => {
+                let client = match &client {
+                    Some(client) => client,
+                    None => client.insert(secrets_client().await),
+                };
+                let secret = fetch_secret_string(client, &secret_id).await?;
+                role_login_from_secret(role, &secret_id, &secret)?
+            }
+        };
+        logins.push(login);
+    }
+    Ok(logins)
+}
+
+/// The role's login from its secret, whose `username` must be the role's name.
+pub fn role_login_from_secret(
+    role: FunctionRole,
+    secret_id: &str,
+    secret_json: &str,
+) -> Result<RoleLogin, ConfigError> {
+    let secret = DatabaseSecret::parse(secret_id, secret_json)?;
+    let username = secret.required("username")?;
+    if username != role.role_name() {
+        return Err(secret.invalid(&format!(
+            "has the username {username:?}, not the role {}",
+            role.role_name()
+        )));
+    }
+    Ok(RoleLogin::new(role, secret.required("password")?))
+}
+
+/// The role's login from the URL its function connects with, whose user must be the role's
+/// name.
+pub fn role_login_from_url(role: FunctionRole, url: &str) -> Result<RoleLogin, ConfigError> {
+    let variable = format!("DATABASE_{}_URL", role.env_name());
+    let username = url_username(url).and_then(percent_decode);
+    if username.as_deref() != Some(role.role_name()) {
+        return Err(ConfigError(format!(
+            "{variable}: its user must be {}",
+            role.role_name()
+        )));
+    }
+    let password = url_password(url)
+        .and_then(percent_decode)
+        .ok_or_else(|| ConfigError(format!("{variable}: it has no password")))?;
+    Ok(RoleLogin::new(role, password))
+}
+
+/// What the migrate step works on: the database (as its owner) and the function roles'
+/// logins.
+#[derive(Debug, Clone)]
+pub struct MigrationTarget {
+    /// The owner's URL (`DATABASE_URL` or `DATABASE_SECRET_ARN`).
+    pub database_url: String,
+    pub logins: Vec<RoleLogin>,
+}
+
+/// The [`MigrationTarget`] from the environment; secrets are fetched.
+pub async fn migration_target_from_env() -> Result<MigrationTarget, ConfigError> {
+    Ok(MigrationTarget {
+        database_url: database_url_from_env().await?,
+        logins: role_logins_from_env().await?,
+    })
 }
 
 /// `postgres://user:password@host:port/dbname?sslmode=…`, user, password and database name
@@ -513,14 +652,26 @@ fn percent_encode(text: &str) -> String {
     encoded
 }
 
-/// The password of a `scheme://user:password@host/…` URL as written (still percent-encoded),
-/// if it has one.
-fn url_password(url: &str) -> Option<&str> {
+/// The `user:password` of a `scheme://user:password@host/…` URL, as written.
+fn url_userinfo(url: &str) -> Option<&str> {
     let (_, rest) = url.split_once("://")?;
     let authority = rest.split(['/', '?', '#']).next()?;
     let (userinfo, _) = authority.rsplit_once('@')?;
-    let (_, password) = userinfo.split_once(':')?;
+    Some(userinfo)
+}
+
+/// The password of a `scheme://user:password@host/…` URL as written (still percent-encoded),
+/// if it has one.
+fn url_password(url: &str) -> Option<&str> {
+    let (_, password) = url_userinfo(url)?.split_once(':')?;
     (!password.is_empty()).then_some(password)
+}
+
+/// The user of a `scheme://user:password@host/…` URL as written (still percent-encoded).
+fn url_username(url: &str) -> Option<&str> {
+    let userinfo = url_userinfo(url)?;
+    let user = userinfo.split_once(':').map_or(userinfo, |(user, _)| user);
+    (!user.is_empty()).then_some(user)
 }
 
 /// The URL with its password replaced by `***`, for logs.
@@ -688,5 +839,42 @@ mod tests {
         assert!(shown.contains("ledger:***@host"), "{shown}");
         assert!(!shown.contains("p%40ss"), "{shown}");
         assert_eq!(scrub_password("text", "postgres://u@host/db"), "text");
+    }
+
+    #[test]
+    fn a_role_login_comes_from_its_url_or_its_secret_and_must_name_the_role() {
+        let api = FunctionRole::Api;
+        let login =
+            role_login_from_url(api, "postgres://trading_api:p%40ss@127.0.0.1:5432/x").unwrap();
+        assert_eq!(login, RoleLogin::new(api, "p@ss"));
+        assert!(!format!("{login:?}").contains("p@ss"));
+        for wrong in [
+            "postgres://trading_executor:pw@host/db",
+            "postgres://pw@host/db",
+            "postgres://host/db",
+        ] {
+            let error = role_login_from_url(api, wrong).unwrap_err().to_string();
+            assert!(
+                error.contains("DATABASE_API_URL: its user must be trading_api"),
+                "{error}"
+            );
+        }
+        let error = role_login_from_url(api, "postgres://trading_api@host/db").unwrap_err();
+        assert!(error.to_string().contains("no password"), "{error}");
+
+        let secret = r#"{"username":"trading_executor","password":"s3cret","engine":"postgres"}"#;
+        let executor = FunctionRole::Executor;
+        assert_eq!(
+            role_login_from_secret(executor, "arn:x", secret).unwrap(),
+            RoleLogin::new(executor, "s3cret")
+        );
+        let error = role_login_from_secret(api, "arn:x", secret)
+            .unwrap_err()
+            .to_string();
+        assert!(error.contains("not the role trading_api"), "{error}");
+        assert!(!error.contains("s3cret"), "{error}");
+        let error =
+            role_login_from_secret(api, "arn:x", r#"{"username":"trading_api"}"#).unwrap_err();
+        assert!(error.to_string().contains("has no `password`"), "{error}");
     }
 }
