@@ -44,7 +44,7 @@ REQUIRED_ENV = (
     "AWS_ACCESS_KEY_ID",
     "AWS_SECRET_ACCESS_KEY",
 )
-BINARIES = ("feed", "ingest", "devstack", "api", "executor", "ws")
+BINARIES = ("feed", "ingest", "devstack", "api", "executor", "ws", "webhook")
 SYMBOLS = "BTCUSDT,ETHUSDT"
 # Generous: moto is slow, and debug binaries start slowly on a busy machine.
 START_TIMEOUT_S = float(os.environ.get("PY_E2E_START_TIMEOUT_S", "90"))
@@ -400,6 +400,11 @@ def stack():
                 "--executor-bin", str(bin_dir / "executor"),
                 "--queue-url", queue_url,
                 "--visibility-timeout-secs", "2",
+                # sourceIp from X-Forwarded-For when a test sends one (test_schemathesis.py
+                # gives each operation its own address, so that the per-address limits of
+                # sign-up, login and alerts are exercised without starving the other tests,
+                # which send none and stay 127.0.0.1).
+                "--trust-forwarded-for",
             ]
 
         st.spawn_listening("devstack", devstack_args, dev_env, devstack_ready)

@@ -254,9 +254,6 @@ pub async fn activities(
             .map(|t| t.split(',').map(|x| x.trim().to_uppercase()).collect())
             .unwrap_or_else(|| vec!["FILL".into()]),
     };
-    if !types.iter().any(|t| t == "FILL") {
-        return Ok(json(200, &Value::Array(vec![])));
-    }
     let page_token = match query(req, "page_token") {
         None => None,
         Some(t) => {
@@ -282,6 +279,11 @@ pub async fn activities(
         page_size: query_int(req, "page_size", 100, 1, 100)?,
         page_token,
     };
+    // Read (and refused when invalid) whatever the types, so a query is answered the same
+    // way for every type.
+    if !types.iter().any(|t| t == "FILL") {
+        return Ok(json(200, &Value::Array(vec![])));
+    }
     let fills = deps.ledger.fills(p.account_id, &q).await?;
     let list: Vec<Value> = fills
         .iter()

@@ -143,16 +143,35 @@ proptest! {
 fn a_webhook_id_with_a_nul_is_refused_as_unknown() {
     // Found by fuzz_webhook_alerts_never_5xx: the id reached PostgreSQL, whose text cannot
     // hold a NUL, and the answer was a 503 as if the database were down.
+    let response = send_json("\0BTCUSDT", "10.20.30.41", "[]");
+    assert_eq!(response.status(), 401);
+}
+
+/// One alert with a JSON content type through `webhook::handle`.
+fn send_json(
+    webhook_id: &str,
+    source_ip: &str,
+    body: impl AsRef<[u8]>,
+) -> lambda_http::Response<lambda_http::Body> {
     let f = fixture();
     let event = RestEvent::new(
         lambda_http::http::Method::POST,
         "/v2/hooks/tradingview/webhook",
     )
-    .path_parameter("webhook_id", "\0BTCUSDT")
+    .path_parameter("webhook_id", webhook_id)
     .header("Content-Type", "application/json")
-    .source_ip("10.20.30.41")
-    .body("[]");
+    .source_ip(source_ip)
+    .body(body);
     let req = lambda_http::request::from_str(&event.to_json()).expect("an event");
-    let response = f.runtime.block_on(webhook::handle(&f.deps, req));
-    assert_eq!(response.status(), 401);
+    f.runtime.block_on(webhook::handle(&f.deps, req))
+}
+
+#[test]
+fn a_body_that_is_not_utf8_is_malformed_not_too_large() {
+    // Found by Schemathesis (tests/python/test_schemathesis.py): a short body of random bytes
+    // was answered 413 alert_too_large, as if it were over the size limit.
+    let body = [0xff, 0xfe, b'K', 0x1e, 0xc3, b'G'];
+    let response = send_json(&fixture().webhook_id, "10.20.30.42", body);
+    assert_eq!(response.status(), 400);
+    assert_eq!(fuzz::undocumented_response(&response), None);
 }

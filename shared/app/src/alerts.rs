@@ -89,11 +89,11 @@ pub const AUTH_FAILURES: BucketSpec = BucketSpec {
 
 /// Decides about one alert and records the delivery. In this order, so that nothing about
 /// a webhook is read or written for a sender who has not proved the secret URL and the
-/// passphrase: the size (413), the sender's failure budget (429), the lookup and the
-/// body's JSON (400 with the template it needs), the passphrase (one 401 for an unknown
-/// webhook or a wrong or missing passphrase; refusals count against the sender and are not
-/// recorded); then, recorded as deliveries, the address allowlist
-/// (403), the alert's validity and the order.
+/// passphrase: the size (413; a body that is not UTF-8 text, 400), the sender's failure
+/// budget (429), the lookup and the body's JSON (400 with the template it needs), the
+/// passphrase (one 401 for an unknown webhook or a wrong or missing passphrase; refusals
+/// count against the sender and are not recorded); then, recorded as deliveries, the
+/// address allowlist (403), the alert's validity and the order.
 pub async fn receive(deps: &Deps, alert: Received<'_>) -> Result<Outcome, ApiError> {
     let Received {
         webhook_id: id,
@@ -103,11 +103,19 @@ pub async fn receive(deps: &Deps, alert: Received<'_>) -> Result<Outcome, ApiErr
     } = alert;
     let text = match body {
         Some(text) if text.len() <= MAX_ALERT_BYTES => text,
-        _ => {
+        Some(_) => {
             return Err(ApiError::new(
                 413,
                 RejectCode::AlertTooLarge,
-                format!("an alert body must be UTF-8 text of at most {MAX_ALERT_BYTES} bytes"),
+                format!("an alert body must be at most {MAX_ALERT_BYTES} bytes"),
+            ))
+        }
+        // Not too large, just not text: malformed, like a body that is not JSON.
+        None => {
+            return Err(ApiError::new(
+                400,
+                RejectCode::NotJson,
+                "an alert body must be UTF-8 text: the JSON of an alert template",
             ))
         }
     };

@@ -52,15 +52,27 @@ fn body_bytes(req: &Request) -> &[u8] {
     }
 }
 
-/// Parses a JSON body; a syntax or shape error is a 400 that says where.
+/// Parses a JSON body, which must be an object (every route's body is one; serde would also
+/// read a struct from an array of its fields in order); a syntax or shape error is a 400
+/// that says where.
 pub fn json_body<T: DeserializeOwned>(req: &Request) -> Result<T, ApiError> {
     let bytes = body_bytes(req);
-    if bytes.iter().all(|b| b.is_ascii_whitespace()) {
-        return Err(ApiError::new(
-            400,
-            RejectCode::MalformedJson,
-            "request body is empty; a JSON object is required",
-        ));
+    match bytes.iter().find(|b| !b.is_ascii_whitespace()) {
+        None => {
+            return Err(ApiError::new(
+                400,
+                RejectCode::MalformedJson,
+                "request body is empty; a JSON object is required",
+            ))
+        }
+        Some(b'{') => {}
+        Some(_) => {
+            return Err(ApiError::new(
+                400,
+                RejectCode::MalformedJson,
+                "request body must be a JSON object",
+            ))
+        }
     }
     serde_json::from_slice(bytes).map_err(|e| {
         ApiError::new(
