@@ -317,6 +317,43 @@ ALTER ROLE trading CREATEROLE;
 SELECT 'CREATE DATABASE trading OWNER trading ENCODING ''UTF8'' TEMPLATE template0'
 WHERE NOT EXISTS (SELECT FROM pg_database WHERE datname = 'trading')\gexec
 SQL
+    pg_tls "$bin"
+}
+
+# TLS as RDS Proxy has it (plain connections stay possible, as they are locally): a local CA
+# signs a certificate for the name `localhost` only, so that the tests can tell
+# sslmode=verify-full (checks the name) from verify-ca and require. The CA's certificate is
+# $EDIR/postgres-ca.pem (`DATABASE_CA_FILE` in `env`).
+pg_tls() {
+    local bin="$1" dir="$PGDATA_DIR/tls" ca="$EDIR/postgres-ca.pem"
+    if [ ! -f "$ca" ] || ! as_pg test -f "$dir/server.key"; then
+        log "postgres TLS: a local CA and a certificate for localhost"
+        local tmp
+        tmp="$(mktemp -d)"
+        (
+            cd "$tmp"
+            openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:prime256v1 -nodes -days 3650 \
+                -subj "/CN=trading local test CA" -keyout ca.key -out ca.pem \
+                -addext "basicConstraints=critical,CA:TRUE" -addext "keyUsage=critical,keyCertSign,cRLSign"
+            openssl req -newkey ec -pkeyopt ec_paramgen_curve:prime256v1 -nodes \
+                -subj "/CN=localhost" -keyout server.key -out server.csr
+            printf 'subjectAltName=DNS:localhost\nbasicConstraints=CA:FALSE\nkeyUsage=critical,digitalSignature\nextendedKeyUsage=serverAuth\n' >ext.cnf
+            openssl x509 -req -in server.csr -CA ca.pem -CAkey ca.key -CAcreateserial -days 3650 \
+                -extfile ext.cnf -out server.crt
+        ) >"$RUN/pg-tls.log" 2>&1 || { tail_log "$RUN/pg-tls.log"; rm -rf "$tmp"; die "generating the postgres certificate failed"; }
+        mkdir -p "$dir"
+        cp "$tmp/server.crt" "$tmp/server.key" "$dir/"
+        chmod 600 "$dir/server.key"
+        is_root && chown -R postgres: "$dir"
+        cp "$tmp/ca.pem" "$ca"
+        rm -rf "$tmp"
+    fi
+    "$bin/psql" -q -X -v ON_ERROR_STOP=1 -h 127.0.0.1 -p "$PG_PORT" -U postgres -d postgres >/dev/null <<SQL
+ALTER SYSTEM SET ssl_cert_file = '$dir/server.crt';
+ALTER SYSTEM SET ssl_key_file = '$dir/server.key';
+ALTER SYSTEM SET ssl = on;
+SELECT pg_reload_conf();
+SQL
 }
 
 stop_pg() {
@@ -454,6 +491,8 @@ cmd_env() {
         "DATABASE_API_URL=postgres://trading_api:trading_api@127.0.0.1:$PG_PORT/trading"
         "DATABASE_EXECUTOR_URL=postgres://trading_executor:trading_executor@127.0.0.1:$PG_PORT/trading"
         "DATABASE_INGEST_URL=postgres://trading_ingest:trading_ingest@127.0.0.1:$PG_PORT/trading"
+        # The CA of the server's TLS certificate (issued for `localhost`): see pg_tls.
+        "DATABASE_CA_FILE=$EDIR/postgres-ca.pem"
         "REDIS_URL=redis://127.0.0.1:$REDIS_PORT/"
         "AWS_ENDPOINT_URL=$MOTO_ENDPOINT"
         "AWS_REGION=us-east-1"

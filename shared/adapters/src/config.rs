@@ -299,16 +299,22 @@ pub struct DatabaseSecretSource {
     pub port: Option<u16>,
     /// `DATABASE_NAME`: wins over the secret's `dbname`; default `trading`.
     pub dbname: Option<String>,
-    /// `DATABASE_SSL_MODE` (default `require`): the URL's `sslmode`. RDS Proxy refuses
-    /// connections without TLS; `verify-full` also checks its certificate against the
-    /// bundled public roots.
+    /// `DATABASE_SSL_MODE` (default `verify-full`): the URL's `sslmode`. RDS Proxy refuses
+    /// connections without TLS; `verify-full` also checks that its certificate chains to a
+    /// trusted root and names the host, so a machine in the path cannot pose as the proxy.
+    /// RDS Proxy's certificates come from ACM (Amazon Trust Services roots), which the
+    /// bundled public roots (webpki-roots) trust: no CA file is needed for it.
     pub ssl_mode: String,
+    /// `DATABASE_SSL_ROOT_CERT`: a PEM file of more roots to trust (the URL's
+    /// `sslrootcert`), e.g. the RDS CA bundle to connect to the cluster directly rather than
+    /// through the proxy.
+    pub ssl_root_cert: Option<String>,
 }
 
 const DEFAULT_DATABASE_URL: &str = "postgres://trading:trading@127.0.0.1:5432/trading";
 const DEFAULT_DATABASE_NAME: &str = "trading";
 const DEFAULT_DATABASE_PORT: u16 = 5432;
-const DEFAULT_SSL_MODE: &str = "require";
+const DEFAULT_SSL_MODE: &str = "verify-full";
 /// The `sslmode` values libpq and sqlx know.
 const SSL_MODES: [&str; 6] = [
     "disable",
@@ -357,6 +363,7 @@ impl DatabaseSource {
             port,
             dbname: var("DATABASE_NAME"),
             ssl_mode,
+            ssl_root_cert: var("DATABASE_SSL_ROOT_CERT"),
         })))
     }
 
@@ -431,6 +438,7 @@ impl DatabaseSecretSource {
             port,
             dbname,
             &self.ssl_mode,
+            self.ssl_root_cert.as_deref(),
         ))
     }
 }
@@ -612,8 +620,8 @@ pub async fn migration_target_from_env() -> Result<MigrationTarget, ConfigError>
     })
 }
 
-/// `postgres://user:password@host:port/dbname?sslmode=…`, user, password and database name
-/// percent-encoded.
+/// `postgres://user:password@host:port/dbname?sslmode=…[&sslrootcert=…]`, user, password,
+/// database name and file percent-encoded.
 pub fn postgres_url(
     username: &str,
     password: &str,
@@ -621,6 +629,7 @@ pub fn postgres_url(
     port: u16,
     dbname: &str,
     ssl_mode: &str,
+    ssl_root_cert: Option<&str>,
 ) -> String {
     // An IPv6 literal needs brackets to be told from the port.
     let host = if host.contains(':') && !host.starts_with('[') {
@@ -628,8 +637,11 @@ pub fn postgres_url(
     } else {
         host.to_string()
     };
+    let root_cert = ssl_root_cert
+        .map(|file| format!("&sslrootcert={}", percent_encode(file)))
+        .unwrap_or_default();
     format!(
-        "postgres://{}:{}@{host}:{port}/{}?sslmode={}",
+        "postgres://{}:{}@{host}:{port}/{}?sslmode={}{root_cert}",
         percent_encode(username),
         percent_encode(password),
         percent_encode(dbname),
@@ -726,6 +738,7 @@ mod tests {
             port: None,
             dbname: None,
             ssl_mode: "require".into(),
+            ssl_root_cert: None,
         }
     }
 
@@ -767,6 +780,7 @@ mod tests {
             port: Some(6432),
             dbname: Some("trading".into()),
             ssl_mode: "verify-full".into(),
+            ssl_root_cert: None,
             ..source()
         };
         assert_eq!(

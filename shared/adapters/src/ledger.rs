@@ -286,6 +286,7 @@ fn fill_from_row(r: &PgRow) -> Result<FillRecord, sqlx::Error> {
 impl Ledger {
     /// A pool that connects on first use (lean Lambda init) and fails fast when Postgres is down.
     pub fn connect_lazy(url: &str, max_connections: u32) -> Result<Ledger, DependencyError> {
+        crate::tls::install_crypto_provider();
         let pool = PgPoolOptions::new()
             .max_connections(max_connections)
             .acquire_timeout(Duration::from_secs(3))

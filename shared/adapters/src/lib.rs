@@ -21,6 +21,7 @@ pub mod ratelimit;
 pub mod redis_conn;
 pub mod schema;
 pub mod telemetry;
+pub mod tls;
 pub mod watch;
 pub mod webhooks;
 

@@ -19,7 +19,7 @@ impl LazyRedis {
     /// Parses `url`; connects on first use. Commands taking longer than `response_timeout`
     /// fail.
     pub fn new(url: &str, response_timeout: Duration) -> Result<LazyRedis, DependencyError> {
-        install_crypto_provider();
+        crate::tls::install_crypto_provider();
         Ok(LazyRedis {
             client: redis::Client::open(url).map_err(DependencyError::redis)?,
             conn: OnceCell::new(),
@@ -52,12 +52,4 @@ impl LazyRedis {
             .map_err(DependencyError::redis)?;
         Ok(conn.clone())
     }
-}
-
-/// Makes ring the process's rustls crypto provider, for `rediss://` (ElastiCache encrypts in
-/// transit). The build links both of rustls's providers (ring for us, aws-lc-rs for the AWS
-/// SDK), so rustls cannot pick one by itself and the redis client's TLS set-up would fail.
-/// Idempotent: a provider already installed is kept.
-pub fn install_crypto_provider() {
-    let _ = rustls::crypto::ring::default_provider().install_default();
 }

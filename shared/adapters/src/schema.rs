@@ -111,6 +111,7 @@ pub async fn apply_migrations(
     connect_timeout: Duration,
     logins: &[RoleLogin],
 ) -> Result<i64, SchemaError> {
+    crate::tls::install_crypto_provider();
     let options = PgConnectOptions::from_str(database_url).map_err(SchemaError::Url)?;
     let mut connection =
         tokio::time::timeout(connect_timeout, PgConnection::connect_with(&options))
