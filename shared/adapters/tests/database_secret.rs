@@ -6,7 +6,7 @@ use std::str::FromStr;
 use adapters::config::{secrets_client, DatabaseSecretSource};
 use adapters::ledger::Ledger;
 use sqlx::postgres::PgConnectOptions;
-use sqlx::{ConnectOptions, Connection};
+use sqlx::Connection;
 use testkit::service_env;
 use uuid::Uuid;
 
