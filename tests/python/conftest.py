@@ -38,6 +38,10 @@ import pytest
 REPO = Path(__file__).resolve().parents[2]
 REQUIRED_ENV = (
     "DATABASE_URL",
+    # Each function's own database role, as on AWS (infra/migrations/0004_function_roles.sql).
+    "DATABASE_API_URL",
+    "DATABASE_EXECUTOR_URL",
+    "DATABASE_INGEST_URL",
     "REDIS_URL",
     "AWS_ENDPOINT_URL",
     "AWS_REGION",
@@ -371,6 +375,8 @@ def stack():
             COMMANDS_QUEUE_URL=queue_url,
             CONNECTIONS_TABLE=table,
             DATABASE_MAX_CONNECTIONS="3",
+            DEVSTACK_API_DATABASE_URL=services["DATABASE_API_URL"],
+            DEVSTACK_EXECUTOR_DATABASE_URL=services["DATABASE_EXECUTOR_URL"],
         )
         ws_ports = {}
 
@@ -416,7 +422,7 @@ def stack():
             REDIS_URL=services["REDIS_URL"],
             KEY_PREFIX=prefix,
             # The trigger engine: rebuilds its index from the ledger, sends to this queue.
-            DATABASE_URL=services["DATABASE_URL"],
+            DATABASE_URL=services["DATABASE_INGEST_URL"],
             COMMANDS_QUEUE_URL=queue_url,
             # The fan-out: this stack's connections, pushed through its devstack.
             CONNECTIONS_TABLE=table,
