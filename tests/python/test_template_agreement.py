@@ -204,6 +204,15 @@ def test_the_ingest_task_runs_locally(template):
     assert re.search(r"start_proc ingest\b", dev), "dev.sh does not start the ingest task"
 
 
+# The cache (ElastiCache RBAC) user each deployed function logs in as: only the ingest task
+# may write prices (adapters::keyspace has the rules; a Rust test checks the access strings).
+CACHE_USERS = {
+    "ApiFunction": "trading-functions",
+    "WebhookFunction": "trading-functions",
+    "WsFunction": "trading-functions",
+    "ExecutorFunction": "trading-functions",
+    "IngestTaskDefinition": "trading-ingest",
+}
 # The database role each deployed function connects as (infra/migrations/0004_function_roles.sql).
 FUNCTION_ROLES = {
     "ApiFunction": "trading_api",
@@ -231,13 +240,13 @@ def test_each_function_connects_as_its_own_database_role(template):
     secret_of_role = {user: name for name, user in username.items()}
     globals_env = template["Globals"]["Function"]["Environment"]["Variables"]
 
-    def secret_env(name):
+    def secret_env(name, variable="DATABASE_SECRET_ARN"):
         resource = template["Resources"][name]
         if resource["Type"] == "AWS::ECS::TaskDefinition":
             env = {e["Name"]: e["Value"] for e in resource["Properties"]["ContainerDefinitions"][0]["Environment"]}
         else:
             env = dict(globals_env, **resource["Properties"].get("Environment", {}).get("Variables", {}))
-        return ref(env["DATABASE_SECRET_ARN"])
+        return ref(env[variable])
 
     def readable_secrets(name):
         resource = template["Resources"][name]
@@ -256,10 +265,20 @@ def test_each_function_connects_as_its_own_database_role(template):
             if isinstance(p, dict) and "AWSSecretsManagerGetSecretValuePolicy" in p
         }
 
+    cache_users = {
+        u["Properties"]["UserName"]: u["Properties"] for u in resources(template, "AWS::ElastiCache::User").values()
+    }
+    for user, props in cache_users.items():
+        # Each cache user's password is its secret's.
+        (password,) = props["AuthenticationMode"]["Passwords"]
+        assert username[re.search(r"\$\{(\w+)\}", password["Fn::Sub"]).group(1)] == user
+    assert cache_users["default"]["AccessString"].startswith("off ")
     for name, role in FUNCTION_ROLES.items():
         assert secret_env(name) == secret_of_role[role], name
-        # It can read its own secret and no other: not the owner's.
-        assert readable_secrets(name) == {secret_of_role[role]}, name
+        cache_secret = secret_env(name, "REDIS_SECRET_ARN")
+        assert username[cache_secret] == CACHE_USERS[name], name
+        # It can read its own secrets and no other: not the owner's, not another role's.
+        assert readable_secrets(name) == {secret_of_role[role], cache_secret}, name
         if template["Resources"][name]["Type"] == "AWS::Serverless::Function":
             assert template["Resources"][name].get("DependsOn") == "LedgerSchema", name
 
@@ -270,9 +289,10 @@ def test_each_function_connects_as_its_own_database_role(template):
         suffix = role.removeprefix("trading_").upper()
         assert ref(migrate[f"DATABASE_{suffix}_SECRET_ARN"]) == secret_of_role[role], role
 
-    # The proxy accepts every login.
+    # The proxy accepts every database login.
     auth = template["Resources"]["DatabaseProxy"]["Properties"]["Auth"]
-    assert {ref(a["SecretArn"]) for a in auth} == set(username)
+    database_secrets = {name for name, user in username.items() if user == "trading" or user in roles}
+    assert {ref(a["SecretArn"]) for a in auth} == database_secrets
 
     # A new migration reaches the deployed database: SchemaVersion is the newest one.
     newest = max(int(p.name.split("_")[0]) for p in (REPO / "infra" / "migrations").glob("*.sql"))

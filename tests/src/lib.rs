@@ -241,6 +241,11 @@ impl Stack {
             .build()
             .expect("http client");
         let cache = Cache::new(&redis_url, &prefix).expect("REDIS_URL parses");
+        // Redis users as ElastiCache RBAC has them: the functions read prices and cannot
+        // write them, only the ingest task does.
+        let keyspace = adapters::keyspace::Keyspace::new(&prefix);
+        let functions_redis_url = testkit::redis_acl_user(&keyspace.functions_access()).await;
+        let ingest_redis_url = testkit::redis_acl_user(&keyspace.ingest_access()).await;
         let connections_table = testkit::connection_table();
         let mut stack = Stack {
             rest_url: String::new(),
@@ -310,7 +315,7 @@ impl Stack {
                     // Inherited by the functions: the environment is their configuration.
                     .env("DATABASE_URL", &database_url)
                     .env("DATABASE_MAX_CONNECTIONS", "3")
-                    .env("REDIS_URL", &redis_url)
+                    .env("REDIS_URL", &functions_redis_url)
                     .env("KEY_PREFIX", &prefix)
                     .env("COMMANDS_QUEUE_URL", &queue_url)
                     .env("CONNECTIONS_TABLE", &connections_table)
@@ -334,7 +339,7 @@ impl Stack {
         ingest
             .env("BINANCE_WS_URL", format!("ws://127.0.0.1:{feed_port}"))
             .env("SYMBOLS", SYMBOLS)
-            .env("REDIS_URL", &redis_url)
+            .env("REDIS_URL", &ingest_redis_url)
             .env("KEY_PREFIX", &prefix)
             // The trigger engine: it reads resting orders from the ledger to rebuild its
             // index and sends trigger commands to this stack's queue.

@@ -84,7 +84,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
     // tokio-tungstenite's rustls has no default crypto provider: install ring's. An error
     // only means a provider is already installed, which is what we want anyway.
     let _ = rustls::crypto::ring::default_provider().install_default();
-    let redis = RedisSettings::from_env();
+    let redis = RedisSettings::load().await?;
     let market = cli.market.with_redis(&redis);
     let stats_every =
         (market.stats_interval_secs > 0).then(|| Duration::from_secs(market.stats_interval_secs));

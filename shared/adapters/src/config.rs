@@ -49,9 +49,10 @@ impl fmt::Debug for DatabaseSettings {
 }
 
 /// Redis: prices, sessions, pending orders, the trigger index, notifications.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Clone, PartialEq, Eq)]
 pub struct RedisSettings {
-    /// `REDIS_URL` (default `redis://127.0.0.1:6379/`).
+    /// `REDIS_URL` (default `redis://127.0.0.1:6379/`); with [`RedisSettings::load`] and
+    /// `REDIS_SECRET_ARN` set, with that secret's user and password in it.
     pub url: String,
     /// `KEY_PREFIX` (default empty): prefix of every Redis key, so deployments or test runs
     /// can share one Redis.
@@ -171,13 +172,63 @@ impl Default for RedisSettings {
     }
 }
 
+/// The URL without its password: a logged config must not leak it.
+impl fmt::Debug for RedisSettings {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("RedisSettings")
+            .field("url", &redact_url(&self.url))
+            .field("key_prefix", &self.key_prefix)
+            .finish()
+    }
+}
+
 impl RedisSettings {
+    /// `REDIS_URL` and `KEY_PREFIX`; never calls AWS (see [`RedisSettings::load`]).
     pub fn from_env() -> RedisSettings {
         let default = RedisSettings::default();
         RedisSettings {
             url: var("REDIS_URL").unwrap_or(default.url),
             key_prefix: var("KEY_PREFIX").unwrap_or(default.key_prefix),
         }
+    }
+
+    /// [`RedisSettings::from_env`], and with `REDIS_SECRET_ARN` set (on AWS: the ElastiCache
+    /// RBAC user of this function, `{"username", "password"}`) that user's credentials in the
+    /// URL. Fetched once: call it once at start.
+    pub async fn load() -> Result<RedisSettings, ConfigError> {
+        let mut settings = RedisSettings::from_env();
+        if let Some(secret_id) = var("REDIS_SECRET_ARN") {
+            let secret = fetch_secret_string(&secrets_client().await, &secret_id).await?;
+            settings.url = settings.with_credentials_from_secret(&secret_id, &secret)?;
+        }
+        Ok(settings)
+    }
+
+    /// The URL with the secret's `username` and `password` as its user info.
+    pub fn with_credentials_from_secret(
+        &self,
+        secret_id: &str,
+        secret_json: &str,
+    ) -> Result<String, ConfigError> {
+        let secret = CredentialsSecret::parse("cache", secret_id, secret_json)?;
+        let username = secret.required("username")?;
+        let password = secret.required("password")?;
+        let invalid = || ConfigError("REDIS_URL: not a redis:// or rediss:// URL".into());
+        let (scheme, rest) = self.url.split_once("://").ok_or_else(invalid)?;
+        if scheme != "redis" && scheme != "rediss" {
+            return Err(invalid());
+        }
+        // Any user info already in the URL gives way to the secret's.
+        let authority_end = rest.find(['/', '?', '#']).unwrap_or(rest.len());
+        let (authority, path) = rest.split_at(authority_end);
+        let host = authority
+            .rsplit_once('@')
+            .map_or(authority, |(_, host)| host);
+        Ok(format!(
+            "{scheme}://{}:{}@{host}{path}",
+            percent_encode(username),
+            percent_encode(password)
+        ))
     }
 }
 
@@ -225,6 +276,7 @@ impl Config {
     pub async fn load() -> Result<Config, ConfigError> {
         let mut config = Config::from_env()?;
         config.database.url = database_url_from_env().await?;
+        config.redis = RedisSettings::load().await?;
         Ok(config)
     }
 
@@ -414,7 +466,7 @@ impl DatabaseSecretSource {
     /// database name are percent-encoded, so any character in them survives. Errors name the
     /// secret and the field, never a value.
     pub fn url_from_secret(&self, secret_json: &str) -> Result<String, ConfigError> {
-        let secret = DatabaseSecret::parse(&self.secret_id, secret_json)?;
+        let secret = CredentialsSecret::parse("database", &self.secret_id, secret_json)?;
         let username = secret.required("username")?;
         let password = secret.required("password")?;
         let host = match &self.host {
@@ -455,7 +507,7 @@ async fn fetch_secret_string(
         .await
         .map_err(|e| {
             ConfigError(format!(
-                "reading the database secret {secret_id}: {}",
+                "reading the secret {secret_id}: {}",
                 aws_sdk_secretsmanager::error::DisplayErrorContext(e)
             ))
         })?;
@@ -466,27 +518,40 @@ async fn fetch_secret_string(
     })
 }
 
-/// A database secret's JSON object (RDS's shape). Errors name the secret and the field, never
-/// a value.
-struct DatabaseSecret<'a> {
+/// A credentials secret's JSON object (RDS's shape: `username`, `password`, ...). Errors name
+/// the secret and the field, never a value.
+struct CredentialsSecret<'a> {
+    /// What the secret is for, for errors: "database", "cache".
+    purpose: &'static str,
     secret_id: &'a str,
     fields: serde_json::Map<String, serde_json::Value>,
 }
 
-impl<'a> DatabaseSecret<'a> {
-    fn parse(secret_id: &'a str, secret_json: &str) -> Result<DatabaseSecret<'a>, ConfigError> {
+impl<'a> CredentialsSecret<'a> {
+    fn parse(
+        purpose: &'static str,
+        secret_id: &'a str,
+        secret_json: &str,
+    ) -> Result<CredentialsSecret<'a>, ConfigError> {
         // Parsed as a map rather than into a struct: serde's type errors quote the value,
         // which could be the password.
         match serde_json::from_str(secret_json) {
-            Ok(fields) => Ok(DatabaseSecret { secret_id, fields }),
+            Ok(fields) => Ok(CredentialsSecret {
+                purpose,
+                secret_id,
+                fields,
+            }),
             Err(_) => Err(ConfigError(format!(
-                "the database secret {secret_id} is not a JSON object"
+                "the {purpose} secret {secret_id} is not a JSON object"
             ))),
         }
     }
 
     fn invalid(&self, what: &str) -> ConfigError {
-        ConfigError(format!("the database secret {} {what}", self.secret_id))
+        ConfigError(format!(
+            "the {} secret {} {what}",
+            self.purpose, self.secret_id
+        ))
     }
 
     /// A string field; absent, null and empty are `None`.
@@ -575,7 +640,7 @@ pub fn role_login_from_secret(
     secret_id: &str,
     secret_json: &str,
 ) -> Result<RoleLogin, ConfigError> {
-    let secret = DatabaseSecret::parse(secret_id, secret_json)?;
+    let secret = CredentialsSecret::parse("database", secret_id, secret_json)?;
     let username = secret.required("username")?;
     if username != role.role_name() {
         return Err(secret.invalid(&format!(
@@ -890,5 +955,56 @@ mod tests {
         let error =
             role_login_from_secret(api, "arn:x", r#"{"username":"trading_api"}"#).unwrap_err();
         assert!(error.to_string().contains("has no `password`"), "{error}");
+    }
+
+    #[test]
+    fn the_cache_login_goes_into_the_redis_url_and_never_into_debug_output() {
+        let settings = RedisSettings {
+            url: "rediss://old:gone@cache.example:6379/0".into(),
+            key_prefix: "{trading}:".into(),
+        };
+        let secret = r#"{"username":"trading-functions","password":"p@ss/w:rd"}"#;
+        let url = settings
+            .with_credentials_from_secret("arn:c", secret)
+            .unwrap();
+        assert_eq!(
+            url,
+            "rediss://trading-functions:p%40ss%2Fw%3Ard@cache.example:6379/0"
+        );
+        let plain = RedisSettings {
+            url: "redis://127.0.0.1:6379".into(),
+            ..settings.clone()
+        };
+        assert_eq!(
+            plain.with_credentials_from_secret("arn:c", secret).unwrap(),
+            "redis://trading-functions:p%40ss%2Fw%3Ard@127.0.0.1:6379"
+        );
+        let shown = format!(
+            "{:?}",
+            RedisSettings {
+                url,
+                ..settings.clone()
+            }
+        );
+        assert!(
+            shown.contains("trading-functions:***@cache.example"),
+            "{shown}"
+        );
+        assert!(!shown.contains("p%40ss"), "{shown}");
+        let error = settings
+            .with_credentials_from_secret("arn:c", r#"{"username":"u"}"#)
+            .unwrap_err()
+            .to_string();
+        assert_eq!(
+            error,
+            "configuration: the cache secret arn:c has no `password`"
+        );
+        let not_redis = RedisSettings {
+            url: "http://x".into(),
+            ..settings
+        };
+        assert!(not_redis
+            .with_credentials_from_secret("arn:c", secret)
+            .is_err());
     }
 }

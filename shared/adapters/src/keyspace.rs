@@ -13,6 +13,9 @@
 //! | `rl:{bucket}:{subject}` | a token bucket | api, webhook |
 //! | `login:email:{sha256}`, `login:ip:{ip}` | failed-login counters | api |
 //! | `watch:{SYMBOL}`, `watch:symbols`, `watch:log`, `watch:built` | the trigger index | executor, triggers |
+//!
+//! Who may write what is enforced by Redis ACL users (ElastiCache RBAC on AWS), whose rules
+//! are written here too: [`Keyspace::functions_access`] and [`Keyspace::ingest_access`].
 
 use uuid::Uuid;
 
@@ -115,6 +118,37 @@ impl Keyspace {
     /// The marker of a complete trigger index.
     pub fn watch_built(&self) -> String {
         self.name(format_args!("watch:built"))
+    }
+
+    /// The ACL rules (an ElastiCache access string, without `on`) of the Lambda functions'
+    /// Redis user: prices and stale markers read-only (`%R~`, Redis 7 / Valkey 7.2), every
+    /// other key family of this module read-write, this prefix's channels, no dangerous
+    /// command. Only the ingest task writes prices, so a function that is fooled cannot move
+    /// the market every other account trades at.
+    pub fn functions_access(&self) -> String {
+        let read_only = ["px:", "stale:"];
+        let read_write = [
+            "sess:",
+            "usess:",
+            "pending:",
+            "positions:",
+            "rl:",
+            "login:",
+            "watch:",
+        ];
+        let p = &self.prefix;
+        let mut rules: Vec<String> = read_only.iter().map(|f| format!("%R~{p}{f}*")).collect();
+        rules.extend(read_write.iter().map(|f| format!("~{p}{f}*")));
+        rules.push(format!("&{p}*"));
+        rules.push("+@all -@dangerous".into());
+        rules.join(" ")
+    }
+
+    /// The ACL rules of the ingest task's Redis user: every key and channel of the prefix
+    /// (it writes prices, the trigger index, and reads the rest), no dangerous command.
+    pub fn ingest_access(&self) -> String {
+        let p = &self.prefix;
+        format!("~{p}* &{p}* +@all -@dangerous")
     }
 }
 

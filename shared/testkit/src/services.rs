@@ -374,3 +374,28 @@ pub async fn pttl(conn: &mut redis::aio::MultiplexedConnection, key: &str) -> i6
         .await
         .unwrap_or_else(|e| panic!("PTTL {key}: {e}"))
 }
+
+/// A Redis ACL user of its own on the test Redis with `rules` (as ElastiCache RBAC gives a
+/// function its access string, e.g. `Keyspace::functions_access`), and a random password;
+/// its `REDIS_URL`. The admin connection creating it is the test Redis's default user.
+pub async fn redis_acl_user(rules: &str) -> String {
+    let name = format!("test-{}", Uuid::new_v4().simple());
+    let password = Uuid::new_v4().simple().to_string();
+    let mut setuser = redis::cmd("ACL");
+    setuser
+        .arg("SETUSER")
+        .arg(&name)
+        .arg("reset")
+        .arg("on")
+        .arg(format!(">{password}"));
+    for rule in rules.split_whitespace() {
+        setuser.arg(rule);
+    }
+    let () = setuser
+        .query_async(&mut redis_connection().await)
+        .await
+        .unwrap_or_else(|e| panic!("ACL SETUSER with {rules}: {e}"));
+    let admin = service_env("REDIS_URL");
+    let (scheme, rest) = admin.split_once("://").expect("REDIS_URL is a URL");
+    format!("{scheme}://{name}:{password}@{rest}")
+}
