@@ -5,6 +5,11 @@
 //!
 //! Depends on `app`, `rest` (the REST edge), `adapters` and `domain`; no crate depends on it.
 
+#![cfg_attr(
+    not(test),
+    deny(clippy::unwrap_used, clippy::expect_used, clippy::string_slice)
+)]
+
 pub mod assets;
 pub mod auth;
 pub mod close;

@@ -12,6 +12,11 @@
 //! `batchItemFailures` with every later message of its group, so nothing runs ahead of a
 //! command that must be retried.
 
+#![cfg_attr(
+    not(test),
+    deny(clippy::unwrap_used, clippy::expect_used, clippy::string_slice)
+)]
+
 pub mod updates;
 
 use std::collections::{HashMap, HashSet};

@@ -4,6 +4,11 @@
 //!
 //! Depends on `app`, `rest` (the REST edge) and `domain`; no crate depends on it.
 
+#![cfg_attr(
+    not(test),
+    deny(clippy::unwrap_used, clippy::expect_used, clippy::string_slice)
+)]
+
 use app::alerts::{receive, Received};
 use app::Deps;
 use lambda_http::{Body, Request, RequestExt, Response};

@@ -16,6 +16,11 @@
 //! reading it. A notification that fails to publish is logged and repaired by the fan-out's
 //! periodic re-scan, so it never fails the client's request.
 
+#![cfg_attr(
+    not(test),
+    deny(clippy::unwrap_used, clippy::expect_used, clippy::string_slice)
+)]
+
 mod connect;
 mod message;
 

@@ -40,6 +40,11 @@
 //! `market_data` (for the [`market_data::tap::QuoteFeed`] of flushed quotes); never on a
 //! function crate.
 
+#![cfg_attr(
+    not(test),
+    deny(clippy::unwrap_used, clippy::expect_used, clippy::string_slice)
+)]
+
 pub mod plan;
 pub mod run;
 

@@ -57,6 +57,11 @@
 //!   CloudWatch metric filter pattern `{ $.fields.message = "ingest heartbeat" }`, metric
 //!   value `$.fields.price_age_ms`.
 
+#![cfg_attr(
+    not(test),
+    deny(clippy::unwrap_used, clippy::expect_used, clippy::string_slice)
+)]
+
 pub mod book;
 pub mod flush;
 pub mod health;

@@ -210,8 +210,8 @@ pub fn parse(text: &str) -> Result<Option<Update<'_>>, ParseError> {
 pub fn parse_message(text: &str) -> Result<Parsed<'_>, ParseError> {
     // Cheap pre-filter: depth updates are most of the traffic and we never need them.
     if let Some(rest) = text.strip_prefix("{\"stream\":\"") {
-        if let Some(end) = rest.find('"') {
-            if kind_of(&rest[..end]).is_none() {
+        if let Some((stream, _)) = rest.split_once('"') {
+            if kind_of(stream).is_none() {
                 // Only a short message can be an event; depth updates are long.
                 if text.len() < 256 && text.contains(SERVER_SHUTDOWN) {
                     return parse_full(text);

@@ -24,6 +24,11 @@
 //! One of the three services the `ingest` task runs. Depends on `domain`, `adapters` and
 //! `market_data` (for the [`QuoteFeed`] of flushed quotes); never on a function crate.
 
+#![cfg_attr(
+    not(test),
+    deny(clippy::unwrap_used, clippy::expect_used, clippy::string_slice)
+)]
+
 use std::future::Future;
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 use std::sync::Arc;

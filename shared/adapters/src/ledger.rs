@@ -326,7 +326,13 @@ impl Ledger {
         let account_id = Uuid::new_v4();
         let account_number = format!(
             "PA{}",
-            &account_id.simple().to_string()[..10].to_uppercase()
+            account_id
+                .simple()
+                .to_string()
+                .chars()
+                .take(10)
+                .collect::<String>()
+                .to_uppercase()
         );
         let mut tx = self.pool.begin().await.map_err(pg)?;
         let inserted = sqlx::query("INSERT INTO users (id, email, password_hash) VALUES ($1, $2, $3) ON CONFLICT (email) DO NOTHING")

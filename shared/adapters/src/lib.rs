@@ -6,6 +6,11 @@
 //! Depends on `domain` only among the workspace crates; every connection, key name and SQL
 //! statement of the platform lives here, and nothing here knows HTTP or Lambda events.
 
+#![cfg_attr(
+    not(test),
+    deny(clippy::unwrap_used, clippy::expect_used, clippy::string_slice)
+)]
+
 pub mod auth;
 pub mod aws;
 pub mod cache;

@@ -6,6 +6,11 @@
 //! (credentials, parsed bodies, ids as text); outputs are domain values or [`ApiError`],
 //! which every edge renders the same way.
 
+#![cfg_attr(
+    not(test),
+    deny(clippy::unwrap_used, clippy::expect_used, clippy::string_slice)
+)]
+
 pub mod alerts;
 pub mod auth;
 pub mod close;

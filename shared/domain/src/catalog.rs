@@ -198,6 +198,7 @@ impl Catalog {
         static CATALOG: OnceLock<Catalog> = OnceLock::new();
         CATALOG.get_or_init(|| {
             // The snapshot is compiled in and covered by tests, so parsing it cannot fail at run time.
+            #[allow(clippy::expect_used)]
             Catalog::from_exchange_info(SNAPSHOT).expect("built-in exchangeInfo snapshot parses")
         })
     }

@@ -98,9 +98,10 @@ fn scale_by_pow10(m: Decimal, exp: i32) -> Option<Decimal> {
 /// The text as an error message shows it: at most 40 characters (never cut inside one).
 fn truncate(t: &str) -> String {
     const SHOWN: usize = 40;
-    match t.char_indices().nth(SHOWN) {
-        Some((end, _)) => format!("{}…", &t[..end]),
-        None => t.to_string(),
+    if t.chars().nth(SHOWN).is_some() {
+        format!("{}…", t.chars().take(SHOWN).collect::<String>())
+    } else {
+        t.to_string()
     }
 }
 

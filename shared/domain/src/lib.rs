@@ -6,6 +6,11 @@
 //! AWS, no database or Redis client). Wire formats of outside systems live at the edges
 //! (`alpaca`, `tradingview`); every other crate depends on this one.
 
+#![cfg_attr(
+    not(test),
+    deny(clippy::unwrap_used, clippy::expect_used, clippy::string_slice)
+)]
+
 pub mod accounting;
 pub mod amount;
 pub mod catalog;

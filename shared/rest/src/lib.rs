@@ -5,6 +5,11 @@
 //! Depends on `app` (for [`ApiError`]), `adapters` (credentials) and `domain`; the function
 //! crates depend on it, never the other way.
 
+#![cfg_attr(
+    not(test),
+    deny(clippy::unwrap_used, clippy::expect_used, clippy::string_slice)
+)]
+
 use adapters::auth::Credentials;
 use app::ApiError;
 use chrono::{DateTime, Datelike, NaiveDate, Utc};

@@ -82,6 +82,11 @@
 //! Everything that needs the catalog (unknown symbols, tick and lot sizes, leg prices) is
 //! checked afterwards by [`OrderRequest::validate`], with its own codes.
 
+#![cfg_attr(
+    not(test),
+    deny(clippy::unwrap_used, clippy::expect_used, clippy::string_slice)
+)]
+
 use domain::RejectCode;
 use rust_decimal::Decimal;
 use serde_json::{Map, Value};
