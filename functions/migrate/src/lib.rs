@@ -23,7 +23,6 @@ use aws_lambda_events::cloudformation::{
     CloudFormationCustomResourceRequest, CloudFormationCustomResourceResponse,
     CloudFormationCustomResourceResponseStatus,
 };
-use serde::Deserialize;
 use serde_json::Value;
 
 /// The one schema this resource stands for. Stable, so an Update never reads as a
@@ -111,6 +110,13 @@ where
             return answer_unhandled(&event, &format!("malformed request: {e}")).await;
         }
     };
+    // Nowhere to answer: no work either (nobody would hear of it, and the error has Lambda
+    // retry the invocation).
+    if RequestIds::read(&event).response_url.is_empty() {
+        return Err(HandlerError::NoResponseUrl(
+            "the ResponseURL is empty".into(),
+        ));
+    }
     let (ids, physical_resource_id, outcome) = match request {
         CloudFormationCustomResourceRequest::Create(r) => {
             let outcome = apply(target, limits).await;
@@ -141,14 +147,32 @@ enum Outcome {
 }
 
 /// The fields every request carries and every answer repeats.
-#[derive(Debug, Default, Deserialize)]
-#[serde(rename_all = "PascalCase", default)]
+#[derive(Debug)]
 struct RequestIds {
-    #[serde(rename = "ResponseURL")]
     response_url: String,
     stack_id: String,
     request_id: String,
     logical_resource_id: String,
+}
+
+impl RequestIds {
+    /// The ids of an event, each one that is a string (also of an event that is no request:
+    /// a field of the wrong type must not hide where to answer).
+    fn read(event: &Value) -> RequestIds {
+        let field = |name: &str| {
+            event
+                .get(name)
+                .and_then(Value::as_str)
+                .unwrap_or_default()
+                .to_string()
+        };
+        RequestIds {
+            response_url: field("ResponseURL"),
+            stack_id: field("StackId"),
+            request_id: field("RequestId"),
+            logical_resource_id: field("LogicalResourceId"),
+        }
+    }
 }
 
 /// Resolves the target and applies the migrations and logins within the limits; the error is
@@ -216,7 +240,7 @@ async fn answer_unhandled(
     event: &Value,
     reason: &str,
 ) -> Result<CloudFormationCustomResourceResponse, HandlerError> {
-    let ids = RequestIds::deserialize(event).unwrap_or_default();
+    let ids = RequestIds::read(event);
     if ids.response_url.is_empty() {
         return Err(HandlerError::NoResponseUrl(reason.to_string()));
     }

@@ -1,104 +1,25 @@
 //! The custom resource against the test PostgreSQL (a fresh database per test) with a local
 //! HTTP server standing in for CloudFormation's presigned S3 response URL.
 
+mod common;
+
 use std::future::Future;
 use std::str::FromStr;
 use std::time::{Duration, Instant};
 
 use adapters::config::MigrationTarget;
-use axum::body::Bytes;
-use axum::http::HeaderMap;
-use axum::routing::put;
-use axum::Router;
+use common::{event, Answer, ResponseUrl};
 use migrate::{handle, Limits, PHYSICAL_RESOURCE_ID};
 use serde_json::{json, Value};
 use sqlx::postgres::PgConnectOptions;
 use sqlx::{ConnectOptions, Connection, PgConnection};
 use testkit::service_env;
-use tokio::sync::mpsc;
 use uuid::Uuid;
 
 const LIMITS: Limits = Limits {
     work_timeout: Duration::from_secs(20),
     connect_timeout: Duration::from_secs(5),
 };
-
-/// What CloudFormation would have received: the Content-Type header and the JSON body.
-struct Answer {
-    content_type: Option<String>,
-    body: Value,
-}
-
-/// A local stand-in for the presigned response URL: records every PUT.
-struct ResponseUrl {
-    url: String,
-    answers: mpsc::UnboundedReceiver<Answer>,
-}
-
-impl ResponseUrl {
-    async fn start() -> ResponseUrl {
-        let (tx, answers) = mpsc::unbounded_channel();
-        let app = Router::new().route(
-            "/cloudformation-response",
-            put(move |headers: HeaderMap, body: Bytes| {
-                let tx = tx.clone();
-                async move {
-                    let content_type = headers
-                        .get("content-type")
-                        .map(|v| v.to_str().unwrap_or("<not text>").to_string());
-                    let body = serde_json::from_slice(&body).expect("the answer is JSON");
-                    tx.send(Answer { content_type, body })
-                        .expect("test listens");
-                    ""
-                }
-            }),
-        );
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let addr = listener.local_addr().unwrap();
-        tokio::spawn(async move { axum::serve(listener, app).await });
-        ResponseUrl {
-            url: format!(
-                "http://{addr}/cloudformation-response?X-Amz-Algorithm=AWS4-HMAC-SHA256&X-Amz-Signature=abc"
-            ),
-            answers,
-        }
-    }
-
-    /// The one answer of the last invocation.
-    fn answer(&mut self) -> Answer {
-        let answer = self.answers.try_recv().expect("an answer was PUT");
-        assert!(self.answers.try_recv().is_err(), "exactly one answer");
-        assert_eq!(
-            answer.content_type.as_deref(),
-            Some(""),
-            "the presigned URL is signed for an empty Content-Type"
-        );
-        answer
-    }
-}
-
-fn event(request_type: &str, response_url: &str) -> Value {
-    let mut event = json!({
-        "RequestType": request_type,
-        "ServiceToken": "arn:aws:lambda:us-east-1:123456789012:function:trading-migrate",
-        "ResponseURL": response_url,
-        "StackId": "arn:aws:cloudformation:us-east-1:123456789012:stack/trading/6f7c3a40-0000-11ef-8000-0a1b2c3d4e5f",
-        "RequestId": Uuid::new_v4().to_string(),
-        "LogicalResourceId": "LedgerSchema",
-        "ResourceType": "Custom::LedgerSchema",
-        "ResourceProperties": {
-            "ServiceToken": "arn:aws:lambda:us-east-1:123456789012:function:trading-migrate",
-            "MigrationsVersion": "3"
-        }
-    });
-    if request_type != "Create" {
-        event["PhysicalResourceId"] = json!(PHYSICAL_RESOURCE_ID);
-    }
-    if request_type == "Update" {
-        event["OldResourceProperties"] = json!({ "MigrationsVersion": "2" });
-    }
-    event
-}
 
 /// CloudFormation was told FAILED, with a reason that says `why`.
 fn assert_failed_for(answer: &Answer, why: &str) {
@@ -259,9 +180,7 @@ async fn create_applies_every_migration_update_repeats_nothing_and_delete_keeps_
 async fn an_unreachable_database_answers_failed_without_the_password() {
     let mut cloudformation = ResponseUrl::start().await;
     // A port nothing listens on: refused at once.
-    let closed = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-    let port = closed.local_addr().unwrap().port();
-    drop(closed);
+    let port = common::closed_port();
     let password = "Sup3r-s3cret!";
     let database_url = format!("postgres://ledger:{password}@127.0.0.1:{port}/trading");
 
@@ -377,9 +296,7 @@ async fn a_malformed_event_is_answered_failed_when_it_says_where() {
 
 #[tokio::test]
 async fn a_refused_answer_is_an_error_for_lambda_to_retry() {
-    let closed = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-    let port = closed.local_addr().unwrap().port();
-    drop(closed);
+    let port = common::closed_port();
     let response_url =
         format!("http://127.0.0.1:{port}/cloudformation-response?X-Amz-Signature=s3cr3t");
     let error = handle::<_, String>(

@@ -8,7 +8,7 @@ use domain::realtime::{Connection, ConnectionChange, PositionsSnapshot, Snapshot
 use domain::RejectCode;
 use uuid::Uuid;
 
-use crate::{announce, Deps, WsRequest, WsResponse};
+use crate::{announce, is_connection_id, Deps, WsRequest, WsResponse};
 
 const MISSING: &str = "missing credentials: connect with ?token=<session token>, or ?key_id=<API key id>&secret_key=<API secret>";
 
@@ -41,10 +41,17 @@ pub async fn connect(deps: &Deps, req: &WsRequest) -> WsResponse {
 }
 
 async fn register(deps: &Deps, req: &WsRequest) -> Result<(), ApiError> {
-    if req.connection_id.is_empty() {
-        return Err(ApiError::malformed("the event has no connectionId"));
+    if !is_connection_id(&req.connection_id) {
+        return Err(ApiError::malformed(
+            "the event has no connectionId of API Gateway's",
+        ));
     }
     let credentials = credentials(req);
+    // A key id with a NUL cannot name a key and is not looked up (PostgreSQL's text cannot
+    // hold one, so the query would fail as if the database were down).
+    if matches!(&credentials, Credentials::ApiKey { key_id, .. } if key_id.contains('\0')) {
+        return Err(ApiError::unauthenticated("invalid API key or secret"));
+    }
     let who = resolve(
         &deps.ledger,
         &deps.cache,

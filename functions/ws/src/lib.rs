@@ -147,6 +147,22 @@ impl WsResponse {
     }
 }
 
+/// The longest connection id taken. API Gateway's are 16 characters (`L0SM9cOFvHcCIhw=`);
+/// DynamoDB cannot key an item by more than 2048 bytes.
+const MAX_CONNECTION_ID_CHARS: usize = 128;
+
+/// Whether `id` can be a connection id of API Gateway's: 1 to 128 characters of base64's
+/// and base64url's alphabets. `$connect` registers no other, so no other is looked up or
+/// deleted either (an empty or oversized key fails DynamoDB's validation, which would read
+/// as an outage).
+pub(crate) fn is_connection_id(id: &str) -> bool {
+    !id.is_empty()
+        && id.len() <= MAX_CONNECTION_ID_CHARS
+        && id
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'+' | b'/' | b'=' | b'-' | b'_'))
+}
+
 /// Routes one event.
 pub async fn handle(deps: &Deps, req: WsRequest) -> WsResponse {
     let route = async {
@@ -165,6 +181,10 @@ pub async fn handle(deps: &Deps, req: WsRequest) -> WsResponse {
 /// Deletes the item. A failure is answered 503 (API Gateway ignores it); the TTL removes the
 /// item eventually and the fan-out drops it at the first 410.
 pub async fn disconnect(deps: &Deps, req: &WsRequest) -> WsResponse {
+    if !is_connection_id(&req.connection_id) {
+        // Nothing can be registered under it.
+        return WsResponse::ok();
+    }
     if let Err(e) = deps.table.delete(&req.connection_id).await {
         return WsResponse::error(&ApiError::from(e));
     }

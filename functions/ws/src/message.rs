@@ -7,7 +7,7 @@ use domain::realtime::{
 };
 use domain::RejectCode;
 
-use crate::{announce, Deps, WsRequest, WsResponse};
+use crate::{announce, is_connection_id, Deps, WsRequest, WsResponse};
 
 /// The largest client message read. API Gateway lets 128 KB through; a subscribe to the
 /// maximum of symbols takes well under 2 KB, so anything near this is not a real request.
@@ -78,6 +78,9 @@ async fn change_subscription(
             "this connection is not registered (expired or disconnected); reconnect",
         )
     };
+    if !is_connection_id(&req.connection_id) {
+        return gone();
+    }
     let mut connection = match deps.table.get(&req.connection_id, now).await {
         Ok(Some(c)) => c,
         Ok(None) => return gone(),

@@ -1,79 +1,18 @@
 //! The ws handlers against real PostgreSQL, Redis and DynamoDB (moto), with events shaped as
 //! API Gateway sends them (`events/ws-*.json`).
 
+mod common;
+
 use std::time::Duration;
 
-use adapters::auth::{digest, new_key_id, random_secret};
-use adapters::cache::{Cache, Session};
-use adapters::config::SessionSettings;
-use adapters::connections::ConnectionTable;
-use aws_lambda_events::apigw::ApiGatewayWebsocketProxyRequest;
+use common::{event, fixture};
 use domain::realtime::ConnectionChange;
 use futures_util::StreamExt;
 use rust_decimal_macros::dec;
 use serde_json::Value;
 use testkit::service_env;
 use uuid::Uuid;
-use ws::{handle, Deps, WsRequest};
-
-struct Fixture {
-    deps: Deps,
-    account_id: Uuid,
-    token: String,
-    key_id: String,
-    secret: String,
-}
-
-async fn fixture(max_connections: usize) -> Fixture {
-    let ledger = testkit::ledger().await;
-    let (user_id, account_id) = testkit::account_with_cash(&ledger, dec!(1000)).await;
-    let cache = testkit::cache();
-    let token = random_secret();
-    cache
-        .put_session(
-            &digest(&token),
-            &Session {
-                user_id,
-                account_id,
-            },
-            &SessionSettings {
-                ttl_secs: 3600,
-                max_lifetime_secs: 3600,
-            },
-        )
-        .await
-        .expect("session stored");
-    let (key_id, secret) = (new_key_id(), random_secret());
-    ledger
-        .insert_api_key(&key_id, user_id, account_id, &digest(&secret))
-        .await
-        .expect("api key stored");
-    let mut config = testkit::config();
-    config.redis.key_prefix = cache.prefix().to_string();
-    config.connections.table = testkit::connection_table();
-    config.websocket.max_connections_per_user = max_connections;
-    config.websocket.max_symbols = 3;
-    let deps = Deps {
-        table: ConnectionTable::new(&config.connections.table),
-        ledger,
-        cache: Cache::new(&config.redis.url, &config.redis.key_prefix).expect("cache"),
-        catalog: domain::catalog::Catalog::builtin(),
-        config,
-    };
-    Fixture {
-        deps,
-        account_id,
-        token,
-        key_id,
-        secret,
-    }
-}
-
-fn event(file: &str) -> ApiGatewayWebsocketProxyRequest {
-    let path = concat!(env!("CARGO_MANIFEST_DIR"), "/../../events/").to_string() + file;
-    let text = std::fs::read_to_string(&path).expect("sample event");
-    serde_json::from_str(&text).unwrap_or_else(|e| panic!("{file} is not a WebSocket event: {e}"))
-}
+use ws::{handle, WsRequest};
 
 fn connect_req(id: &str, query: &[(&str, &str)]) -> WsRequest {
     let mut r = WsRequest::from(event("ws-connect.json"));
