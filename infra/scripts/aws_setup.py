@@ -87,7 +87,7 @@ QUEUES = {
             "VisibilityTimeout": "30",
         },
         "redrive_to": "commands-dlq.fifo",
-        "max_receive_count": 5,
+        "max_receive_count": 20,
     },
 }
 

@@ -70,6 +70,8 @@ impl Setup {
             watches: adapters::watch::WatchIndex::new(redis, &self.prefix).expect("redis url"),
             connections: adapters::connections::ConnectionTable::new("unused"),
             pusher: None,
+            queue: None,
+            retries: adapters::config::RetrySettings::default(),
         }
     }
 }

@@ -300,32 +300,92 @@ async fn commands_in_one_batch_see_each_other_in_order() {
     assert_eq!(cash_of(&deps, account).await, dec!(100000) - dec!(2.4));
 }
 
-#[tokio::test]
-async fn a_failed_transaction_applies_nothing_and_reports_every_message() {
-    let deps = deps().await;
-    let (_, a) = account_with_cash(&deps.ledger, dec!(100000)).await;
-    let (_, b) = account_with_cash(&deps.ledger, dec!(100000)).await;
-    put_quote(&deps.cache, "BTCUSDT", dec!(60000), dec!(60000)).await;
-    // An order the database refuses (client_order_id over the 48-character CHECK): the api
-    // never sends one, so it stands for any statement failing inside the batch transaction.
-    let Command::PlaceOrder { order: mut bad, .. } = market(b, "buy", "0.01", "ok-to-build") else {
+/// A place command the database refuses every time (a client_order_id over the
+/// 48-character CHECK: the api never sends one, so it stands for any command that fails
+/// inside the batch transaction: a constraint the domain did not foresee, an overflow, a
+/// bug).
+fn poison(account: Uuid) -> Command {
+    let Command::PlaceOrder { order: mut bad, .. } = market(account, "buy", "0.01", "ok-to-build")
+    else {
         unreachable!()
     };
     bad.client_order_id = "x".repeat(60);
+    Command::place(bad)
+}
+
+#[tokio::test]
+async fn a_poison_command_fails_only_itself_and_the_rest_of_its_group() {
+    let deps = deps().await;
+    let mut accounts = Vec::new();
+    for _ in 0..4 {
+        accounts.push(account_with_cash(&deps.ledger, dec!(100000)).await.1);
+    }
+    let [a, b, c, d] = accounts[..] else {
+        unreachable!()
+    };
+    put_quote(&deps.cache, "BTCUSDT", dec!(60000), dec!(60000)).await;
     let body = |c: Command| serde_json::to_string(&c).unwrap();
+    // Ten messages, four accounts; b's second command is the poison.
     let batch = vec![
-        record("a1", a, body(market(a, "buy", "0.01", "a-good"))),
-        record("b1", b, body(Command::place(bad))),
+        buy_record(a, "a1"),
+        buy_record(b, "b1"),
+        buy_record(c, "c1"),
+        record("b2", b, body(poison(b))),
+        buy_record(a, "a2"),
+        buy_record(b, "b3"),
+        buy_record(d, "d1"),
+        buy_record(c, "c2"),
+        buy_record(b, "b4"),
+        buy_record(d, "d2"),
     ];
     let resp = handle_batch(&deps, &batch).await.unwrap();
-    assert_eq!(failures(&resp), vec!["a1".to_string(), "b1".to_string()]);
-    // Nothing of the batch took effect, not even the other account's good order.
-    assert!(by_client_id(&deps, a, "a-good").await.is_none());
-    assert_eq!(cash_of(&deps, a).await, dec!(100000));
-    // Redelivered without the bad message, the good one applies.
-    let retry = vec![record("a1", a, body(market(a, "buy", "0.01", "a-good")))];
-    assert!(failures(&handle_batch(&deps, &retry).await.unwrap()).is_empty());
-    assert_eq!(btc_qty(&deps, a).await, dec!(0.01));
+    // Only the poison and the later messages of its group, in the batch's order.
+    assert_eq!(failures(&resp), ["b2", "b3", "b4"]);
+    for (account, applied) in [(a, 2), (c, 2), (d, 2)] {
+        assert_eq!(
+            btc_qty(&deps, account).await,
+            dec!(0.001) * Decimal::from(applied)
+        );
+    }
+    // b's command before the poison applied; the ones behind it did not run ahead of it.
+    assert_eq!(btc_qty(&deps, b).await, dec!(0.001));
+    assert!(by_client_id(&deps, b, "b3").await.is_none());
+
+    // Redelivered (as SQS does on the next receive: the whole batch again, say), what
+    // applied changes nothing and the poison is still all that fails with its followers.
+    let resp = handle_batch(&deps, &batch).await.unwrap();
+    assert_eq!(failures(&resp), ["b2", "b3", "b4"]);
+    for account in [a, c, d] {
+        assert_eq!(
+            btc_qty(&deps, account).await,
+            dec!(0.002),
+            "applied exactly once"
+        );
+        assert_eq!(
+            cash_of(&deps, account).await,
+            dec!(100000) - dec!(120) - dec!(0.12)
+        );
+    }
+    // Once the poison is gone (moved to the dead-letter queue), b's followers apply.
+    let rest = vec![buy_record(b, "b3"), buy_record(b, "b4")];
+    assert!(failures(&handle_batch(&deps, &rest).await.unwrap()).is_empty());
+    assert_eq!(btc_qty(&deps, b).await, dec!(0.003));
+}
+
+#[tokio::test]
+async fn a_poison_command_alone_in_its_batch_is_reported_and_its_group_stops() {
+    let deps = deps().await;
+    let (_, a) = account_with_cash(&deps.ledger, dec!(100000)).await;
+    put_quote(&deps.cache, "BTCUSDT", dec!(60000), dec!(60000)).await;
+    let body = |c: Command| serde_json::to_string(&c).unwrap();
+    let batch = vec![
+        buy_record(a, "a1"),
+        record("a2", a, body(poison(a))),
+        buy_record(a, "a3"),
+    ];
+    let resp = handle_batch(&deps, &batch).await.unwrap();
+    assert_eq!(failures(&resp), ["a2", "a3"]);
+    assert_eq!(btc_qty(&deps, a).await, dec!(0.001));
 }
 
 /// After each commit the trigger index follows the ledger: a resting order is watched, a

@@ -91,7 +91,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
     let mut hooks: Vec<Box<dyn FlushHook>> = Vec::new();
     let trigger_config = triggers::TriggerConfig::from_sections(
         &redis,
-        &QueueSettings::from_env(),
+        &QueueSettings::from_env()?,
         &TradingSettings::from_env()?,
         &cli.triggers,
     )?;

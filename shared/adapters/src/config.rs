@@ -64,6 +64,58 @@ pub struct RedisSettings {
 pub struct QueueSettings {
     /// `COMMANDS_QUEUE_URL`: the SQS FIFO queue of trade commands (none: nowhere to send).
     pub url: Option<String>,
+    /// How the executor spaces the deliveries of a command it could not apply.
+    pub retries: RetrySettings,
+}
+
+/// The executor's retry schedule (DEPLOY.md, "Retries and the dead-letter queue", has the
+/// arithmetic). A command that failed because a dependency was out of reach is hidden for a
+/// growing time, so an outage of an hour uses up fewer deliveries than the queue allows; a
+/// command that is itself bad is hidden briefly, so it reaches the dead-letter queue within
+/// minutes and its account's later commands wait no longer than that.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RetrySettings {
+    /// `COMMAND_MAX_RECEIVES` (default 20): the queue's `maxReceiveCount`; the delivery with
+    /// this count is the last, and a command failing on it is recorded as dead-lettered.
+    pub max_receives: u32,
+    /// `COMMAND_OUTAGE_RETRY_SECS` (default 15): the hiding after the first delivery that
+    /// failed on an outage; it doubles with every further delivery...
+    pub outage_first_secs: u32,
+    /// `COMMAND_OUTAGE_RETRY_MAX_SECS` (default 300): ...up to this.
+    pub outage_max_secs: u32,
+    /// `COMMAND_BAD_RETRY_SECS` (default 5): the hiding after a delivery that failed on the
+    /// command itself.
+    pub bad_secs: u32,
+}
+
+impl Default for RetrySettings {
+    fn default() -> Self {
+        RetrySettings {
+            max_receives: 20,
+            outage_first_secs: 15,
+            outage_max_secs: 300,
+            bad_secs: 5,
+        }
+    }
+}
+
+impl RetrySettings {
+    /// How long to hide a command after its `receive_count`-th delivery failed on an outage:
+    /// `outage_first_secs · 2^(n-1)`, at most `outage_max_secs` (and SQS's 12 hours).
+    pub fn outage_hiding_secs(&self, receive_count: u32) -> u32 {
+        let doublings = receive_count.saturating_sub(1).min(31);
+        let grown = u64::from(self.outage_first_secs).saturating_mul(1u64 << doublings);
+        grown.min(u64::from(self.outage_max_secs)).min(43_200) as u32
+    }
+
+    /// The longest an outage can last and every command still apply once it ends: a
+    /// command first delivered when the outage began has its last delivery after the
+    /// hidings of all the deliveries before it.
+    pub fn outage_covered_secs(&self) -> u64 {
+        (1..self.max_receives)
+            .map(|n| u64::from(self.outage_hiding_secs(n)))
+            .sum()
+    }
 }
 
 impl QueueSettings {
@@ -233,10 +285,17 @@ impl RedisSettings {
 }
 
 impl QueueSettings {
-    pub fn from_env() -> QueueSettings {
-        QueueSettings {
+    pub fn from_env() -> Result<QueueSettings, ConfigError> {
+        let d = RetrySettings::default();
+        Ok(QueueSettings {
             url: var("COMMANDS_QUEUE_URL"),
-        }
+            retries: RetrySettings {
+                max_receives: parsed("COMMAND_MAX_RECEIVES", d.max_receives)?,
+                outage_first_secs: parsed("COMMAND_OUTAGE_RETRY_SECS", d.outage_first_secs)?,
+                outage_max_secs: parsed("COMMAND_OUTAGE_RETRY_MAX_SECS", d.outage_max_secs)?,
+                bad_secs: parsed("COMMAND_BAD_RETRY_SECS", d.bad_secs)?,
+            },
+        })
     }
 }
 
@@ -288,7 +347,7 @@ impl Config {
                 max_connections: parsed("DATABASE_MAX_CONNECTIONS", 5)?,
             },
             redis: RedisSettings::from_env(),
-            queue: QueueSettings::from_env(),
+            queue: QueueSettings::from_env()?,
             trading: TradingSettings::from_env()?,
             sessions: SessionSettings {
                 ttl_secs: parsed("SESSION_TTL_SECS", 86_400)?,
@@ -1006,5 +1065,34 @@ mod tests {
         assert!(not_redis
             .with_credentials_from_secret("arn:c", secret)
             .is_err());
+    }
+}
+
+#[cfg(test)]
+mod retry_schedule {
+    use super::RetrySettings;
+
+    #[test]
+    fn the_default_schedule_outlasts_an_hour_of_outage_and_sends_a_bad_command_on_in_minutes() {
+        let r = RetrySettings::default();
+        let hidings: Vec<u32> = (1..=7).map(|n| r.outage_hiding_secs(n)).collect();
+        assert_eq!(hidings, [15, 30, 60, 120, 240, 300, 300]);
+        // 15 + 30 + 60 + 120 + 240 + 14 × 300 (deliveries 6 to 19): DEPLOY.md's figure.
+        assert_eq!(r.outage_covered_secs(), 4_665);
+        assert!(r.outage_covered_secs() >= 3_600);
+        // A bad command: 19 hidings of 5 s before its last delivery.
+        assert_eq!(u64::from(r.bad_secs) * u64::from(r.max_receives - 1), 95);
+    }
+
+    #[test]
+    fn hidings_never_overflow_or_pass_sqs_limit() {
+        let r = RetrySettings {
+            max_receives: u32::MAX,
+            outage_first_secs: u32::MAX,
+            outage_max_secs: u32::MAX,
+            bad_secs: 0,
+        };
+        assert_eq!(r.outage_hiding_secs(0), 43_200);
+        assert_eq!(r.outage_hiding_secs(u32::MAX), 43_200);
     }
 }

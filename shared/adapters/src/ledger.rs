@@ -17,9 +17,11 @@ use uuid::Uuid;
 
 use crate::error::DependencyError;
 
+mod dead_letters;
 mod execute;
 mod risk;
 
+pub use dead_letters::DeadLetter;
 pub use execute::BatchResult;
 
 pub static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("../../infra/migrations");
@@ -136,7 +138,7 @@ const ORDER_COLUMNS: &str = "id, client_order_id, account_id, created_at, update
      parent_id, leg_role, triggered_at, expires_at, expired_at, replaced_at, replaced_by, replaces";
 
 fn pg(e: sqlx::Error) -> DependencyError {
-    DependencyError::postgres(e)
+    DependencyError::postgres_statement(e)
 }
 
 fn orders_from_rows(rows: &[PgRow]) -> Result<Vec<Order>, DependencyError> {

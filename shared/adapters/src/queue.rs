@@ -111,6 +111,51 @@ impl CommandQueue {
         }
     }
 
+    /// Hides received messages for the given seconds from now (`ChangeMessageVisibility`,
+    /// ten per request): the executor's retry schedule for commands it could not apply.
+    /// `hidings` are (receipt handle, seconds). Entries SQS refused (a receipt that expired)
+    /// are an error naming how many; the others took effect.
+    pub async fn hide(&self, hidings: &[(String, u32)]) -> Result<(), DependencyError> {
+        use aws_sdk_sqs::types::ChangeMessageVisibilityBatchRequestEntry;
+        let mut refused = 0usize;
+        let mut first_reason = String::new();
+        for chunk in hidings.chunks(10) {
+            let mut entries = Vec::with_capacity(chunk.len());
+            for (i, (receipt, secs)) in chunk.iter().enumerate() {
+                let entry = ChangeMessageVisibilityBatchRequestEntry::builder()
+                    .id(i.to_string())
+                    .receipt_handle(receipt)
+                    .visibility_timeout(i32::try_from(*secs).unwrap_or(i32::MAX))
+                    .build()
+                    .map_err(DependencyError::queue)?;
+                entries.push(entry);
+            }
+            let out = self
+                .client()
+                .await
+                .change_message_visibility_batch()
+                .queue_url(&self.queue_url)
+                .set_entries(Some(entries))
+                .send()
+                .await
+                .map_err(|e| DependencyError::queue(aws_sdk_sqs::error::DisplayErrorContext(e)))?;
+            if let Some(f) = out.failed.first() {
+                if first_reason.is_empty() {
+                    first_reason = format!("{}: {}", f.code, f.message.as_deref().unwrap_or(""));
+                }
+            }
+            refused += out.failed.len();
+        }
+        if refused == 0 {
+            Ok(())
+        } else {
+            Err(DependencyError::queue(format!(
+                "{refused} of {} visibility changes refused, first: {first_reason}",
+                hidings.len()
+            )))
+        }
+    }
+
     /// Health: the queue exists and answers.
     pub async fn ping(&self) -> Result<(), DependencyError> {
         self.client()

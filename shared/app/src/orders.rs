@@ -175,6 +175,11 @@ pub async fn find(deps: &Deps, order: OrderRef) -> Result<Option<Order>, ApiErro
     if let Some(o) = deps.ledger.order(order).await? {
         return Ok(Some(o));
     }
+    // Given up on by the executor (its command is in the dead-letter queue): `suspended`,
+    // whatever its pending copy still says.
+    if let Some(o) = deps.ledger.dead_order(order).await? {
+        return Ok(Some(o));
+    }
     if let Some(p) = deps.cache.pending_order(order).await? {
         return Ok(Some(p.pending()));
     }
@@ -227,22 +232,39 @@ pub async fn by_client_order_id(
 /// The account's orders as the query selects them, those not yet applied included (unless
 /// only closed ones are asked for).
 pub async fn list(deps: &Deps, account_id: Uuid, q: &OrderQuery) -> Result<Vec<Order>, ApiError> {
-    let mut orders = deps.ledger.orders(account_id, q).await?;
+    let (orders, dead) = tokio::join!(
+        deps.ledger.orders(account_id, q),
+        deps.ledger.dead_orders(account_id)
+    );
+    let mut orders = orders?;
+    let dead = dead?;
+    let selected = |o: &Order| {
+        q.after.is_none_or(|a| o.submitted_at > a)
+            && q.until.is_none_or(|u| o.submitted_at < u)
+            && q.symbols.as_ref().is_none_or(|s| s.contains(&o.symbol))
+    };
+    let dead_ids: std::collections::HashSet<Uuid> = dead.iter().map(|o| o.id).collect();
+    let before = orders.len();
+    // Dead-lettered orders are closed (`suspended`): listed unless only open ones are asked
+    // for. The ledger does not hold them (the query leaves out those it does).
+    if q.status != StatusFilter::Open {
+        orders.extend(dead.into_iter().filter(|o| selected(o)));
+    }
     if q.status != StatusFilter::Closed {
         let known: std::collections::HashSet<Uuid> = orders.iter().map(|o| o.id).collect();
         let pending = deps.cache.pending_orders(account_id).await?;
-        for o in pending.into_iter().filter(|o| !known.contains(&o.id)) {
-            let in_window = q.after.is_none_or(|a| o.submitted_at > a)
-                && q.until.is_none_or(|u| o.submitted_at < u);
-            let in_symbols = q
-                .symbols
-                .as_ref()
-                .is_none_or(|s| s.contains(&o.spec.symbol));
+        for o in pending
+            .into_iter()
+            .filter(|o| !known.contains(&o.id) && !dead_ids.contains(&o.id))
+        {
             // The ledger may have taken it since our read; then it is already listed or closed.
-            if in_window && in_symbols {
-                orders.push(o.pending());
+            let o = o.pending();
+            if selected(&o) {
+                orders.push(o);
             }
         }
+    }
+    if orders.len() != before {
         orders.sort_by_key(|o| (o.submitted_at, o.id));
         if !q.ascending {
             orders.reverse();

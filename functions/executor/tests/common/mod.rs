@@ -17,5 +17,7 @@ pub async fn deps() -> Deps {
         watches: adapters::watch::WatchIndex::new(&redis, &prefix).unwrap(),
         connections: adapters::connections::ConnectionTable::new("unused"),
         pusher: None,
+        queue: None,
+        retries: adapters::config::RetrySettings::default(),
     }
 }

@@ -194,4 +194,24 @@ impl NewOrder {
             .collect();
         Order { legs, ..parent }
     }
+
+    /// The order as clients see it while its command waits in the dead-letter queue: it
+    /// never reached the ledger and will not trade unless an operator redrives it
+    /// (`suspended`, Alpaca's status for an order not eligible for trading), with the
+    /// reason and the time it was given up on.
+    pub fn suspended(&self, at: DateTime<Utc>, reason: &str) -> Order {
+        let stop = |o: Order| Order {
+            status: OrderStatus::Suspended,
+            updated_at: at,
+            failed_at: Some(at),
+            reject_reason: Some(reason.to_string()),
+            ..o
+        };
+        let pending = self.pending();
+        let legs = pending.legs.iter().cloned().map(stop).collect();
+        Order {
+            legs,
+            ..stop(pending)
+        }
+    }
 }
