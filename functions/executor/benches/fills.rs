@@ -72,6 +72,7 @@ impl Setup {
             pusher: None,
             queue: None,
             retries: adapters::config::RetrySettings::default(),
+            retention: adapters::config::RetentionSettings { days: 30 },
         }
     }
 }

@@ -33,7 +33,7 @@ use std::collections::{HashMap, HashSet};
 use std::panic::AssertUnwindSafe;
 
 use adapters::cache::Cache;
-use adapters::config::{Config, RetrySettings};
+use adapters::config::{Config, RetentionSettings, RetrySettings};
 use adapters::connections::ConnectionTable;
 use adapters::ledger::{DeadLetter, ExecOutcome, Ledger};
 use adapters::push::Pusher;
@@ -62,6 +62,8 @@ pub struct Deps {
     /// `COMMANDS_QUEUE_URL` (failed commands come back after the queue's visibility timeout).
     pub queue: Option<CommandQueue>,
     pub retries: RetrySettings,
+    /// How long the bookkeeping keeps its rows (the scheduled prune).
+    pub retention: RetentionSettings,
 }
 
 impl Deps {
@@ -76,6 +78,7 @@ impl Deps {
             pusher: Pusher::configured(&config.connections),
             queue: config.queue.url.as_deref().map(CommandQueue::new),
             retries: config.queue.retries,
+            retention: config.retention,
         })
     }
 }
@@ -493,4 +496,69 @@ pub async fn handle_batch(
         }
     }
     Ok(response)
+}
+
+/// What invoked the executor: the command queue's event source, or the hourly schedule
+/// (EventBridge's `Scheduled Event`; locally the devstack's timer) that prunes the
+/// bookkeeping.
+#[derive(Debug)]
+pub enum Event {
+    Batch(Vec<SqsMessage>),
+    Prune,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum EventError {
+    #[error("an event of neither the command queue nor the schedule")]
+    Unknown,
+    #[error(transparent)]
+    Batch(#[from] BatchError),
+    #[error(transparent)]
+    Prune(#[from] DependencyError),
+}
+
+impl Event {
+    pub fn read(event: serde_json::Value) -> Result<Event, EventError> {
+        if event.get("Records").is_some() {
+            let sqs: aws_lambda_events::sqs::SqsEvent =
+                serde_json::from_value(event).map_err(|_| EventError::Unknown)?;
+            return Ok(Event::Batch(sqs.records));
+        }
+        if event.get("detail-type").and_then(serde_json::Value::as_str) == Some("Scheduled Event") {
+            return Ok(Event::Prune);
+        }
+        Err(EventError::Unknown)
+    }
+}
+
+/// Handles one invocation: a batch answers Lambda's partial batch response; a prune, what
+/// it deleted (an error has the schedule's next run try again).
+pub async fn handle_event(
+    deps: &Deps,
+    event: serde_json::Value,
+) -> Result<serde_json::Value, EventError> {
+    match Event::read(event)? {
+        Event::Batch(records) => {
+            let response = handle_batch(deps, &records).await?;
+            serde_json::to_value(response).map_err(|_| EventError::Unknown)
+        }
+        Event::Prune => {
+            let days = i64::from(deps.retention.days);
+            let before = chrono::Utc::now() - chrono::Duration::days(days);
+            let pruned = deps.ledger.prune(before).await?;
+            tracing::info!(
+                metric = "bookkeeping_pruned",
+                processed_commands = pruned.processed_commands,
+                webhook_deliveries = pruned.webhook_deliveries,
+                dead_letters = pruned.dead_letters,
+                %before,
+                "pruned the bookkeeping"
+            );
+            Ok(serde_json::json!({
+                "processed_commands": pruned.processed_commands,
+                "webhook_deliveries": pruned.webhook_deliveries,
+                "dead_letters": pruned.dead_letters,
+            }))
+        }
+    }
 }

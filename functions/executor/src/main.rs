@@ -2,18 +2,17 @@
 //! Wires the `executor` Lambda: configuration and clients once, then the runtime loop.
 
 use adapters::config::Config;
-use aws_lambda_events::sqs::SqsEvent;
-use executor::{handle_batch, Deps};
+use executor::{handle_event, Deps};
 use lambda_runtime::{service_fn, Error, LambdaEvent};
 
 #[tokio::main]
 async fn main() -> Result<(), Error> {
     adapters::telemetry::init();
     let deps: &'static Deps = Box::leak(Box::new(Deps::from_config(&Config::load().await?)?));
-    lambda_runtime::run(service_fn(move |event: LambdaEvent<SqsEvent>| async move {
-        handle_batch(deps, &event.payload.records)
-            .await
-            .map_err(Error::from)
-    }))
+    lambda_runtime::run(service_fn(
+        move |event: LambdaEvent<serde_json::Value>| async move {
+            handle_event(deps, event.payload).await.map_err(Error::from)
+        },
+    ))
     .await
 }

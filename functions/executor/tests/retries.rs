@@ -110,6 +110,7 @@ fn without_redis(deps: &Deps, client: &Client, queue_url: &str) -> Deps {
         pusher: None,
         queue: Some(CommandQueue::from_client(queue_url, client.clone())),
         retries: deps.retries,
+        retention: deps.retention,
     }
 }
 

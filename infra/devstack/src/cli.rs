@@ -69,6 +69,11 @@ pub struct Cli {
     #[arg(long, env = "DEVSTACK_EXECUTOR_TIMEOUT_SECS")]
     pub executor_timeout_secs: Option<u64>,
 
+    /// Invoke the executor with EventBridge's `Scheduled Event` (the bookkeeping prune)
+    /// every this many seconds, as the stack's schedule rule does hourly; 0: never.
+    #[arg(long, env = "DEVSTACK_EXECUTOR_SCHEDULE_SECS", default_value_t = 3600)]
+    pub executor_schedule_secs: u64,
+
     /// Memory size reported to the functions (AWS_LAMBDA_FUNCTION_MEMORY_SIZE).
     #[arg(long, env = "DEVSTACK_MEMORY_MB", default_value_t = 512)]
     pub memory_mb: u32,
@@ -194,6 +199,8 @@ impl Cli {
             api_timeout: Duration::from_secs(self.api_timeout_secs),
             max_request_body: crate::rest::MAX_REQUEST_BODY,
             executor,
+            executor_schedule: (self.executor_schedule_secs > 0)
+                .then(|| Duration::from_secs(self.executor_schedule_secs)),
             sqs,
             ws_listen: self.ws_listen,
             ws,

@@ -53,6 +53,9 @@ pub struct Config {
     pub max_request_body: usize,
     /// The `executor` function behind the SQS event source.
     pub executor: Option<FunctionConfig>,
+    /// How often the executor gets EventBridge's `Scheduled Event` (its bookkeeping prune);
+    /// `None`: never.
+    pub executor_schedule: Option<Duration>,
     /// The SQS event source (needs `executor`).
     pub sqs: Option<SqsSourceConfig>,
     /// Where API Gateway WebSocket and `@connections` listen (port 0 for an
@@ -81,6 +84,7 @@ impl Config {
             api_timeout: rest::DEFAULT_TIMEOUT,
             max_request_body: rest::MAX_REQUEST_BODY,
             executor: None,
+            executor_schedule: None,
             sqs: None,
             ws_listen: SocketAddr::from(([127, 0, 0, 1], 0)),
             ws: None,
@@ -279,6 +283,10 @@ pub async fn start(mut config: Config) -> anyhow::Result<Devstack> {
         }
     }
 
+    if let (Some(every), Some(exec)) = (config.executor_schedule, executor.clone()) {
+        tasks.push(tokio::spawn(run_schedule(every, exec, shutdown_rx.clone())));
+    }
+
     let app = rest::router(rest::RestState {
         api: api.clone(),
         webhook: webhook.clone(),
@@ -349,4 +357,35 @@ fn serve(
             warn!("devstack: {what} server stopped: {e}");
         }
     })
+}
+
+/// The stack's EventBridge schedule rule: the executor gets a `Scheduled Event` every
+/// `every` (the first one after `every`, as a rule's first run comes after its period).
+async fn run_schedule(
+    every: Duration,
+    executor: FunctionHandle,
+    mut shutdown: tokio::sync::watch::Receiver<bool>,
+) {
+    let mut ticks = tokio::time::interval_at(tokio::time::Instant::now() + every, every);
+    loop {
+        tokio::select! {
+            _ = ticks.tick() => {}
+            _ = shutdown.changed() => return,
+        }
+        let event = serde_json::json!({
+            "version": "0",
+            "id": uuid::Uuid::new_v4().to_string(),
+            "detail-type": "Scheduled Event",
+            "source": "aws.events",
+            "account": runtime::ACCOUNT_ID,
+            "time": chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Secs, true),
+            "region": "us-east-1",
+            "resources": [format!("arn:aws:events:us-east-1:{}:rule/prune", runtime::ACCOUNT_ID)],
+            "detail": {}
+        });
+        match executor.invoke(&event, Duration::from_secs(60)).await {
+            Ok(answer) => info!("devstack: scheduled prune: {answer}"),
+            Err(e) => warn!("devstack: scheduled prune failed: {e}"),
+        }
+    }
 }

@@ -26,6 +26,7 @@ pub struct Config {
     pub connections: ConnectionsSettings,
     pub websocket: WebSocketLimits,
     pub rates: RateSettings,
+    pub retention: RetentionSettings,
 }
 
 /// The ledger.
@@ -172,6 +173,21 @@ pub struct WebSocketLimits {
     pub max_connections_per_user: usize,
     /// `WS_MAX_SYMBOLS` (default 50): symbols one WebSocket connection may subscribe to.
     pub max_symbols: usize,
+}
+
+/// How long the bookkeeping tables keep their rows (migration 0006; the executor's scheduled
+/// prune deletes older ones).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RetentionSettings {
+    /// `RETENTION_DAYS` (default 30, at least [`RetentionSettings::MIN_DAYS`]): processed
+    /// command ids, webhook deliveries and dead letters older than this are deleted.
+    pub days: u32,
+}
+
+impl RetentionSettings {
+    /// A processed command id must outlive every redelivery: the dead-letter queue keeps a
+    /// message 14 days, and a redrive after that has nothing to move.
+    pub const MIN_DAYS: u32 = 15;
 }
 
 /// Per-account token buckets.
@@ -357,6 +373,16 @@ impl Config {
             websocket: WebSocketLimits {
                 max_connections_per_user: parsed("WS_MAX_CONNECTIONS_PER_USER", 5)?,
                 max_symbols: parsed("WS_MAX_SYMBOLS", domain::realtime::DEFAULT_MAX_SYMBOLS)?,
+            },
+            retention: {
+                let days = parsed("RETENTION_DAYS", 30)?;
+                if days < RetentionSettings::MIN_DAYS {
+                    return Err(ConfigError(format!(
+                        "RETENTION_DAYS={days}: at least {} (processed commands must outlive the dead-letter queue's 14 days)",
+                        RetentionSettings::MIN_DAYS
+                    )));
+                }
+                RetentionSettings { days }
             },
             rates: RateSettings {
                 requests: crate::ratelimit::BucketSpec {

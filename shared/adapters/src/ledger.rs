@@ -19,10 +19,12 @@ use crate::error::DependencyError;
 
 mod dead_letters;
 mod execute;
+mod retention;
 mod risk;
 
 pub use dead_letters::DeadLetter;
 pub use execute::BatchResult;
+pub use retention::Pruned;
 
 pub static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("../../infra/migrations");
 

@@ -119,6 +119,7 @@ fn every_variable_is_parsed_in_exactly_one_place() {
         "KEY_PREFIX",
         "COMMANDS_QUEUE_URL",
         "COMMAND_MAX_RECEIVES",
+        "RETENTION_DAYS",
         "MAX_PRICE_AGE_MS",
         "CONNECTIONS_TABLE",
         "WS_MANAGEMENT_URL",

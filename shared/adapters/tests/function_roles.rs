@@ -78,6 +78,7 @@ const READS: &[&str] = &[
     "SELECT count(*) FROM risk_limits",
     "SELECT count(*) FROM webhooks",
     "SELECT count(*) FROM webhook_deliveries",
+    "SELECT count(*) FROM dead_letters",
 ];
 
 /// The executor's writes: orders, fills, positions, processed commands, cash and PnL.
@@ -88,6 +89,7 @@ const LEDGER_WRITES: &[&str] = &[
     "INSERT INTO positions SELECT * FROM positions WHERE false",
     "UPDATE positions SET qty = qty WHERE false",
     "INSERT INTO processed_commands SELECT * FROM processed_commands WHERE false",
+    "INSERT INTO dead_letters SELECT * FROM dead_letters WHERE false",
     "UPDATE accounts SET cash = cash, realized_pnl = realized_pnl, fees_paid = fees_paid, updated_at = now() WHERE false",
 ];
 
@@ -106,6 +108,13 @@ const API_WRITES: &[&str] = &[
     "INSERT INTO accounts (id, user_id, account_number, initial_cash, cash) SELECT id, user_id, account_number, initial_cash, cash FROM accounts WHERE false",
 ];
 
+/// The executor's scheduled prune of the bookkeeping (migration 0006): nobody else deletes.
+const RETENTION: &[&str] = &[
+    "DELETE FROM processed_commands WHERE false",
+    "DELETE FROM webhook_deliveries WHERE false",
+    "DELETE FROM dead_letters WHERE false",
+];
+
 /// Changes nobody makes: the ledger keeps every row, deliveries are a record.
 const NEVER: &[&str] = &[
     "DELETE FROM fills WHERE false",
@@ -114,7 +123,6 @@ const NEVER: &[&str] = &[
     "DELETE FROM positions WHERE false",
     "DELETE FROM accounts WHERE false",
     "DELETE FROM users WHERE false",
-    "DELETE FROM webhook_deliveries WHERE false",
     "UPDATE webhook_deliveries SET status = status WHERE false",
     "TRUNCATE fills",
     "SELECT count(*) FROM _sqlx_migrations",
@@ -133,6 +141,7 @@ async fn the_api_role_writes_what_the_api_owns_and_never_the_ledger() {
     .await;
     assert_refused(api, LEDGER_WRITES).await;
     assert_refused(api, NEVER).await;
+    assert_refused(api, RETENTION).await;
     // An account opened with PnL or fees already booked, or its cash changed later.
     assert_refused(
         api,
@@ -157,6 +166,7 @@ async fn the_executor_role_writes_the_ledger_and_nothing_the_api_owns() {
     let executor = FunctionRole::Executor;
     assert_allowed(executor, READS).await;
     assert_allowed(executor, LEDGER_WRITES).await;
+    assert_allowed(executor, RETENTION).await;
     // The daily loss limit trips the kill switch in the executor's transaction.
     assert_allowed(
         executor,
@@ -175,6 +185,7 @@ async fn the_ingest_role_only_reads() {
     assert_refused(ingest, LEDGER_WRITES).await;
     assert_refused(ingest, API_WRITES).await;
     assert_refused(ingest, NEVER).await;
+    assert_refused(ingest, RETENTION).await;
     assert_refused(
         ingest,
         &["UPDATE accounts SET killed_at = now() WHERE false"],

@@ -19,5 +19,6 @@ pub async fn deps() -> Deps {
         pusher: None,
         queue: None,
         retries: adapters::config::RetrySettings::default(),
+        retention: adapters::config::RetentionSettings { days: 30 },
     }
 }
