@@ -2,6 +2,9 @@
 #
 #   make dev            whole system locally (Ctrl-C stops it all)
 #   make test           hermetic services + the whole test suite
+#   make chaos          the chaos suite: 1000 accounts, 25 min of load under every fault, then
+#                       the auditor; writes RELIABILITY.md (CHAOS_ARGS="--seed 7 ...")
+#   make soak           30 min of steady mixed load sampled every 10 s (CSV + PNG); RELIABILITY.md
 #   make fuzz           hermetic services + only the fuzz tests (test names with `fuzz`),
 #                       PROPTEST_CASES=20000 cases each (make test runs them with 256)
 #   make migrate        migrate the dev database (ENV=test for the test one)
@@ -29,11 +32,11 @@ SHELL := /bin/bash
 ENV ?= dev
 SCRIPTS := infra/scripts
 
-.PHONY: help dev test fuzz migrate install services-up services-down services-status \
+.PHONY: help dev test chaos soak fuzz migrate install services-up services-down services-status \
         lint package deploy cost fmt bench clean-local
 
 help:
-	@sed -n '3,21p' Makefile | sed 's/^# \{0,1\}//'
+	@sed -n '3,23p' Makefile | sed 's/^# \{0,1\}//'
 
 dev:
 	@bash $(SCRIPTS)/dev.sh
@@ -43,6 +46,14 @@ test:
 
 fuzz:
 	@bash $(SCRIPTS)/test.sh fuzz
+
+CHAOS_ARGS ?=
+chaos:
+	@bash $(SCRIPTS)/chaos.sh --report RELIABILITY.md $(CHAOS_ARGS)
+
+SOAK_ARGS ?=
+soak:
+	@bash $(SCRIPTS)/chaos.sh --soak --report RELIABILITY.md $(SOAK_ARGS)
 
 # ENV=dev|test: start that env's services if needed and migrate its database.
 # ENV=none: migrate the database at $$DATABASE_URL (AWS) without starting anything.

@@ -4,19 +4,24 @@
 #   services.sh install            apt packages (postgresql, redis-server) if
 #                                  missing; Python venv at .local/venv from
 #                                  infra/scripts/requirements.txt
-#   services.sh start  <dev|test>  start (or reuse) the services, create the role,
+#   services.sh start  <dev|test|chaos>  start (or reuse) the services, create the role,
 #                                  database and SQS queues
-#   services.sh env    <dev|test>  print `export` lines for the environment
+#   services.sh env    <dev|test|chaos>  print `export` lines for the environment
 #                                  (use: eval "$(services.sh env test)")
-#   services.sh stop   <dev|test>  stop all three (idempotent)
-#   services.sh status <dev|test>
-#   services.sh clean              stop both envs, delete .local (venv included)
+#   services.sh stop   <dev|test|chaos>  stop all three (idempotent)
+#   services.sh status <dev|test|chaos>
+#   services.sh pg-stop|pg-start|redis-stop|redis-start|moto-pid chaos
+#                                  one service of the chaos env (`make chaos` injects
+#                                  faults with them); moto-pid prints moto's process id
+#   services.sh clean              stop every env, delete .local (venv included)
 #
 # Ports (override with PG_PORT, REDIS_PORT, MOTO_PORT; without an override, a
 # default port taken by another process, e.g. another clone's services, makes
 # `start` use the next free one; `env` prints the ports actually in use):
 #   dev : Postgres 55432, Redis 56379, moto 55000
 #   test: Postgres 55433, Redis 56380, moto 55001
+#   chaos: Postgres 55434, Redis 56381, moto 55002 (`make chaos` only: it stops and starts
+#          these services on purpose, so it never touches the test env others' tests use)
 #
 # State lives under .local/<env>/{pg,redis,moto,run,log} (gitignored).
 # PostgreSQL refuses to run as root, so when run as root it runs as the
@@ -134,7 +139,8 @@ setup_env() {
     case "$ENV_NAME" in
         dev) def_pg=55432 def_redis=56379 def_moto=55000 ;;
         test) def_pg=55433 def_redis=56380 def_moto=55001 ;;
-        *) die "environment must be 'dev' or 'test' (got '${ENV_NAME}')" ;;
+        chaos) def_pg=55434 def_redis=56381 def_moto=55002 ;;
+        *) die "environment must be 'dev', 'test' or 'chaos' (got '${ENV_NAME}')" ;;
     esac
     EDIR="$LOCAL/$ENV_NAME"
     RUN="$EDIR/run"
@@ -286,12 +292,18 @@ start_pg() {
         local opts=(
             -c "port=$PG_PORT" -c "listen_addresses=127.0.0.1"
             -c "$(printf 'unix_socket_directories=%q' "$PGSOCK_DIR")"
-            -c "max_connections=200" -c "synchronous_commit=off"
+            -c "max_connections=200"
             -c "shared_buffers=128MB" -c "log_min_messages=warning"
         )
-        if [ "$ENV_NAME" = test ]; then
-            opts+=(-c "fsync=off" -c "full_page_writes=off")
-        fi
+        case "$ENV_NAME" in
+            # Speed over durability: nothing here outlives a crash on purpose.
+            test) opts+=(-c "synchronous_commit=off" -c "fsync=off" -c "full_page_writes=off") ;;
+            dev) opts+=(-c "synchronous_commit=off") ;;
+            # As durable as Aurora: `make chaos` stops PostgreSQL with `-m immediate` and checks
+            # that no committed transaction is lost; with synchronous_commit=off the commits of
+            # the last few hundred ms before the stop were (the suite's first finding).
+            chaos) opts+=(-c "synchronous_commit=on" -c "fsync=on") ;;
+        esac
         log "starting postgres on 127.0.0.1:$PG_PORT"
         as_pg "$bin/pg_ctl" start -D "$PGDATA_DIR" -l "$PGLOG_FILE" -s -w -t 60 -o "${opts[*]}" \
             || { tail_log "$PGLOG_FILE"; die "postgres failed to start"; }
@@ -400,7 +412,7 @@ start_moto() {
     [ -x "$VENV/bin/moto_server" ] || die "moto not installed; run: $0 install"
     mkdir -p "$MOTO_DIR" "$RUN" "$LOGD"
     if pid_alive "$MOTO_PID" moto_server; then
-        if [ "$ENV_NAME" = test ]; then
+        if [ "$ENV_NAME" = test ] || [ "$ENV_NAME" = chaos ]; then
             # Fresh SQS state for every test run (see header).
             kill_pidfile "$MOTO_PID" moto_server moto
         elif port_open "$MOTO_PORT"; then
@@ -529,7 +541,7 @@ cmd_status() {
 # Stop both environments and delete all local state (.local and any /tmp cluster).
 cmd_clean() {
     local e
-    for e in dev test; do
+    for e in dev test chaos; do
         ( setup_env "$e"; [ -d "$LOCAL/$e" ] && cmd_stop "$e"; true )
         ( setup_env "$e"; rm -rf "$PG_ALT" )
     done
@@ -537,7 +549,32 @@ cmd_clean() {
     log "removed $LOCAL"
 }
 
-usage() { sed -n '2,15p' "$0" >&2; exit 2; }
+# One service of the chaos env, for fault injection (never the shared test env's).
+chaos_only() {
+    setup_env "$@"
+    [ "$ENV_NAME" = chaos ] || die "$cmd is for the chaos env only (got '$ENV_NAME')"
+    lock_env
+}
+cmd_pg_stop() {
+    chaos_only "$@"
+    local bin
+    bin="$(pg_bindir)" || die "PostgreSQL not installed"
+    pg_paths
+    if pg_running "$bin"; then
+        log "stopping postgres ($PGDATA_DIR, immediate)"
+        as_pg "$bin/pg_ctl" stop -D "$PGDATA_DIR" -m immediate -s -w -t 60 || true
+    fi
+}
+cmd_pg_start() { chaos_only "$@"; start_pg; }
+cmd_redis_stop() { chaos_only "$@"; stop_redis; }
+cmd_redis_start() { chaos_only "$@"; start_redis; }
+cmd_moto_pid() {
+    chaos_only "$@"
+    pid_alive "$MOTO_PID" moto_server || die "moto is not running"
+    cat "$MOTO_PID"
+}
+
+usage() { sed -n '2,18p' "$0" >&2; exit 2; }
 
 cmd="${1:-}"
 [ $# -gt 0 ] && shift
@@ -548,5 +585,10 @@ case "$cmd" in
     env) cmd_env "$@" ;;
     status) cmd_status "$@" ;;
     clean) cmd_clean ;;
+    pg-stop) cmd_pg_stop "$@" ;;
+    pg-start) cmd_pg_start "$@" ;;
+    redis-stop) cmd_redis_stop "$@" ;;
+    redis-start) cmd_redis_start "$@" ;;
+    moto-pid) cmd_moto_pid "$@" ;;
     *) usage ;;
 esac

@@ -1,8 +1,11 @@
 #!/usr/bin/env bash
 # `make test`: the linters (`make lint`: template.yaml and Rust), hermetic test
 # services (own ports, see services.sh), migrations,
-# the Rust suite (cargo-nextest, else cargo test), then the Python suite in
-# tests/python (if it has tests) with the venv's python. The test services are
+# the Rust suite (cargo-nextest, else cargo test; with nextest, the doctests after it
+# with `cargo test --doc`, which nextest does not run), then the Python suite in
+# tests/python (if it has test files) with the venv's python; pytest collecting no
+# tests there (exit status 5) fails the run; then the chaos suite's smoke run
+# (infra/scripts/chaos.sh --smoke, on the chaos env's services). The test services are
 # stopped at the end whatever happens; the exit status is the tests'.
 #
 # Exported to the tests: everything `services.sh env test` prints
@@ -92,15 +95,30 @@ else
     say "cargo test --workspace --no-fail-fast"
     cargo test --workspace --no-fail-fast || status=$?
 fi
+# nextest does not run doctests; `cargo test` above did already.
+if [ "$use_nextest" -eq 1 ]; then
+    say "cargo test --workspace --doc"
+    doc_status=0
+    cargo test --workspace --no-fail-fast --doc || doc_status=$?
+    [ "$doc_status" -ne 0 ] && [ "$status" -eq 0 ] && status=$doc_status
+fi
 
 if [ -d tests/python ] && find tests/python \( -name 'test_*.py' -o -name '*_test.py' \) -print -quit | grep -q .; then
     say "python -m pytest tests/python"
     py_status=0
     "$PYTHON" -m pytest tests/python || py_status=$?
-    # 5 = no tests collected: not a failure of the suite.
-    [ "$py_status" -eq 5 ] && py_status=0
+    # 5 = no tests collected: the files are there, so something (a conftest, a marker, a
+    # collection error) hid every test. A failure like any other.
+    if [ "$py_status" -eq 5 ]; then say "pytest collected no tests in tests/python"; fi
     [ "$py_status" -ne 0 ] && [ "$status" -eq 0 ] && status=$py_status
 fi
+
+# The chaos suite's smoke run (a few thousand commands under every fault, then the
+# auditor), on services of its own: it stops and starts them on purpose.
+say "chaos smoke (infra/scripts/chaos.sh --smoke)"
+chaos_status=0
+bash "$ROOT/infra/scripts/chaos.sh" --smoke --report "$ROOT/.local/chaos-smoke.md" || chaos_status=$?
+[ "$chaos_status" -ne 0 ] && [ "$status" -eq 0 ] && status=$chaos_status
 
 if [ "$lint_status" -ne 0 ]; then
     say "lint FAILED (see the [lint] lines above)"

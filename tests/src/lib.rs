@@ -180,6 +180,12 @@ pub struct StackOptions {
     pub feed_repeat_ms: Option<u64>,
     /// Instances (processes) of the `ws` function (default 2).
     pub ws_instances: Option<usize>,
+    /// Instances of the `api` function (default 2).
+    pub api_instances: Option<usize>,
+    /// Instances of the executor and SQS pollers feeding them (default 1 and 1).
+    pub executor_instances: Option<usize>,
+    /// The visibility timeout of received commands, in seconds (default 2).
+    pub visibility_timeout_secs: Option<u32>,
 }
 
 struct Proc {
@@ -188,6 +194,10 @@ struct Proc {
     pid: u32,
     child: Child,
     log: PathBuf,
+    /// How it was started, to start it again ([`Stack::restart`]).
+    program: std::ffi::OsString,
+    args: Vec<std::ffi::OsString>,
+    envs: Vec<(std::ffi::OsString, Option<std::ffi::OsString>)>,
 }
 
 /// A running system. Dropping it stops every process it started and deletes its queue;
@@ -208,9 +218,15 @@ pub struct Stack {
     pub connections_table: String,
     /// The price cache as the functions see it (same Redis, same prefix).
     pub cache: Cache,
+    /// The stack's own database, as its owner (the migrations' user) reaches it.
+    pub database_url: String,
     http: reqwest::Client,
     procs: Mutex<Vec<Proc>>,
     log_dir: PathBuf,
+    /// The Redis users the stack's processes log in as: (URL, ACL rules).
+    redis_users: Vec<(String, String)>,
+    /// Keep the logs when the stack is dropped (as after a failed test).
+    keep_logs: std::sync::atomic::AtomicBool,
 }
 
 impl Stack {
@@ -246,6 +262,10 @@ impl Stack {
         let keyspace = adapters::keyspace::Keyspace::new(&prefix);
         let functions_redis_url = testkit::redis_acl_user(&keyspace.functions_access()).await;
         let ingest_redis_url = testkit::redis_acl_user(&keyspace.ingest_access()).await;
+        let redis_users = vec![
+            (functions_redis_url.clone(), keyspace.functions_access()),
+            (ingest_redis_url.clone(), keyspace.ingest_access()),
+        ];
         let connections_table = testkit::connection_table();
         let mut stack = Stack {
             rest_url: String::new(),
@@ -255,9 +275,12 @@ impl Stack {
             ws_url: String::new(),
             connections_table: connections_table.clone(),
             cache,
+            database_url: database_url.clone(),
             http,
             procs: Mutex::new(Vec::new()),
             log_dir,
+            redis_users,
+            keep_logs: std::sync::atomic::AtomicBool::new(false),
         };
 
         // The feed, then the devstack, then ingest (it needs the devstack's @connections).
@@ -301,13 +324,13 @@ impl Stack {
                     .arg("--queue-url")
                     .arg(&queue_url)
                     .arg("--visibility-timeout-secs")
-                    .arg("2")
+                    .arg(options.visibility_timeout_secs.unwrap_or(2).to_string())
                     .arg("--api-instances")
-                    .arg("2")
+                    .arg(options.api_instances.unwrap_or(2).to_string())
                     .arg("--executor-instances")
-                    .arg("1")
+                    .arg(options.executor_instances.unwrap_or(1).to_string())
                     .arg("--sqs-pollers")
-                    .arg("1")
+                    .arg(options.executor_instances.unwrap_or(1).to_string())
                     .arg("--api-database-url")
                     .arg(role_url(FunctionRole::Api, &database_url))
                     .arg("--executor-database-url")
@@ -389,10 +412,22 @@ impl Stack {
             .join("\n")
     }
 
-    /// Spawns a child process logging to `<log_dir>/<name>.log`.
+    /// Spawns a child process logging to `<log_dir>/<name>.log` (appended to, so that a
+    /// restarted process keeps the log of the one before).
     fn spawn(&self, name: &'static str, mut cmd: Command) {
         let log = self.log_dir.join(format!("{name}.log"));
-        let file = File::create(&log).expect("create a log file");
+        let file = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&log)
+            .expect("create a log file");
+        let std_cmd = cmd.as_std();
+        let program = std_cmd.get_program().to_os_string();
+        let args = std_cmd.get_args().map(|a| a.to_os_string()).collect();
+        let envs = std_cmd
+            .get_envs()
+            .map(|(k, v)| (k.to_os_string(), v.map(|v| v.to_os_string())))
+            .collect();
         cmd.stdin(Stdio::null())
             .stdout(Stdio::from(file.try_clone().expect("clone log file")))
             .stderr(Stdio::from(file))
@@ -411,7 +446,85 @@ impl Stack {
                 pid,
                 child,
                 log,
+                program,
+                args,
+                envs,
             });
+    }
+
+    /// Kills a process of the stack (`ingest`, say) with SIGKILL, with whatever it started,
+    /// and starts it again as it was first started (a crashed task that ECS replaces).
+    /// Only for processes that listen on no port of their own.
+    pub async fn restart(&self, name: &str) {
+        let old = {
+            let mut procs = self.procs.lock().unwrap_or_else(|e| e.into_inner());
+            let Some(i) = procs.iter().position(|p| p.name == name) else {
+                drop(procs);
+                self.fail(&format!("no process {name} to restart"));
+            };
+            procs.remove(i)
+        };
+        let Proc {
+            name,
+            pid,
+            mut child,
+            program,
+            args,
+            envs,
+            ..
+        } = old;
+        for member in process_group_members(pid) {
+            signal(member, "KILL");
+        }
+        let _ = child.start_kill();
+        let _ = child.wait().await;
+        let mut cmd = Command::new(program);
+        cmd.args(args);
+        for (k, v) in envs {
+            match v {
+                Some(v) => cmd.env(k, v),
+                None => cmd.env_remove(k),
+            };
+        }
+        self.spawn(name, cmd);
+    }
+
+    /// Keeps the logs when the stack is dropped (and says where they are), as a failed test
+    /// does: for a caller that fails without panicking.
+    pub fn keep_logs(&self) {
+        self.keep_logs
+            .store(true, std::sync::atomic::Ordering::Relaxed);
+    }
+
+    /// Sends `SIGname` (`KILL`, `STOP`, `CONT`) to one process of the stack by its id.
+    pub fn signal(&self, pid: u32, name: &str) {
+        signal(pid, name);
+    }
+
+    /// The live processes running `binary` (a file name: `executor`, `api`) that the
+    /// devstack started, as it restarts them.
+    pub fn function_pids(&self, binary: &str) -> Vec<u32> {
+        let Some(devstack) = self.pid_of("devstack") else {
+            return Vec::new();
+        };
+        process_group_members(devstack)
+            .into_iter()
+            .filter(|pid| {
+                std::fs::read_link(format!("/proc/{pid}/exe"))
+                    .ok()
+                    .and_then(|p| p.file_name().map(|f| f == binary))
+                    .unwrap_or(false)
+            })
+            .collect()
+    }
+
+    /// Creates the Redis users of the stack again, with the same names, passwords and rules
+    /// (after Redis restarted without them, as ElastiCache would have kept them).
+    pub async fn restore_redis_users(&self) -> Result<(), String> {
+        for (url, rules) in &self.redis_users {
+            testkit::redis_acl_user_restore(url, rules).await?;
+        }
+        Ok(())
     }
 
     /// Spawns a process that listens on a port of its own and waits for its health route;
@@ -738,6 +851,51 @@ impl Stack {
         }
     }
 
+    /// Waits until the system is quiescent: the stack's queue (visible and in flight) has
+    /// stayed empty for longer than the trigger cooldown, so that no command is on its way
+    /// and no trigger is waiting out its cooldown to fire again. "Exactly once" is checked
+    /// after this, never after a fixed sleep.
+    pub async fn quiescent(&self) {
+        let sqs = sqs_client().await;
+        let quiet_for = Duration::from_millis(
+            u64::try_from(domain::trigger_index::DEFAULT_COOLDOWN_MS).unwrap_or(1_000) + 500,
+        );
+        let deadline = Instant::now() + wait_limit();
+        let mut empty_since: Option<Instant> = None;
+        loop {
+            let attrs = sqs
+                .get_queue_attributes()
+                .queue_url(&self.queue_url)
+                .attribute_names(
+                    aws_sdk_sqs::types::QueueAttributeName::ApproximateNumberOfMessages,
+                )
+                .attribute_names(
+                    aws_sdk_sqs::types::QueueAttributeName::ApproximateNumberOfMessagesNotVisible,
+                )
+                .send()
+                .await;
+            let in_queue: Option<u64> = attrs
+                .ok()
+                .and_then(|a| a.attributes().cloned())
+                .map(|a| a.values().filter_map(|v| v.parse::<u64>().ok()).sum());
+            if in_queue == Some(0) {
+                let since = *empty_since.get_or_insert_with(Instant::now);
+                if since.elapsed() >= quiet_for {
+                    return;
+                }
+            } else {
+                empty_since = None;
+            }
+            if Instant::now() > deadline {
+                self.fail(&format!(
+                    "the queue never stayed empty for {quiet_for:?}: {in_queue:?} messages"
+                ));
+            }
+            self.check_alive();
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+
     /// `GET /health` of the feed.
     pub async fn feed_health(&self) -> Value {
         let (_, text) = self.feed_request(Method::GET, "/health", None).await;
@@ -786,7 +944,7 @@ impl Drop for Stack {
             }
         })
         .join();
-        if std::thread::panicking() {
+        if std::thread::panicking() || self.keep_logs.load(std::sync::atomic::Ordering::Relaxed) {
             eprintln!(
                 "e2e: logs of the failed stack are in {}",
                 self.log_dir.display()
@@ -1019,20 +1177,49 @@ impl Stack {
                 self.fail(&format!("{method} {path}: {e}"))
             }
         };
-        let status = r.status().as_u16();
-        let retry_after = r
-            .headers()
-            .get("retry-after")
-            .and_then(|v| v.to_str().ok())
-            .map(str::to_string);
-        let text = r.text().await.unwrap_or_default();
-        Resp {
-            method: method.to_string(),
-            path: path.to_string(),
-            status,
-            json: serde_json::from_str(&text).unwrap_or(Value::Null),
-            text,
-            retry_after,
+        answer(method, path, r).await
+    }
+
+    /// One request that may fail: no answer within `timeout` (or a connection refused) is
+    /// an `Err` describing it, never a panic (the chaos driver records it).
+    pub async fn try_request(
+        &self,
+        method: Method,
+        path: &str,
+        auth: &Auth,
+        body: Option<(&str, String)>,
+        timeout: Duration,
+    ) -> Result<Resp, String> {
+        let mut req = auth.apply(
+            self.http
+                .request(method.clone(), format!("{}{path}", self.rest_url)),
+        );
+        if let Some((content_type, b)) = body {
+            req = req.header("content-type", content_type).body(b);
         }
+        match req.timeout(timeout).send().await {
+            Ok(r) => Ok(answer(method, path, r).await),
+            Err(e) if e.is_timeout() => Err(format!("no answer within {timeout:?}")),
+            Err(e) => Err(e.to_string()),
+        }
+    }
+}
+
+/// An HTTP answer read whole.
+async fn answer(method: Method, path: &str, r: reqwest::Response) -> Resp {
+    let status = r.status().as_u16();
+    let retry_after = r
+        .headers()
+        .get("retry-after")
+        .and_then(|v| v.to_str().ok())
+        .map(str::to_string);
+    let text = r.text().await.unwrap_or_default();
+    Resp {
+        method: method.to_string(),
+        path: path.to_string(),
+        status,
+        json: serde_json::from_str(&text).unwrap_or(Value::Null),
+        text,
+        retry_after,
     }
 }

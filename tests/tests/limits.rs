@@ -59,11 +59,13 @@ async fn order_count(stack: &Stack, auth: &Auth) -> usize {
 
 /// `RATE_ORDERS_BURST=3`: the 4th order in a row is a 429 with `Retry-After`; after that
 /// long an order goes through again. Webhook alerts draw on the same bucket. Each account
-/// has its own.
+/// has its own. One token every 10 s: nothing refills while the burst is spent, however
+/// slowly this machine runs it (a refill would show as a 4th order accepted, never as a
+/// pass), and no assertion bounds how long it took.
 #[tokio::test]
 async fn orders_beyond_the_burst_are_rate_limited() {
     let stack = Stack::start_with(StackOptions {
-        function_env: env(&[("RATE_ORDERS_BURST", "3"), ("RATE_ORDERS_PER_MINUTE", "60")]),
+        function_env: env(&[("RATE_ORDERS_BURST", "3"), ("RATE_ORDERS_PER_MINUTE", "6")]),
         ..Default::default()
     })
     .await;
@@ -93,23 +95,17 @@ async fn orders_beyond_the_burst_are_rate_limited() {
     let wrong = alert_body_of(&hook).replace(field(&hook, "passphrase"), "wrong");
     send_alert(wrong).await.expect_error(401, "unauthorized");
 
-    let started = Instant::now();
     let mut ids = Vec::new();
     for _ in 0..3 {
         ids.push(place(&stack, &ka, &resting_buy()).await);
     }
     let r = stack.post("/v2/orders", &ka, &resting_buy()).await;
     let retry = limited(&r, "rate_limited");
-    assert!(retry <= 1, "one token a second: {r}");
+    assert!(retry <= 10, "one token every 10 s: {r}");
     // An alert now is refused by the same bucket, and the refusal recorded.
     // (Its Retry-After is checked by `webhook_rate_limits_say_when_to_retry`.)
     let alert = send_alert(alert_body_of(&hook)).await;
     alert.expect_error(429, "rate_limited");
-    assert!(
-        started.elapsed() < Duration::from_secs(1),
-        "four orders and an alert took {:?}: the bucket refilled a token meanwhile, the test says nothing",
-        started.elapsed()
-    );
 
     // Another account has a bucket of its own.
     for _ in 0..3 {
@@ -137,7 +133,9 @@ async fn orders_beyond_the_burst_are_rate_limited() {
     sleep_secs(retry).await;
     let id = place(&stack, &ka, &resting_buy()).await;
     stack.wait_status(&ka, &id, "new").await;
-    sleep_secs(1).await;
+    // That took the token; the alert waits for the next one, as its 429 says.
+    let r = send_alert(alert_body_of(&hook)).await;
+    sleep_secs(limited(&r, "rate_limited")).await;
     let r = send_alert(alert_body_of(&hook)).await;
     r.expect(200);
     assert_eq!(r.str("status"), "accepted", "{r}");
@@ -188,20 +186,20 @@ fn alert_body_of(hook: &Value) -> String {
 }
 
 /// `RATE_REQUESTS_BURST=5`: the 6th authenticated request in a row is a 429, whatever the
-/// credentials; another account is unaffected.
+/// credentials; another account is unaffected. One token every 10 s, so that none refills
+/// while the burst is spent (and no assertion bounds how long that took).
 #[tokio::test]
 async fn requests_beyond_the_burst_are_rate_limited() {
     let stack = Stack::start_with(StackOptions {
         function_env: env(&[
             ("RATE_REQUESTS_BURST", "5"),
-            ("RATE_REQUESTS_PER_MINUTE", "60"),
+            ("RATE_REQUESTS_PER_MINUTE", "6"),
         ]),
         ..Default::default()
     })
     .await;
     let (a, b) = tokio::join!(stack.new_user(), stack.new_user());
 
-    let started = Instant::now();
     for _ in 0..5 {
         stack.get("/v2/account", &a.key()).await.expect(200);
     }
@@ -209,11 +207,6 @@ async fn requests_beyond_the_burst_are_rate_limited() {
     let retry = limited(&r, "rate_limited");
     // The session is the same account, the same bucket.
     limited(&stack.get("/v2/account", &a.bearer()).await, "rate_limited");
-    assert!(
-        started.elapsed() < Duration::from_secs(1),
-        "seven requests took {:?}: the bucket refilled meanwhile",
-        started.elapsed()
-    );
     stack.get("/v2/account", &b.key()).await.expect(200);
 
     sleep_secs(retry).await;

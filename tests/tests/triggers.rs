@@ -114,7 +114,7 @@ async fn stops_limits_and_trailing_stops_fire_once_at_the_right_price() {
     stack.set_quote("BTCUSDT", "60000.00", "60000.50").await;
     // 59600 is above 60000 − 500: nothing fires, whatever the mark did meanwhile.
     stack.set_quote("BTCUSDT", "59600.00", "59600.50").await;
-    tokio::time::sleep(std::time::Duration::from_millis(1500)).await;
+    stack.quiescent().await;
     let o = stack.get(&format!("/v2/orders/{trailing}"), key).await;
     assert_eq!(field(&o.json, "status"), "new", "{o}");
     stack.set_quote("BTCUSDT", "59400.00", "59400.50").await;
@@ -123,7 +123,7 @@ async fn stops_limits_and_trailing_stops_fire_once_at_the_right_price() {
 
     // Exactly once each, after more prices went by.
     stack.set_quote("BTCUSDT", "50000.00", "50000.50").await;
-    tokio::time::sleep(std::time::Duration::from_millis(1000)).await;
+    stack.quiescent().await;
     for id in [&stop, &limit, &trailing] {
         assert_eq!(desk.fills_of(id).await, 1, "order {id}");
     }
@@ -190,7 +190,7 @@ async fn bracket_and_oco_exits_cancel_each_other_exactly_once() {
     let o = stack.wait_terminal(key, &oco).await;
     assert_eq!(field(&o, "status"), "canceled", "{o}");
     stack.set_quote("BTCUSDT", "66000.00", "66000.50").await;
-    tokio::time::sleep(std::time::Duration::from_millis(1000)).await;
+    stack.quiescent().await;
     assert_eq!(desk.fills_of(&oco).await, 0);
     assert_eq!(desk.fills_of(&stop_half).await, 1);
     assert!(stack.get("/v2/positions", key).await.array().is_empty());
@@ -273,7 +273,7 @@ async fn a_flushed_trigger_index_is_rebuilt_and_nothing_fires_twice() {
 
     stack.set_quote("BTCUSDT", "58900.00", "58950.00").await;
     desk.filled_at(&limit, "58950").await;
-    tokio::time::sleep(std::time::Duration::from_millis(1500)).await;
+    stack.quiescent().await;
     assert_eq!(desk.fills_of(&limit).await, 1);
 }
 

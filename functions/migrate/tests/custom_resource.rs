@@ -5,7 +5,7 @@ mod common;
 
 use std::future::Future;
 use std::str::FromStr;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use adapters::config::MigrationTarget;
 use common::{event, Answer, ResponseUrl};
@@ -213,7 +213,6 @@ async fn a_database_that_never_answers_is_answered_failed_in_time() {
         work_timeout: Duration::from_secs(5),
         connect_timeout: Duration::from_secs(1),
     };
-    let started = Instant::now();
     handle(
         event("Update", &cloudformation.url),
         url(&format!("postgres://ledger:pw@127.0.0.1:{port}/trading")),
@@ -221,13 +220,10 @@ async fn a_database_that_never_answers_is_answered_failed_in_time() {
     )
     .await
     .expect("answered");
-    assert!(
-        started.elapsed() < Duration::from_secs(4),
-        "{:?}",
-        started.elapsed()
-    );
+    // The connect timeout (1 s) ended it, not the work timeout (5 s): the reason names
+    // which, so no assertion on how long it took.
     let answer = cloudformation.answer();
-    assert_failed_for(&answer, "timed out");
+    assert_failed_for(&answer, "connecting to the database timed out after 1s");
 }
 
 #[tokio::test]

@@ -96,6 +96,12 @@ pub struct Cli {
     #[arg(long, env = "DEVSTACK_SQS_POLLERS", default_value_t = 2)]
     pub sqs_pollers: usize,
 
+    /// Fault injection (the chaos suite): lose the deletes of one successful batch in every
+    /// N, so that its messages come back after the visibility timeout and are delivered
+    /// again, as SQS's at-least-once delivery allows. 0 (the default) never does.
+    #[arg(long, env = "DEVSTACK_LOSE_DELETE_EVERY", default_value_t = 0)]
+    pub lose_delete_every: u64,
+
     /// Address for API Gateway WebSocket and the @connections API (only
     /// bound with --ws-bin).
     #[arg(long, env = "DEVSTACK_WS_LISTEN", default_value = "127.0.0.1:3001")]
@@ -189,6 +195,7 @@ impl Cli {
                 pollers: self.sqs_pollers,
                 function_timeout: executor_timeout,
                 region: region.clone(),
+                lose_delete_every: self.lose_delete_every,
             });
         Config {
             rest_listen: self.rest_listen,

@@ -35,6 +35,21 @@ pub struct SqsSourceConfig {
     /// Executor invocation timeout.
     pub function_timeout: Duration,
     pub region: String,
+    /// Fault injection: the deletes of one successful batch in every N are skipped (0:
+    /// never), so its messages are delivered again after the visibility timeout.
+    pub lose_delete_every: u64,
+}
+
+/// Batches that succeeded, counted across pollers for `lose_delete_every`.
+static SUCCESSFUL_BATCHES: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+
+/// Whether the deletes of this successful batch are to be lost (see `lose_delete_every`).
+fn lose_this_delete(every: u64) -> bool {
+    if every == 0 {
+        return false;
+    }
+    let n = SUCCESSFUL_BATCHES.fetch_add(1, std::sync::atomic::Ordering::Relaxed) + 1;
+    n.is_multiple_of(every)
 }
 
 /// `arn:aws:sqs:<region>:<account>:<name>` from a queue URL
@@ -267,6 +282,13 @@ async fn process_batch(
         );
     }
     if to_delete.is_empty() {
+        return;
+    }
+    if lose_this_delete(cfg.lose_delete_every) {
+        info!(
+            "sqs poller {index}: fault injection: the deletes of {} applied messages are lost; they will be delivered again",
+            to_delete.len()
+        );
         return;
     }
     let entries: Vec<DeleteMessageBatchRequestEntry> = to_delete

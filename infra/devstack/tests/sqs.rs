@@ -1,7 +1,7 @@
 //! SQS → executor event source against moto (or any SQS endpoint).
 //!
 //! Needs `AWS_ENDPOINT_URL` (e.g. moto on http://127.0.0.1:5099); `make test`
-//! starts moto and exports it. Without it the test is skipped with a notice.
+//! starts moto and exports it. Without it the tests fail naming it; they never skip.
 
 use std::collections::HashSet;
 use std::path::PathBuf;
@@ -14,9 +14,10 @@ use testkit::wait::poll;
 
 const SQS_ECHO: &str = env!("CARGO_BIN_EXE_devstack-sqs-echo");
 
-fn endpoint() -> Option<String> {
+/// Fails the test (never skips it) without an SQS endpoint to run against.
+fn require_endpoint() {
     match std::env::var("AWS_ENDPOINT_URL") {
-        Ok(u) if !u.is_empty() => Some(u),
+        Ok(u) if !u.is_empty() => {}
         _ => {
             panic!("AWS_ENDPOINT_URL is not set: run the tests with `make test`, which starts moto")
         }
@@ -94,6 +95,7 @@ impl Fixture {
             pollers: 2,
             function_timeout: Duration::from_secs(visibility_secs.max(1) as u64),
             region: devstack::runtime::default_region(),
+            lose_delete_every: 0,
         });
         config
     }
@@ -161,7 +163,7 @@ async fn wait_until(what: &str, timeout: Duration, mut cond: impl FnMut() -> boo
 
 #[tokio::test]
 async fn successes_are_deleted_and_reported_failures_come_back() {
-    let Some(_) = endpoint() else { return };
+    require_endpoint();
     let fx = fixture("partial").await;
     let ok_a = fx
         .send("acct-a", "a1", r#"{"type":"place_order","n":1}"#)
@@ -243,7 +245,7 @@ async fn successes_are_deleted_and_reported_failures_come_back() {
 
 #[tokio::test]
 async fn an_invalid_report_deletes_nothing() {
-    let Some(_) = endpoint() else { return };
+    require_endpoint();
     let fx = fixture("whole").await;
     // A report naming an unknown id fails the whole batch it came from.
     let a = fx
@@ -293,5 +295,54 @@ async fn an_invalid_report_deletes_nothing() {
     );
     let (visible, in_flight) = fx.messages_left().await;
     assert!(visible + in_flight >= 1, "a is never deleted");
+    fx.cleanup().await;
+}
+
+/// The chaos suite's duplicate-delivery fault: with `lose_delete_every = 2` the deletes of
+/// every second successful batch are skipped, so its message is delivered again after the
+/// visibility timeout, as SQS may deliver a message twice.
+#[tokio::test]
+async fn a_lost_delete_delivers_the_message_again() {
+    require_endpoint();
+    let fx = fixture("lost-delete").await;
+    let first = fx
+        .send("acct-a", "d1", r#"{"type":"place_order","n":1}"#)
+        .await;
+    let mut config = fx.config(1);
+    if let Some(sqs) = config.sqs.as_mut() {
+        sqs.pollers = 1;
+        sqs.lose_delete_every = 2;
+    }
+    let stack = devstack::start(config).await.unwrap();
+    // Batch 1 (first delivery of `first`) is deleted.
+    wait_until("the first message", Duration::from_secs(30), || {
+        fx.deliveries(&first) >= 1
+    })
+    .await;
+    let second = fx
+        .send("acct-a", "d2", r#"{"type":"place_order","n":2}"#)
+        .await;
+    // Batch 2 (`second`) succeeds but its delete is lost: it comes back as batch 3.
+    wait_until("the second message twice", Duration::from_secs(30), || {
+        fx.deliveries(&second) >= 2
+    })
+    .await;
+    stack.shutdown().await;
+    assert_eq!(fx.deliveries(&first), 1, "its delete was not lost");
+    let counts: Vec<String> = fx
+        .received()
+        .iter()
+        .filter(|r| r["messageId"] == second.as_str())
+        .filter_map(|r| {
+            r["attributes"]["ApproximateReceiveCount"]
+                .as_str()
+                .map(str::to_string)
+        })
+        .collect();
+    assert_eq!(
+        counts[..2],
+        ["1", "2"],
+        "delivered again by SQS itself: {counts:?}"
+    );
     fx.cleanup().await;
 }

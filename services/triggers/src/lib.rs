@@ -12,6 +12,10 @@
 //!   call, up to eight calls at once);
 //! - every `rebuild_check_ms`, with or without quotes, it does the same with no quotes (so
 //!   `day` orders expire on time), and writes moved trailing marks back to Redis;
+//! - every `reconcile_ms` (default 5 minutes), it rebuilds the copy from the ledger even
+//!   when the marker says it is complete: an executor whose index update failed after its
+//!   commit (Redis unreachable for that one call) leaves the copy behind the ledger with the
+//!   marker still set, and this repairs it;
 //! - whenever it finds the build marker missing (Redis flushed), it rebuilds the copy from
 //!   the ledger (at most once per `rebuild_check_ms`) while it goes on evaluating on its
 //!   in-memory index, so no order is missed meanwhile. Orders in flight stay suppressed across
@@ -70,6 +74,9 @@ pub struct TriggerConfig {
     pub rebuild_check_ms: u64,
     /// `MAX_PRICE_AGE_MS` (default 5000): older quotes never trigger anything.
     pub max_quote_age_ms: Option<i64>,
+    /// `TRIGGER_RECONCILE_MS` (default 300000; 0: never): how often the copy is rebuilt from
+    /// the ledger even when it looks complete.
+    pub reconcile_ms: u64,
 }
 
 impl TriggerConfig {
@@ -82,6 +89,7 @@ impl TriggerConfig {
             cooldown_ms: DEFAULT_COOLDOWN_MS,
             rebuild_check_ms: 1_000,
             max_quote_age_ms: Some(5_000),
+            reconcile_ms: DEFAULT_RECONCILE_MS,
         }
     }
 
@@ -97,6 +105,7 @@ impl TriggerConfig {
         cfg.queue_url = queue.url.clone();
         cfg.cooldown_ms = args.trigger_cooldown_ms;
         cfg.rebuild_check_ms = args.trigger_rebuild_check_ms;
+        cfg.reconcile_ms = args.trigger_reconcile_ms;
         cfg.max_quote_age_ms = Some(trading.max_price_age_ms);
         if cfg.rebuild_check_ms == 0 {
             anyhow::bail!("TRIGGER_REBUILD_CHECK_MS must be > 0");
@@ -115,7 +124,14 @@ pub struct TriggerArgs {
     /// saves moved trailing marks, in milliseconds.
     #[arg(long, env = "TRIGGER_REBUILD_CHECK_MS", default_value_t = 1_000)]
     pub trigger_rebuild_check_ms: u64,
+    /// How often the trigger index is rebuilt from the ledger even when it looks complete
+    /// (repairs an index update an executor could not make), in milliseconds; 0: never.
+    #[arg(long, env = "TRIGGER_RECONCILE_MS", default_value_t = DEFAULT_RECONCILE_MS)]
+    pub trigger_reconcile_ms: u64,
 }
+
+/// Five minutes: one ledger read of the live orders per ingest task every five minutes.
+pub const DEFAULT_RECONCILE_MS: u64 = 300_000;
 
 /// Where trigger and expire commands go: the SQS FIFO queue, or anything else in tests.
 pub trait CommandSink: Send + Sync {
@@ -177,6 +193,8 @@ pub struct TriggerStats {
     pub commands_not_sent: AtomicU64,
     /// Rebuilds of the Redis copy from the ledger.
     pub rebuilds: AtomicU64,
+    /// Of those, the periodic ones (`reconcile_ms`) made whatever the marker said.
+    pub reconciles: AtomicU64,
     /// Loads of the Redis copy into memory (at start, or after unread log entries were
     /// trimmed).
     pub reloads: AtomicU64,
@@ -201,6 +219,7 @@ pub struct TriggerCounts {
     pub send_failures: u64,
     pub commands_not_sent: u64,
     pub rebuilds: u64,
+    pub reconciles: u64,
     pub reloads: u64,
     pub changes_applied: u64,
     pub dependency_failures: u64,
@@ -219,6 +238,7 @@ impl TriggerStats {
             send_failures: self.send_failures.load(Relaxed),
             commands_not_sent: self.commands_not_sent.load(Relaxed),
             rebuilds: self.rebuilds.load(Relaxed),
+            reconciles: self.reconciles.load(Relaxed),
             reloads: self.reloads.load(Relaxed),
             changes_applied: self.changes_applied.load(Relaxed),
             dependency_failures: self.dependency_failures.load(Relaxed),
@@ -241,6 +261,10 @@ struct Runner<S> {
     redis_after: Instant,
     /// No rebuild before this.
     rebuild_after: Instant,
+    /// How often the copy is rebuilt from the ledger anyway (`None`: never).
+    reconcile_every: Option<Duration>,
+    /// The next such rebuild (pushed back by every rebuild).
+    reconcile_after: Instant,
     /// Moved marks not yet written back.
     marks: Vec<Watch>,
 }
@@ -279,6 +303,8 @@ pub async fn run<S: CommandSink>(
         check_every,
         redis_after: now,
         rebuild_after: now,
+        reconcile_every: (cfg.reconcile_ms > 0).then(|| Duration::from_millis(cfg.reconcile_ms)),
+        reconcile_after: now + Duration::from_millis(cfg.reconcile_ms),
         marks: Vec::new(),
     };
     tracing::info!(prefix = %cfg.key_prefix, cooldown_ms = cfg.cooldown_ms,
@@ -296,6 +322,7 @@ pub async fn run<S: CommandSink>(
                 runner.evaluate(&flushed.quotes).await;
             }
             _ = tick.tick() => {
+                runner.reconcile().await;
                 runner.sync().await;
                 runner.evaluate(&[]).await;
                 runner.save_marks().await;
@@ -379,6 +406,22 @@ impl<S: CommandSink> Runner<S> {
         }
     }
 
+    /// Rebuilds the copy from the ledger when the reconcile period has passed, whatever the
+    /// marker says.
+    async fn reconcile(&mut self) {
+        let (Some(every), true) = (self.reconcile_every, self.loader.is_some()) else {
+            return;
+        };
+        let now = Instant::now();
+        if now < self.reconcile_after || now < self.redis_after {
+            return;
+        }
+        self.reconcile_after = now + every;
+        self.rebuild_after = now;
+        self.stats.reconciles.fetch_add(1, Relaxed);
+        self.rebuild().await;
+    }
+
     /// Rebuilds the Redis copy from the ledger: note the log position, read the ledger,
     /// write the snapshot with the changes logged since replayed on top, then make memory
     /// match (unchanged orders keep their suppression) and follow the log from that position.
@@ -412,6 +455,9 @@ impl<S: CommandSink> Runner<S> {
         self.last_id = Some(since);
         self.follow().await;
         self.stats.rebuilds.fetch_add(1, Relaxed);
+        if let Some(every) = self.reconcile_every {
+            self.reconcile_after = Instant::now() + every;
+        }
         tracing::info!(
             watches = count,
             took_ms = now.elapsed().as_millis() as u64,

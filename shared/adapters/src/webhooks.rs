@@ -17,6 +17,54 @@ fn pg(e: sqlx::Error) -> DependencyError {
     DependencyError::postgres(e)
 }
 
+/// The work that authenticating alerts did: lookups of a webhook by id and comparisons of a
+/// passphrase with a stored digest. Counted only inside [`AuthWork::count`] (a task-local
+/// scope, so concurrent requests never mix), which the tests use to prove that an unknown
+/// webhook and a wrong passphrase take the same work; elsewhere noting it is one failed
+/// task-local lookup.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub struct AuthWork {
+    /// [`Ledger::webhook`] queries.
+    pub lookups: u32,
+    /// [`passphrase_matches`] calls.
+    pub digest_comparisons: u32,
+    /// The bytes of the stored digests compared.
+    pub digest_bytes: usize,
+}
+
+tokio::task_local! {
+    static AUTH_WORK: std::cell::Cell<AuthWork>;
+}
+
+impl AuthWork {
+    /// Runs `work` and counts what it did (in this task).
+    pub async fn count<F: std::future::Future>(work: F) -> (F::Output, AuthWork) {
+        AUTH_WORK
+            .scope(std::cell::Cell::new(AuthWork::default()), async {
+                let out = work.await;
+                (out, AUTH_WORK.with(std::cell::Cell::get))
+            })
+            .await
+    }
+
+    fn note(change: impl FnOnce(&mut AuthWork)) {
+        let _ = AUTH_WORK.try_with(|w| {
+            let mut work = w.get();
+            change(&mut work);
+            w.set(work);
+        });
+    }
+}
+
+/// Whether `passphrase` is the one whose digest is `stored_digest`, in constant time.
+pub fn passphrase_matches(passphrase: &str, stored_digest: &str) -> bool {
+    AuthWork::note(|w| {
+        w.digest_comparisons += 1;
+        w.digest_bytes += stored_digest.len();
+    });
+    crate::auth::digest_matches(passphrase, stored_digest)
+}
+
 /// Prefix of webhook ids: recognisable in a URL, and never confused with an order id.
 pub const WEBHOOK_ID_PREFIX: &str = "wh_";
 
@@ -140,6 +188,7 @@ impl Ledger {
 
     /// A live webhook by its id (the secret in its URL).
     pub async fn webhook(&self, id: &str) -> Result<Option<Webhook>, DependencyError> {
+        AuthWork::note(|w| w.lookups += 1);
         let row = sqlx::query(&format!(
             "SELECT {WEBHOOK_COLUMNS} FROM webhooks WHERE id = $1 AND deleted_at IS NULL"
         ))

@@ -13,9 +13,9 @@
 //! nothing about the webhook is answered, before that. Refused alerts count against the
 //! sender's address ([`AUTH_FAILURES`]).
 
-use adapters::auth::{digest, digest_matches};
+use adapters::auth::digest;
 use adapters::ratelimit::{BucketSpec, Decision};
-use adapters::webhooks::{is_webhook_id, Delivery, Webhook};
+use adapters::webhooks::{is_webhook_id, passphrase_matches, Delivery, Webhook};
 use chrono::Utc;
 use domain::order::NewOrder;
 use domain::RejectCode;
@@ -155,7 +155,7 @@ pub async fn receive(deps: &Deps, alert: Received<'_>) -> Result<Outcome, ApiErr
         .as_ref()
         .map_or(dummy_digest(), |w| w.passphrase_hash.as_str());
     // Compared whether or not the webhook exists, so that both 401s do the same work.
-    let passphrase_ok = digest_matches(&passphrase, stored) && !passphrase.is_empty();
+    let passphrase_ok = passphrase_matches(&passphrase, stored) && !passphrase.is_empty();
     let webhook = match webhook {
         Some(w) if passphrase_ok => w,
         _ => {

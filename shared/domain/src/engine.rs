@@ -858,9 +858,14 @@ impl Book {
                 .collect();
             legs.sort_by_key(|l| l.leg_role.map(|r| r.as_str()));
             for leg in legs {
-                if let Some(x) = self.orders.get_mut(&leg.id) {
-                    x.qty = Some(o.filled_qty);
-                    x.status = OrderStatus::PendingNew;
+                match self.orders.get_mut(&leg.id) {
+                    // An earlier leg that filled at once (a stop already crossed) canceled
+                    // this one, its OCO partner: it stays canceled.
+                    Some(x) if x.status == OrderStatus::Held => {
+                        x.qty = Some(o.filled_qty);
+                        x.status = OrderStatus::PendingNew;
+                    }
+                    _ => continue,
                 }
                 self.mark_changed(leg.id, m.now);
                 self.go_live(leg.id, m);

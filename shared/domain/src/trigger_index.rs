@@ -15,8 +15,12 @@
 //!
 //! In-flight suppression: an order that fired is not fired again until `cooldown_ms` has
 //! passed (the executor fills it and removes it, or finds its condition unmet on the current
-//! price and leaves it resting, to fire again after the cooldown). Removing an order forgets
-//! it; upserting it with a changed condition, side, symbol or expiry lifts the suppression.
+//! price and leaves it resting, to fire again after the cooldown). Each time it fires again
+//! unchanged the wait doubles, up to [`MAX_COOLDOWN_MS`]: when the executor lags (an outage,
+//! a backlog), an order that stays crossed is not sent again every cooldown, which flooded
+//! the queue with repeated triggers and deepened the lag (found by the chaos suite). Removing
+//! an order forgets it; upserting it with a changed condition, side, symbol or expiry lifts
+//! the suppression and the backoff.
 //!
 //! The semantics are those of [`Condition::is_met`] applied to every quote in order; the
 //! property test at the bottom checks the index against that linear scan.
@@ -38,6 +42,18 @@ use crate::trigger::{next_hwm, trailing_stop, Condition, Watch};
 
 /// How long a fired order stays suppressed unless told otherwise.
 pub const DEFAULT_COOLDOWN_MS: i64 = 2_000;
+
+/// The longest an order that keeps firing unchanged waits before it fires again.
+pub const MAX_COOLDOWN_MS: i64 = 60_000;
+
+/// The wait after an order's `fires`-th firing: `cooldown_ms × 2^(fires − 1)`, at most
+/// [`MAX_COOLDOWN_MS`] (and never less than `cooldown_ms`).
+pub fn cooldown_after(cooldown_ms: i64, fires: u32) -> i64 {
+    let doublings = fires.saturating_sub(1).min(16);
+    cooldown_ms
+        .saturating_mul(1i64 << doublings)
+        .min(MAX_COOLDOWN_MS.max(cooldown_ms))
+}
 
 /// "Never fired": an order with this `cool_until` is eligible at any time.
 const NOT_COOLING: i64 = i64::MIN;
@@ -202,6 +218,8 @@ struct Entry {
     watch: Watch,
     /// Suppressed while `now < cool_until`.
     cool_until: i64,
+    /// How many times it fired unchanged (the backoff's exponent).
+    fires: u32,
     /// Position in its book's trailing vector (trailing stops only).
     trail_at: usize,
 }
@@ -315,11 +333,11 @@ impl TriggerIndex {
     /// one given. A replacement that differs only in the mark keeps the order's suppression;
     /// any other change lifts it.
     pub fn upsert(&mut self, mut watch: Watch) {
-        let mut cool_until = NOT_COOLING;
+        let (mut cool_until, mut fires) = (NOT_COOLING, 0);
         let mut moved = false;
         if let Some(old) = self.remove_entry(watch.order_id) {
             if same_but_mark(&old.watch, &watch) {
-                cool_until = old.cool_until;
+                (cool_until, fires) = (old.cool_until, old.fires);
                 if let (
                     Condition::Trailing { hwm: kept, .. },
                     Condition::Trailing { hwm: given, .. },
@@ -331,7 +349,7 @@ impl TriggerIndex {
                 }
             }
         }
-        self.insert(watch, cool_until, moved);
+        self.insert(watch, cool_until, fires, moved);
     }
 
     /// Forgets an order; returns its watch (with the current mark) if it was there.
@@ -387,7 +405,7 @@ impl TriggerIndex {
         out
     }
 
-    fn insert(&mut self, watch: Watch, cool_until: i64, moved: bool) {
+    fn insert(&mut self, watch: Watch, cool_until: i64, fires: u32, moved: bool) {
         let id = watch.order_id;
         let side = watch.side;
         let book = self.books.entry(watch.symbol.clone()).or_default();
@@ -416,6 +434,7 @@ impl TriggerIndex {
             Entry {
                 watch,
                 cool_until,
+                fires,
                 trail_at,
             },
         );
@@ -468,7 +487,7 @@ impl TriggerIndex {
     /// older than the maximum quote age, are ignored.
     pub fn evaluate(&mut self, quotes: &[Quote], now_ms: i64) -> Vec<Fired> {
         let mut out = Vec::new();
-        let cool_until = now_ms.saturating_add(self.cooldown_ms);
+        let cooldown_ms = self.cooldown_ms;
         let TriggerIndex {
             entries,
             books,
@@ -481,7 +500,8 @@ impl TriggerIndex {
         let mut fire = |id: Uuid, kind: FiredKind, hwm: Option<Decimal>, out: &mut Vec<Fired>| {
             if let Some(e) = entries.get_mut(&id) {
                 if now_ms >= e.cool_until {
-                    e.cool_until = cool_until;
+                    e.fires = e.fires.saturating_add(1);
+                    e.cool_until = now_ms.saturating_add(cooldown_after(cooldown_ms, e.fires));
                     out.push(Fired {
                         order_id: id,
                         account_id: e.watch.account_id,
@@ -608,6 +628,37 @@ mod tests {
         assert_eq!(ids(&f), vec![3, 4, 5, 6]);
         assert_eq!(f[0].symbol, "BTC");
         assert_eq!(f[0].account_id, ACCOUNT);
+    }
+
+    /// An order that stays crossed while the executor lags fires after 1, 2, 4, ... cooldowns,
+    /// at most a minute apart, instead of every cooldown; a change starts over.
+    #[test]
+    fn an_order_that_keeps_firing_unchanged_backs_off() {
+        let mut ix = TriggerIndex::new(1_000);
+        let w = watch(1, "BTC", Side::Buy, limit(dec!(100)));
+        ix.upsert(w.clone());
+        let q = [quote("BTC", dec!(99), dec!(99.5))];
+        let mut fired_at = Vec::new();
+        for t in (0..200_000).step_by(100) {
+            if !ix.evaluate(&q, t).is_empty() {
+                fired_at.push(t);
+            }
+        }
+        assert_eq!(
+            fired_at,
+            [0, 1_000, 3_000, 7_000, 15_000, 31_000, 63_000, 123_000, 183_000],
+            "waits of 1, 2, 4, 8, 16, 32 s, then 60 s"
+        );
+        // A replay of the same watch keeps the backoff; a changed one starts over.
+        ix.upsert(w);
+        assert!(ix.evaluate(&q, 200_000).is_empty());
+        ix.upsert(watch(1, "BTC", Side::Buy, limit(dec!(99.5))));
+        assert_eq!(ids(&ix.evaluate(&q, 200_001)), vec![1]);
+        assert_eq!(
+            ids(&ix.evaluate(&q, 201_001)),
+            vec![1],
+            "one cooldown again"
+        );
     }
 
     #[test]
@@ -890,15 +941,15 @@ mod tests {
     #[derive(Default)]
     struct Naive {
         cooldown: i64,
-        orders: BTreeMap<Uuid, (Watch, i64)>,
+        orders: BTreeMap<Uuid, (Watch, i64, u32)>,
     }
 
     impl Naive {
         fn upsert(&mut self, mut w: Watch) {
-            let mut cool = NOT_COOLING;
-            if let Some((old, old_cool)) = self.orders.remove(&w.order_id) {
+            let (mut cool, mut fires) = (NOT_COOLING, 0);
+            if let Some((old, old_cool, old_fires)) = self.orders.remove(&w.order_id) {
                 if same_but_mark(&old, &w) {
-                    cool = old_cool;
+                    (cool, fires) = (old_cool, old_fires);
                     if let (
                         Condition::Trailing { hwm: kept, .. },
                         Condition::Trailing { hwm, .. },
@@ -908,7 +959,7 @@ mod tests {
                     }
                 }
             }
-            self.orders.insert(w.order_id, (w, cool));
+            self.orders.insert(w.order_id, (w, cool, fires));
         }
 
         fn evaluate(
@@ -917,14 +968,15 @@ mod tests {
             now: i64,
         ) -> Vec<(Uuid, FiredKind, Option<Decimal>)> {
             let mut out = Vec::new();
-            for (id, (w, cool)) in self.orders.iter_mut() {
+            for (id, (w, cool, fires)) in self.orders.iter_mut() {
                 if w.expires_at_ms.is_some_and(|t| t <= now) && now >= *cool {
-                    *cool = now + self.cooldown;
+                    *fires += 1;
+                    *cool = now + cooldown_after(self.cooldown, *fires);
                     out.push((*id, FiredKind::Expire, None));
                 }
             }
             for q in quotes {
-                for (id, (w, cool)) in self.orders.iter_mut() {
+                for (id, (w, cool, fires)) in self.orders.iter_mut() {
                     if w.symbol != q.symbol {
                         continue;
                     }
@@ -937,7 +989,8 @@ mod tests {
                         hwm = Some(h);
                     }
                     if met && now >= *cool {
-                        *cool = now + self.cooldown;
+                        *fires += 1;
+                        *cool = now + cooldown_after(self.cooldown, *fires);
                         out.push((*id, FiredKind::Trigger, hwm));
                     }
                 }
@@ -1037,7 +1090,7 @@ mod tests {
                     Op::Remove(n) => {
                         let id = Uuid::from_u128(n);
                         let got = ix.remove(id);
-                        let want = naive.orders.remove(&id).map(|(w, _)| w);
+                        let want = naive.orders.remove(&id).map(|(w, _, _)| w);
                         prop_assert_eq!(got, want);
                     }
                     Op::Evaluate(quotes, dt) => {
@@ -1052,13 +1105,13 @@ mod tests {
                     }
                     Op::TakeMarks => {
                         for w in ix.take_moved_marks() {
-                            prop_assert_eq!(Some(&w), naive.orders.get(&w.order_id).map(|(w, _)| w));
+                            prop_assert_eq!(Some(&w), naive.orders.get(&w.order_id).map(|(w, _, _)| w));
                         }
                     }
                 }
                 let mut all = ix.watches();
                 all.sort_by_key(|w| w.order_id);
-                let want: Vec<Watch> = naive.orders.values().map(|(w, _)| w.clone()).collect();
+                let want: Vec<Watch> = naive.orders.values().map(|(w, _, _)| w.clone()).collect();
                 prop_assert_eq!(all, want);
             }
         }

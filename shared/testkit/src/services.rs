@@ -381,6 +381,20 @@ pub async fn pttl(conn: &mut redis::aio::MultiplexedConnection, key: &str) -> i6
 pub async fn redis_acl_user(rules: &str) -> String {
     let name = format!("test-{}", Uuid::new_v4().simple());
     let password = Uuid::new_v4().simple().to_string();
+    let admin = service_env("REDIS_URL");
+    let (scheme, rest) = admin.split_once("://").expect("REDIS_URL is a URL");
+    let url = format!("{scheme}://{name}:{password}@{rest}");
+    redis_acl_user_restore(&url, rules)
+        .await
+        .unwrap_or_else(|e| panic!("{e}"));
+    url
+}
+
+/// Creates (or resets) the Redis user that `url` logs in as, with `rules`: what
+/// [`redis_acl_user`] did, again (after a Redis restart lost its users).
+pub async fn redis_acl_user_restore(url: &str, rules: &str) -> Result<(), String> {
+    let parsed = url_userinfo(url).ok_or(format!("no user:password in {url}"))?;
+    let (name, password) = parsed;
     let mut setuser = redis::cmd("ACL");
     setuser
         .arg("SETUSER")
@@ -391,11 +405,22 @@ pub async fn redis_acl_user(rules: &str) -> String {
     for rule in rules.split_whitespace() {
         setuser.arg(rule);
     }
-    let () = setuser
-        .query_async(&mut redis_connection().await)
+    let client = redis::Client::open(service_env("REDIS_URL")).map_err(|e| e.to_string())?;
+    let mut conn = client
+        .get_multiplexed_async_connection()
         .await
-        .unwrap_or_else(|e| panic!("ACL SETUSER with {rules}: {e}"));
-    let admin = service_env("REDIS_URL");
-    let (scheme, rest) = admin.split_once("://").expect("REDIS_URL is a URL");
-    format!("{scheme}://{name}:{password}@{rest}")
+        .map_err(|e| format!("connecting to Redis: {e}"))?;
+    let () = setuser
+        .query_async(&mut conn)
+        .await
+        .map_err(|e| format!("ACL SETUSER with {rules}: {e}"))?;
+    Ok(())
+}
+
+/// `(user, password)` of a `redis://user:password@host/` URL.
+fn url_userinfo(url: &str) -> Option<(String, String)> {
+    let (_, rest) = url.split_once("://")?;
+    let (userinfo, _) = rest.rsplit_once('@')?;
+    let (user, password) = userinfo.split_once(':')?;
+    Some((user.to_string(), password.to_string()))
 }

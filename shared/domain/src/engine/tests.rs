@@ -290,6 +290,37 @@ fn bracket_stop_loss_fills_and_cancels_the_take_profit() {
     assert_eq!(w.status(tp), OrderStatus::Canceled);
 }
 
+/// Found by the chaos suite: a market bracket applied after the price fell below its
+/// stop-loss (the command waited out an outage in the queue). The stop-loss goes live first
+/// and fills at once, canceling the take-profit, which was still held: the take-profit must
+/// stay canceled, not go live after it (it did, and later filled too: two exits of one entry).
+#[test]
+fn a_stop_loss_that_fills_as_it_goes_live_leaves_the_take_profit_canceled() {
+    let mut w = World::quoted(dec!(100000));
+    let id = w.place(&order(
+        r#""side":"buy","type":"market","order_class":"bracket""#,
+        r#","take_profit":{"limit_price":"62000"},"stop_loss":{"stop_price":"60500","limit_price":"59000"}"#,
+    ));
+    let (tp, sl) = w.legs(id);
+    assert_eq!(w.status(id), OrderStatus::Filled);
+    assert_eq!(
+        w.status(sl),
+        OrderStatus::Filled,
+        "the stop was crossed: it fills at once"
+    );
+    assert_eq!(
+        w.status(tp),
+        OrderStatus::Canceled,
+        "and cancels its partner for good"
+    );
+    assert!(w.book.orders[&tp].canceled_at.is_some());
+    // Later prices through the take-profit fill nothing more.
+    w.quote(dec!(62100), dec!(62101));
+    assert_eq!(w.trigger(tp), Effect::Unchanged);
+    assert_eq!(w.fills().len(), 2, "the entry and one exit");
+    assert_eq!(w.book.position_qty("BTCUSDT"), dec!(0));
+}
+
 #[test]
 fn oco_halves_are_live_together_and_one_fill_cancels_the_other() {
     let mut w = World::holding();
