@@ -851,33 +851,35 @@ impl Stack {
         }
     }
 
+    /// Messages in the stack's queue, visible and in flight (`None` when SQS does not answer).
+    pub async fn queue_depth(&self) -> Option<u64> {
+        let attrs = sqs_client()
+            .await
+            .get_queue_attributes()
+            .queue_url(&self.queue_url)
+            .attribute_names(aws_sdk_sqs::types::QueueAttributeName::ApproximateNumberOfMessages)
+            .attribute_names(
+                aws_sdk_sqs::types::QueueAttributeName::ApproximateNumberOfMessagesNotVisible,
+            )
+            .send()
+            .await
+            .ok()?;
+        let attrs = attrs.attributes()?;
+        Some(attrs.values().filter_map(|v| v.parse::<u64>().ok()).sum())
+    }
+
     /// Waits until the system is quiescent: the stack's queue (visible and in flight) has
     /// stayed empty for longer than the trigger cooldown, so that no command is on its way
     /// and no trigger is waiting out its cooldown to fire again. "Exactly once" is checked
     /// after this, never after a fixed sleep.
     pub async fn quiescent(&self) {
-        let sqs = sqs_client().await;
         let quiet_for = Duration::from_millis(
             u64::try_from(domain::trigger_index::DEFAULT_COOLDOWN_MS).unwrap_or(1_000) + 500,
         );
         let deadline = Instant::now() + wait_limit();
         let mut empty_since: Option<Instant> = None;
         loop {
-            let attrs = sqs
-                .get_queue_attributes()
-                .queue_url(&self.queue_url)
-                .attribute_names(
-                    aws_sdk_sqs::types::QueueAttributeName::ApproximateNumberOfMessages,
-                )
-                .attribute_names(
-                    aws_sdk_sqs::types::QueueAttributeName::ApproximateNumberOfMessagesNotVisible,
-                )
-                .send()
-                .await;
-            let in_queue: Option<u64> = attrs
-                .ok()
-                .and_then(|a| a.attributes().cloned())
-                .map(|a| a.values().filter_map(|v| v.parse::<u64>().ok()).sum());
+            let in_queue = self.queue_depth().await;
             if in_queue == Some(0) {
                 let since = *empty_since.get_or_insert_with(Instant::now);
                 if since.elapsed() >= quiet_for {

@@ -479,29 +479,13 @@ async fn ws_push_arrives(stack: &Stack, probe: &Account) -> bool {
 /// Until the queue has been empty three times in a row, a second apart, and the ledger's
 /// fill count stood still meanwhile (at most 180 s); whether that happened.
 async fn drain(stack: &Stack) -> bool {
-    testkit::aws_env();
-    let config = aws_config::load_defaults(aws_config::BehaviorVersion::latest()).await;
-    let sqs = aws_sdk_sqs::Client::new(&config);
     let Ok(pool) = sqlx::PgPool::connect(&stack.database_url).await else {
         return false;
     };
     let deadline = Instant::now() + Duration::from_secs(180);
     let (mut quiet, mut last_fills) = (0, -1i64);
     while Instant::now() < deadline {
-        let attrs = sqs
-            .get_queue_attributes()
-            .queue_url(&stack.queue_url)
-            .attribute_names(aws_sdk_sqs::types::QueueAttributeName::ApproximateNumberOfMessages)
-            .attribute_names(
-                aws_sdk_sqs::types::QueueAttributeName::ApproximateNumberOfMessagesNotVisible,
-            )
-            .send()
-            .await;
-        let in_queue: u64 = attrs
-            .ok()
-            .and_then(|a| a.attributes().cloned())
-            .map(|a| a.values().filter_map(|v| v.parse::<u64>().ok()).sum())
-            .unwrap_or(u64::MAX);
+        let in_queue = stack.queue_depth().await.unwrap_or(u64::MAX);
         let fills: i64 = sqlx::query_scalar("SELECT count(*) FROM fills")
             .fetch_one(&pool)
             .await
