@@ -20,6 +20,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use domain::catalog::Catalog;
+use e2e::procfs;
 use e2e::ws::WsClient;
 use e2e::{Stack, StackOptions, User};
 use hdrhistogram::Histogram;
@@ -49,17 +50,9 @@ impl Lcg {
     }
 }
 
+/// Resident memory now and at its peak, in KiB.
 fn rss_kib(pid: u32) -> (u64, u64) {
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
-    let field = |name: &str| {
-        status
-            .lines()
-            .find(|l| l.starts_with(name))
-            .and_then(|l| l.split_whitespace().nth(1))
-            .and_then(|v| v.parse().ok())
-            .unwrap_or(0)
-    };
-    (field("VmRSS:"), field("VmHWM:"))
+    (procfs::rss_kib(pid), procfs::status_kib(pid, "VmHWM"))
 }
 
 struct Shared {

@@ -31,11 +31,13 @@ use std::process::{ExitStatus, Stdio};
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
+pub mod procfs;
 pub mod ws;
 
 use adapters::cache::Cache;
 use adapters::schema::FunctionRole;
 use domain::quote::Quote;
+use procfs::process_group_members;
 use reqwest::Method;
 use rust_decimal::Decimal;
 use serde_json::{json, Value};
@@ -970,28 +972,6 @@ fn signal(pid: u32, name: &str) {
         .stdout(Stdio::null())
         .stderr(Stdio::null())
         .status();
-}
-
-/// The live processes of process group `pgid` (from `/proc/<pid>/stat`).
-fn process_group_members(pgid: u32) -> Vec<u32> {
-    let Ok(entries) = std::fs::read_dir("/proc") else {
-        return Vec::new();
-    };
-    entries
-        .filter_map(|e| e.ok()?.file_name().to_str()?.parse::<u32>().ok())
-        .filter(|pid| {
-            let Ok(stat) = std::fs::read_to_string(format!("/proc/{pid}/stat")) else {
-                return false;
-            };
-            // pid (comm) state ppid pgrp …; comm may hold spaces and parentheses.
-            let Some(rest) = stat.rfind(')').map(|i| &stat[i + 1..]) else {
-                return false;
-            };
-            let fields: Vec<&str> = rest.split_whitespace().collect();
-            fields.get(2).and_then(|g| g.parse::<u32>().ok()) == Some(pgid)
-                && fields.first() != Some(&"Z")
-        })
-        .collect()
 }
 
 /// The last `n` lines of a log file (reading at most its last 64 KiB).

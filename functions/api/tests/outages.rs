@@ -7,7 +7,9 @@ mod common;
 
 use adapters::cache::Cache;
 use api::Deps;
-use common::{call, closed_port, drain, queue_down, resting_buy, user, Auth};
+use common::{
+    assert_nothing_enqueued, call, closed_port, drain, queue_down, resting_buy, user, Auth,
+};
 use domain::order::{order_id_for, OrderRef, OrderStatus};
 use lambda_http::http::Method;
 use rust_decimal_macros::dec;
@@ -55,12 +57,7 @@ async fn sqs_down_place_is_a_503_and_leaves_no_pending_copy() {
         order_id: id,
     };
     assert!(deps.cache.pending_order(order_ref).await.unwrap().is_none());
-    assert!(deps
-        .cache
-        .pending_orders(alice.account_id)
-        .await
-        .unwrap()
-        .is_empty());
+    assert_nothing_enqueued(&deps, alice.account_id, "place with SQS down").await;
     let r = call(
         &deps,
         Method::GET,
@@ -72,7 +69,6 @@ async fn sqs_down_place_is_a_503_and_leaves_no_pending_copy() {
     assert_eq!((r.status, r.code()), (404, "not_found"), "{r:?}");
     let r = call(&deps, Method::GET, "/v2/orders", &alice.key(), None).await;
     assert_eq!(r.json, json!([]), "{r:?}");
-    assert!(drain(&deps).await.is_empty());
 
     // The client's retry, once SQS is back, places it: one order, one command.
     let r = call(
@@ -118,12 +114,7 @@ async fn sqs_down_cancel_replace_and_cancel_all_are_503s_and_change_nothing() {
     r.expect_unavailable("cancel all with SQS down");
 
     // The replacement left no pending copy; the order is as it was; nothing was enqueued.
-    assert!(deps
-        .cache
-        .pending_orders(alice.account_id)
-        .await
-        .unwrap()
-        .is_empty());
+    assert_nothing_enqueued(&deps, alice.account_id, "replace and cancel with SQS down").await;
     let stored = deps
         .ledger
         .order(OrderRef {
@@ -143,7 +134,6 @@ async fn sqs_down_cancel_replace_and_cancel_all_are_503s_and_change_nothing() {
     )
     .await;
     assert_eq!(r.json.as_array().map(Vec::len), Some(1), "{r:?}");
-    assert!(drain(&deps).await.is_empty());
 }
 
 #[tokio::test]

@@ -6,7 +6,7 @@
 mod common;
 
 use adapters::now_ms;
-use common::{call, drain, order_in_ledger, user};
+use common::{assert_nothing_enqueued, call, drain, order_in_ledger, user};
 use domain::command::Command;
 use domain::order::{OrderRef, OrderStatus};
 use lambda_http::http::Method;
@@ -71,16 +71,7 @@ async fn the_api_refuses_a_buy_beyond_the_buying_power_with_a_422_and_enqueues_n
     assert_eq!((r.status, r.code()), (422, "insufficient_qty"), "{r:?}");
 
     // Refused by the api itself: nothing enqueued, nothing pending, nothing in the ledger.
-    assert!(
-        drain(&deps).await.is_empty(),
-        "no command for a refused order"
-    );
-    assert!(deps
-        .cache
-        .pending_orders(alice.account_id)
-        .await
-        .unwrap()
-        .is_empty());
+    assert_nothing_enqueued(&deps, alice.account_id, "a refused order").await;
     let open = deps.ledger.open_orders(alice.account_id).await.unwrap();
     assert_eq!(
         open.iter().map(|o| o.id).collect::<Vec<_>>(),

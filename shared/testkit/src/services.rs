@@ -358,11 +358,19 @@ pub fn bench_main(
 /// A plain connection to the test Redis (`REDIS_URL`), for reading keys behind an adapter's
 /// back.
 pub async fn redis_connection() -> redis::aio::MultiplexedConnection {
+    try_redis_connection()
+        .await
+        .unwrap_or_else(|e| panic!("the test Redis: {e}"))
+}
+
+/// [`redis_connection`], for the callers that must go on when Redis is down (the chaos
+/// suite's faults and samplers).
+pub async fn try_redis_connection() -> Result<redis::aio::MultiplexedConnection, String> {
     redis::Client::open(service_env("REDIS_URL"))
-        .expect("REDIS_URL parses")
+        .map_err(|e| format!("REDIS_URL: {e}"))?
         .get_multiplexed_async_connection()
         .await
-        .expect("the test Redis is reachable")
+        .map_err(|e| format!("unreachable: {e}"))
 }
 
 /// The time `key` has left to live, in ms (Redis `PTTL`: -1 without an expiry, -2 when

@@ -80,6 +80,25 @@ pub struct Account {
     pub killed: bool,
 }
 
+impl Account {
+    /// The next of its client order ids, unique across accounts and runs of other seeds.
+    fn next_client_order_id(&mut self, seed: u64) -> String {
+        self.n += 1;
+        let id = self.id.simple().to_string();
+        format!("c{seed}-{}-{}", id.get(..8).unwrap_or(&id), self.n)
+    }
+}
+
+/// An order of `kind` (`market`, `limit`, …), good till canceled, with the fields its type
+/// needs in `extra` (an object).
+fn order(symbol: &str, qty: Decimal, side: &str, kind: &str, extra: Value) -> Value {
+    let mut order = json!({"symbol": symbol, "qty": qty.to_string(), "side": side, "type": kind, "time_in_force": "gtc"});
+    if let (Some(o), Value::Object(extra)) = (order.as_object_mut(), extra) {
+        o.extend(extra);
+    }
+    order
+}
+
 /// What one request came to.
 pub enum Answer {
     /// 2xx.
@@ -238,13 +257,7 @@ impl Clients {
         via: &'static str,
         mut order: Value,
     ) -> Option<Value> {
-        account.n += 1;
-        let coid = format!(
-            "c{}-{}-{}",
-            self.seed,
-            &account.id.simple().to_string()[..8],
-            account.n
-        );
+        let coid = account.next_client_order_id(self.seed);
         order["client_order_id"] = json!(coid);
         let at_ms = crate::record::now_ms();
         match self
@@ -287,40 +300,105 @@ impl Clients {
         let roll = rng.random_range(0..100);
         match roll {
             0..=19 => {
-                self.place(account, "market", json!({"symbol": m.symbol, "qty": qty.to_string(), "side": "buy", "type": "market", "time_in_force": "gtc"})).await;
+                self.place(
+                    account,
+                    "market",
+                    order(m.symbol, qty, "buy", "market", json!({})),
+                )
+                .await;
             }
             20..=27 => {
-                self.place(account, "market", json!({"symbol": m.symbol, "qty": qty.to_string(), "side": "sell", "type": "market", "time_in_force": "gtc"})).await;
+                self.place(
+                    account,
+                    "market",
+                    order(m.symbol, qty, "sell", "market", json!({})),
+                )
+                .await;
             }
             28..=37 => {
                 let limit = pct(ask, -rng.random_range(0..150));
-                self.place(account, "limit", json!({"symbol": m.symbol, "qty": qty.to_string(), "side": "buy", "type": "limit", "time_in_force": "gtc", "limit_price": limit.to_string()})).await;
+                self.place(
+                    account,
+                    "limit",
+                    order(
+                        m.symbol,
+                        qty,
+                        "buy",
+                        "limit",
+                        json!({"limit_price": limit.to_string()}),
+                    ),
+                )
+                .await;
             }
             38..=41 => {
                 let limit = pct(bid, rng.random_range(0..150));
-                self.place(account, "limit", json!({"symbol": m.symbol, "qty": qty.to_string(), "side": "sell", "type": "limit", "time_in_force": "gtc", "limit_price": limit.to_string()})).await;
+                self.place(
+                    account,
+                    "limit",
+                    order(
+                        m.symbol,
+                        qty,
+                        "sell",
+                        "limit",
+                        json!({"limit_price": limit.to_string()}),
+                    ),
+                )
+                .await;
             }
             42..=45 => {
                 let stop = pct(bid, -rng.random_range(20..150));
-                self.place(account, "stop", json!({"symbol": m.symbol, "qty": qty.to_string(), "side": "sell", "type": "stop", "time_in_force": "gtc", "stop_price": stop.to_string()})).await;
+                self.place(
+                    account,
+                    "stop",
+                    order(
+                        m.symbol,
+                        qty,
+                        "sell",
+                        "stop",
+                        json!({"stop_price": stop.to_string()}),
+                    ),
+                )
+                .await;
             }
             46..=49 => {
                 let stop = pct(ask, rng.random_range(20..150));
-                self.place(account, "stop", json!({"symbol": m.symbol, "qty": qty.to_string(), "side": "buy", "type": "stop", "time_in_force": "gtc", "stop_price": stop.to_string()})).await;
+                self.place(
+                    account,
+                    "stop",
+                    order(
+                        m.symbol,
+                        qty,
+                        "buy",
+                        "stop",
+                        json!({"stop_price": stop.to_string()}),
+                    ),
+                )
+                .await;
             }
             50..=53 => {
-                self.place(account, "trailing_stop", json!({"symbol": m.symbol, "qty": qty.to_string(), "side": "sell", "type": "trailing_stop", "time_in_force": "gtc", "trail_percent": "0.5"})).await;
+                self.place(
+                    account,
+                    "trailing_stop",
+                    order(
+                        m.symbol,
+                        qty,
+                        "sell",
+                        "trailing_stop",
+                        json!({"trail_percent": "0.5"}),
+                    ),
+                )
+                .await;
             }
             54..=58 => {
                 let tp = pct(ask, rng.random_range(30..150));
                 let sl = pct(bid, -rng.random_range(30..150));
                 let sl_limit = pct(sl, -20);
-                self.place(account, "bracket", json!({"symbol": m.symbol, "qty": qty.to_string(), "side": "buy", "type": "market", "time_in_force": "gtc", "order_class": "bracket", "take_profit": {"limit_price": tp.to_string()}, "stop_loss": {"stop_price": sl.to_string(), "limit_price": sl_limit.to_string()}})).await;
+                self.place(account, "bracket", order(m.symbol, qty, "buy", "market", json!({"order_class": "bracket", "take_profit": {"limit_price": tp.to_string()}, "stop_loss": {"stop_price": sl.to_string(), "limit_price": sl_limit.to_string()}}))).await;
             }
             59..=61 => {
                 let tp = pct(bid, rng.random_range(30..150));
                 let sl = pct(bid, -rng.random_range(30..150));
-                self.place(account, "oco", json!({"symbol": m.symbol, "qty": qty.to_string(), "side": "sell", "type": "limit", "time_in_force": "gtc", "order_class": "oco", "take_profit": {"limit_price": tp.to_string()}, "stop_loss": {"stop_price": sl.to_string()}})).await;
+                self.place(account, "oco", order(m.symbol, qty, "sell", "limit", json!({"order_class": "oco", "take_profit": {"limit_price": tp.to_string()}, "stop_loss": {"stop_price": sl.to_string()}}))).await;
             }
             62..=69 => self.replace(account, rng).await,
             70..=77 => self.cancel(account, rng).await,
@@ -392,13 +470,7 @@ impl Clients {
         };
         let bps = rng.random_range(-80..80);
         let new_limit = (limit * Decimal::from(10_000 + bps) / Decimal::from(10_000)).round_dp(2);
-        account.n += 1;
-        let coid = format!(
-            "c{}-{}-{}",
-            self.seed,
-            &account.id.simple().to_string()[..8],
-            account.n
-        );
+        let coid = account.next_client_order_id(self.seed);
         let at_ms = crate::record::now_ms();
         match self
             .command(
@@ -603,7 +675,11 @@ impl Clients {
         let deadline = Instant::now() + bound;
         while Instant::now() < deadline {
             let order = self
-                .place(account, "probe", json!({"symbol": "SOLUSDT", "qty": "0.1", "side": "buy", "type": "market", "time_in_force": "gtc"}))
+                .place(
+                    account,
+                    "probe",
+                    order("SOLUSDT", Decimal::new(1, 1), "buy", "market", json!({})),
+                )
                 .await;
             let Some(id) = order.and_then(|o| o["id"].as_str().map(str::to_string)) else {
                 tokio::time::sleep(Duration::from_millis(500)).await;

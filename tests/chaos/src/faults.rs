@@ -152,12 +152,7 @@ pub async fn inject(
             restore_users(stack).await?;
         }
         Fault::RedisFlush => {
-            let client = redis::Client::open(testkit::service_env("REDIS_URL"))
-                .map_err(|e| e.to_string())?;
-            let mut conn = client
-                .get_multiplexed_async_connection()
-                .await
-                .map_err(|e| e.to_string())?;
+            let mut conn = testkit::try_redis_connection().await?;
             let () = redis::cmd("FLUSHALL")
                 .query_async(&mut conn)
                 .await

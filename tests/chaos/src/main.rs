@@ -41,6 +41,10 @@ struct Args {
     /// Instances of the api function.
     #[arg(long, default_value_t = 8)]
     api_instances: usize,
+    /// Instances of the executor, each behind an SQS poller of its own (Lambda's SQS event
+    /// source polls with several).
+    #[arg(long, default_value_t = 3)]
+    executor_instances: usize,
     /// The executor is killed every this many seconds.
     #[arg(long, default_value_t = 60)]
     executor_kill_every_secs: u64,
@@ -50,8 +54,8 @@ struct Args {
     /// No faults at all (a baseline).
     #[arg(long)]
     no_faults: bool,
-    /// The bounded run of `make test`: 40 accounts, 10 clients, 2 api instances, 100 s,
-    /// outages of 6 s.
+    /// The bounded run of `make test`: 40 accounts, 10 clients, 2 api and 2 executor
+    /// instances, 100 s, outages of 6 s.
     #[arg(long)]
     smoke: bool,
     /// `make soak`: 200 accounts, 16 clients, 30 minutes of steady load without faults,
@@ -79,6 +83,7 @@ async fn main() {
         args.accounts = 40;
         args.workers = 10;
         args.api_instances = 2;
+        args.executor_instances = 2;
         args.duration_secs = 100;
         args.outage_secs = 6;
         args.executor_kill_every_secs = 30;
@@ -145,10 +150,10 @@ async fn run(args: Args) -> anyhow::Result<bool> {
                 ("COMMAND_OUTAGE_RETRY_MAX_SECS", "20"),
             ]),
             devstack_env,
-            // One executor and one SQS poller: moto's ReceiveMessage is not atomic, and two
-            // pollers at once can break a FIFO group's order, which SQS never does
-            // (RELIABILITY.md, "moto can reorder a FIFO group").
-            executor_instances: Some(1),
+            // Several pollers, as Lambda's SQS event source has: infra/scripts/moto_server.py
+            // makes moto's receive atomic, so pollers at once keep a FIFO group's order as SQS
+            // does (RELIABILITY.md, "moto can reorder a FIFO group").
+            executor_instances: Some(args.executor_instances),
             // Lambda runs one request per instance at a time: the clients' concurrency needs
             // instances (API Gateway would scale them out).
             api_instances: Some(args.api_instances),
@@ -394,6 +399,7 @@ async fn run(args: Args) -> anyhow::Result<bool> {
         seed: args.seed,
         accounts: accounts.len(),
         workers: args.workers,
+        instances: (args.api_instances, args.executor_instances),
         duration_secs: args.duration_secs,
         outage_secs: args.outage_secs,
         faults: faults.iter().map(|f| f.name()).collect(),

@@ -14,6 +14,8 @@ pub struct RunInfo {
     pub seed: u64,
     pub accounts: usize,
     pub workers: usize,
+    /// api and executor instances (the executor's each with an SQS poller).
+    pub instances: (usize, usize),
     pub duration_secs: u64,
     pub outage_secs: u64,
     pub faults: Vec<&'static str>,
@@ -73,8 +75,8 @@ pub fn markdown(
     let _ = writeln!(s, "## `make chaos`\n");
     let _ = writeln!(
         s,
-        "Machine: {}. Command: `{}`. Seed {}. {} accounts, {} client workers, {} s of load, outages of {} s.\n",
-        info.machine, info.command, info.seed, info.accounts, info.workers, info.duration_secs, info.outage_secs
+        "Machine: {}. Command: `{}`. Seed {}. {} accounts, {} client workers, {} api and {} executor instances, {} s of load, outages of {} s.\n",
+        info.machine, info.command, info.seed, info.accounts, info.workers, info.instances.0, info.instances.1, info.duration_secs, info.outage_secs
     );
     let _ = writeln!(s, "| figure | value |\n|---|---|");
     let rows = [

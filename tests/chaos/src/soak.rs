@@ -7,6 +7,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+use e2e::procfs::{processes_with, rss_kib};
 use e2e::Stack;
 
 /// The tables sampled (bytes, indexes and TOAST included).
@@ -44,51 +45,6 @@ pub struct Sample {
     pub t_s: f64,
     /// (series name, value): RSS in MiB, keys, table sizes in MiB.
     pub values: Vec<(String, f64)>,
-}
-
-/// Resident memory of a process, in KiB (0 when gone).
-fn rss_kib(pid: u32) -> u64 {
-    std::fs::read_to_string(format!("/proc/{pid}/status"))
-        .ok()
-        .and_then(|s| {
-            s.lines()
-                .find(|l| l.starts_with("VmRSS:"))
-                .and_then(|l| l.split_whitespace().nth(1))
-                .and_then(|v| v.parse().ok())
-        })
-        .unwrap_or(0)
-}
-
-/// Every live process whose command line contains `needle`, with their children.
-fn processes_with(needle: &str) -> Vec<u32> {
-    let Ok(entries) = std::fs::read_dir("/proc") else {
-        return Vec::new();
-    };
-    let all: Vec<(u32, u32, String)> = entries
-        .filter_map(|e| e.ok()?.file_name().to_str()?.parse::<u32>().ok())
-        .filter_map(|pid| {
-            let cmd = std::fs::read(format!("/proc/{pid}/cmdline")).ok()?;
-            let cmd = String::from_utf8_lossy(&cmd).replace('\0', " ");
-            let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
-            let rest = &stat[stat.rfind(')')? + 1..];
-            let ppid = rest.split_whitespace().nth(1)?.parse().ok()?;
-            Some((pid, ppid, cmd))
-        })
-        .collect();
-    let roots: Vec<u32> = all
-        .iter()
-        .filter(|(_, _, cmd)| cmd.contains(needle))
-        .map(|(pid, _, _)| *pid)
-        .collect();
-    let mut out = roots.clone();
-    out.extend(
-        all.iter()
-            .filter(|(_, ppid, _)| roots.contains(ppid))
-            .map(|(pid, _, _)| *pid),
-    );
-    out.sort_unstable();
-    out.dedup();
-    out
 }
 
 fn mib(kib: u64) -> f64 {
@@ -129,7 +85,7 @@ async fn sample(
         (
             "moto",
             format!(
-                "moto_server -H 127.0.0.1 -p {}",
+                "moto_server.py -H 127.0.0.1 -p {}",
                 port_of(&testkit::service_env("AWS_ENDPOINT_URL"))
             ),
         ),
@@ -171,9 +127,9 @@ pub async fn sampler(
     stop: Arc<AtomicBool>,
 ) -> anyhow::Result<Vec<Sample>> {
     let pool = sqlx::PgPool::connect(&stack.database_url).await?;
-    let mut redis = redis::Client::open(testkit::service_env("REDIS_URL"))?
-        .get_multiplexed_async_connection()
-        .await?;
+    let mut redis = testkit::try_redis_connection()
+        .await
+        .map_err(anyhow::Error::msg)?;
     if let Some(dir) = csv.parent() {
         std::fs::create_dir_all(dir)?;
     }

@@ -115,7 +115,22 @@ pub async fn call(
     auth: &Auth,
     body: Option<&Value>,
 ) -> Answer {
+    call_with_headers(deps, method, path, auth, body, &[]).await
+}
+
+/// [`call`] with more request headers (`origin`, `access-control-request-method`).
+pub async fn call_with_headers(
+    deps: &Deps,
+    method: Method,
+    path: &str,
+    auth: &Auth,
+    body: Option<&Value>,
+    headers: &[(&str, &str)],
+) -> Answer {
     let mut event = RestEvent::new(method, path).header("accept", "application/json");
+    for (name, value) in headers {
+        event = event.header(*name, *value);
+    }
     match auth {
         Auth::None => {}
         Auth::Bearer(token) => event = event.header("authorization", format!("Bearer {token}")),
@@ -215,6 +230,15 @@ pub async fn drain(deps: &Deps) -> Vec<Command> {
                 .expect("moto deletes it");
         }
     }
+}
+
+/// Asserts that a refused request (`why`) left nothing behind for `account`: no command on
+/// the queue and no pending copy of an order in the cache.
+pub async fn assert_nothing_enqueued(deps: &Deps, account: Uuid, why: &str) {
+    let queued = drain(deps).await;
+    assert!(queued.is_empty(), "{why}: enqueued {queued:?}");
+    let pending = deps.cache.pending_orders(account).await.expect("the cache");
+    assert!(pending.is_empty(), "{why}: pending copies {pending:?}");
 }
 
 /// Applies `request` (an order's JSON) for `account` straight in the ledger, as the executor
