@@ -81,6 +81,9 @@ name_of() {
 "${SERVICES[@]}" start dev
 eval "$("${SERVICES[@]}" env dev)"
 export RUST_LOG="${RUST_LOG:-info}"
+# A browser page served from loopback (any port: a terminal or a client under development)
+# may call the REST API.
+export CORS_ALLOWED_ORIGINS="${CORS_ALLOWED_ORIGINS:-http://127.0.0.1:*,http://localhost:*}"
 
 say "migrating ${DATABASE_URL#*@}"
 cargo run -q -p adapters --bin migrate
@@ -128,6 +131,7 @@ cat >&2 <<EOF
  paper-trading backend running locally          (Ctrl-C stops everything)
 
  REST API (API Gateway)  http://127.0.0.1:$REST_PORT
+   browsers may call it from $CORS_ALLOWED_ORIGINS (CORS_ALLOWED_ORIGINS)
  WebSocket API           ws://127.0.0.1:$WS_PORT/?token=<session token>   (or ?key_id=…&secret_key=…)
    then send {"action":"subscribe","symbols":["BTCUSDT"],"max_rate_ms":500}
  Binance replay feed     ws://127.0.0.1:$FEED_PORT/stream?streams=btcusdt@bookTicker

@@ -47,7 +47,11 @@ pub async fn serve(
     let started = std::time::Instant::now();
     let method = req.method().clone();
     let path = route_path(&req);
-    let response = match app::panics::guarded("api", async {
+    let origin = rest::cors::origin(&req).map(str::to_string);
+    let mut response = match app::panics::guarded("api", async {
+        if method == Method::OPTIONS {
+            return rest::cors::preflight(&deps.config.cors, &req);
+        }
         if body_len(&req) > MAX_BODY_BYTES {
             return Err(ApiError::too_large(MAX_BODY_BYTES));
         }
@@ -59,6 +63,7 @@ pub async fn serve(
         Ok(r) => r,
         Err(e) => error_response(&e),
     };
+    rest::cors::decorate(&deps.config.cors, origin.as_deref(), &mut response);
     let route = route_template(&path);
     tracing::info!(%method, %route, status = response.status().as_u16(), us = started.elapsed().as_micros() as u64, "request");
     response

@@ -46,6 +46,14 @@ async fn register(deps: &Deps, req: &WsRequest) -> Result<(), ApiError> {
             "the event has no connectionId of API Gateway's",
         ));
     }
+    if let Some(origin) = req.headers.get("origin") {
+        let cors = &deps.config.cors;
+        if cors.check_websocket_origin && !cors.allows(origin) {
+            return Err(ApiError::forbidden(
+                "this origin may not open the WebSocket from a browser (CORS_ALLOWED_ORIGINS)",
+            ));
+        }
+    }
     let credentials = credentials(req);
     // A key id with a NUL cannot name a key and is not looked up (PostgreSQL's text cannot
     // hold one, so the query would fail as if the database were down).

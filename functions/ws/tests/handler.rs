@@ -241,3 +241,37 @@ async fn messages_subscribe_unsubscribe_ping_and_explain_mistakes() {
         .expect("get")
         .is_none());
 }
+
+#[tokio::test]
+async fn connect_checks_a_browser_s_origin_only_when_told_to() {
+    let mut f = fixture(10).await;
+    let from = |origin: Option<&str>| {
+        let mut r = connect_req(&new_id(), &[("token", &f.token)]);
+        r.headers.remove("origin");
+        if let Some(o) = origin {
+            r.headers.insert("origin".into(), o.into());
+        }
+        r
+    };
+    // Off (the default): any origin connects with valid credentials.
+    let r = handle(&f.deps, from(Some("https://evil.example.com"))).await;
+    assert_eq!(r.status, 200, "{r:?}");
+
+    f.deps.config.cors.allowed_origins = vec!["https://terminal.example.com".parse().unwrap()];
+    f.deps.config.cors.check_websocket_origin = true;
+    let refused = handle(&f.deps, from(Some("https://evil.example.com"))).await;
+    assert_eq!(refused.status, 403, "{refused:?}");
+    assert_eq!(body(&refused)["code"], "forbidden");
+    for ok in [Some("https://terminal.example.com"), None] {
+        let r = handle(&f.deps, from(ok)).await;
+        assert_eq!(r.status, 200, "{ok:?}: {r:?}");
+    }
+    // The refusal registered nothing: three connections, the refused one not among them.
+    let open = f
+        .deps
+        .table
+        .by_account(f.account_id, adapters::now_ms())
+        .await
+        .expect("the table");
+    assert_eq!(open.len(), 3, "{open:?}");
+}

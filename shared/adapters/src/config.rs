@@ -27,6 +27,7 @@ pub struct Config {
     pub websocket: WebSocketLimits,
     pub rates: RateSettings,
     pub retention: RetentionSettings,
+    pub cors: CorsSettings,
 }
 
 /// The ledger.
@@ -188,6 +189,85 @@ impl RetentionSettings {
     /// A processed command id must outlive every redelivery: the dead-letter queue keeps a
     /// message 14 days, and a redrive after that has nothing to move.
     pub const MIN_DAYS: u32 = 15;
+}
+
+/// Which web origins may call the REST API from a browser (CORS).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct CorsSettings {
+    /// `CORS_ALLOWED_ORIGINS` (default none: no browser may call): a comma-separated list of
+    /// origins (`https://terminal.example.com`), each exact or with `:*` for any port
+    /// (`http://127.0.0.1:*`, as `make dev` sets it).
+    pub allowed_origins: Vec<AllowedOrigin>,
+    /// `WS_CHECK_ORIGIN` (default false): the WebSocket `$connect` refuses (403) a browser
+    /// whose `Origin` is not allowed. Off by default: the WebSocket authenticates by a token
+    /// or key the client sends, never by a cookie a browser would add on its own, so a
+    /// foreign page gains nothing (no cross-site hijacking); and apps, bots and scripts send
+    /// an `Origin` of their own or none (a connection without one is never refused).
+    pub check_websocket_origin: bool,
+}
+
+impl CorsSettings {
+    /// Whether a browser on `origin` (an `Origin` header's value) may call.
+    pub fn allows(&self, origin: &str) -> bool {
+        self.allowed_origins.iter().any(|o| o.matches(origin))
+    }
+}
+
+/// One entry of [`CorsSettings::allowed_origins`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum AllowedOrigin {
+    /// `https://terminal.example.com`: this origin only (scheme, host and port as a browser
+    /// sends them, without a path).
+    Exact(String),
+    /// `http://127.0.0.1:*`: this scheme and host on any port (or none).
+    AnyPort(String),
+}
+
+impl AllowedOrigin {
+    pub fn matches(&self, origin: &str) -> bool {
+        match self {
+            AllowedOrigin::Exact(o) => o == origin,
+            AllowedOrigin::AnyPort(base) => {
+                origin.strip_prefix(base.as_str()).is_some_and(|rest| {
+                    rest.is_empty()
+                        || rest.strip_prefix(':').is_some_and(|port| {
+                            !port.is_empty() && port.bytes().all(|b| b.is_ascii_digit())
+                        })
+                })
+            }
+        }
+    }
+}
+
+impl FromStr for AllowedOrigin {
+    type Err = String;
+
+    /// A browser's origin is `scheme://host[:port]`, lowercase, without a path: anything else
+    /// would never match, so it is refused at start rather than silently ignored.
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        let s = s.trim();
+        let (base, any_port) = match s.strip_suffix(":*") {
+            Some(base) => (base, true),
+            None => (s, false),
+        };
+        let Some((scheme, host)) = base.split_once("://") else {
+            return Err(format!("{s:?}: an origin is scheme://host[:port]"));
+        };
+        let host_ok = !host.is_empty()
+            && host
+                .bytes()
+                .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b"-.:[]".contains(&b));
+        if !matches!(scheme, "http" | "https") || !host_ok {
+            return Err(format!(
+                "{s:?}: an origin is http(s)://host[:port] in lowercase, without a path"
+            ));
+        }
+        Ok(if any_port {
+            AllowedOrigin::AnyPort(base.to_string())
+        } else {
+            AllowedOrigin::Exact(base.to_string())
+        })
+    }
 }
 
 /// Per-account token buckets.
@@ -383,6 +463,18 @@ impl Config {
                     )));
                 }
                 RetentionSettings { days }
+            },
+            cors: CorsSettings {
+                allowed_origins: match var("CORS_ALLOWED_ORIGINS") {
+                    None => Vec::new(),
+                    Some(v) => v
+                        .split(',')
+                        .filter(|o| !o.trim().is_empty())
+                        .map(|o| o.parse())
+                        .collect::<Result<_, String>>()
+                        .map_err(|e| ConfigError(format!("CORS_ALLOWED_ORIGINS: {e}")))?,
+                },
+                check_websocket_origin: parsed("WS_CHECK_ORIGIN", false)?,
             },
             rates: RateSettings {
                 requests: crate::ratelimit::BucketSpec {
@@ -880,6 +972,65 @@ fn percent_decode(text: &str) -> Option<String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn an_allowed_origin_matches_only_what_a_browser_on_it_sends() {
+        let exact: AllowedOrigin = "https://terminal.example.com".parse().unwrap();
+        assert!(exact.matches("https://terminal.example.com"));
+        for other in [
+            "http://terminal.example.com",
+            "https://terminal.example.com:8443",
+            "https://terminal.example.com.evil.io",
+            "https://evil.io",
+            "null",
+            "",
+        ] {
+            assert!(!exact.matches(other), "{other}");
+        }
+        let any_port: AllowedOrigin = "http://127.0.0.1:*".parse().unwrap();
+        for ok in [
+            "http://127.0.0.1",
+            "http://127.0.0.1:3000",
+            "http://127.0.0.1:65535",
+        ] {
+            assert!(any_port.matches(ok), "{ok}");
+        }
+        for other in [
+            "http://127.0.0.1:",
+            "http://127.0.0.1:3000x",
+            "http://127.0.0.1.evil.io",
+            "http://127.0.0.10:3000",
+            "https://127.0.0.1:3000",
+        ] {
+            assert!(!any_port.matches(other), "{other}");
+        }
+    }
+
+    #[test]
+    fn an_origin_that_no_browser_sends_is_refused_at_start() {
+        for bad in [
+            "terminal.example.com",
+            "ftp://x.io",
+            "https://x.io/",
+            "https://X.io",
+            "https://",
+            "*",
+            "https://x.io/path",
+        ] {
+            assert!(bad.parse::<AllowedOrigin>().is_err(), "{bad}");
+        }
+        let settings = CorsSettings {
+            allowed_origins: vec![
+                "https://a.io".parse().unwrap(),
+                "http://localhost:*".parse().unwrap(),
+            ],
+            check_websocket_origin: false,
+        };
+        assert!(settings.allows("https://a.io"));
+        assert!(settings.allows("http://localhost:5173"));
+        assert!(!settings.allows("https://b.io"));
+        assert!(!CorsSettings::default().allows("https://a.io"));
+    }
 
     fn source() -> DatabaseSecretSource {
         DatabaseSecretSource {

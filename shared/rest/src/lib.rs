@@ -10,6 +10,8 @@
     deny(clippy::unwrap_used, clippy::expect_used, clippy::string_slice)
 )]
 
+pub mod cors;
+
 use adapters::auth::Credentials;
 use app::ApiError;
 use chrono::{DateTime, Datelike, NaiveDate, Utc};
