@@ -20,6 +20,9 @@ them, and close one race:
   receive reads which groups are in flight, then marks its messages, without one, so two
   pollers receiving at once could each take a message of the same group (SQS never hands
   out a group's next message while one is in flight; the executor relies on it);
+- a send finds the newest queued message of its deduplication id instead of comparing with
+  every queued message, and the server lists moto's modules once, not under its lock on
+  every request (every request waited for that lock: half the samples of a profile);
 - a long poll waits for a new message (or 20 ms) between passes, outside that lock,
   instead of spinning while every visible message belongs to a group in flight.
 
@@ -32,6 +35,7 @@ import threading
 import time
 from collections.abc import Mapping
 
+from moto import backends as moto_backends
 from moto.server import main
 from moto.sqs import models
 from moto.sqs.exceptions import ReceiptHandleIsInvalid
@@ -130,6 +134,31 @@ def delete_message(self, receipt_handle):
         self._messages = [m for m in self._messages if m is not message]
 
 
+original_add_message = models.Queue.add_message
+
+
+def add_message(self, message):
+    # moto compares the new message's deduplication id with every queued message's; the
+    # newest queued message of an id decides alone (an older one of the same id was sent
+    # longer before), so it is looked up instead.
+    if self.lambda_event_source_mappings or not self.fifo_queue:
+        return original_add_message(self, message)
+    if self.content_based_deduplication or message.deduplication_id:
+        newest = self.__dict__.setdefault("_newest_by_dedup_id", {})
+        prior = newest.get(message.deduplication_id)
+        if (
+            prior is not None
+            and prior in self._messages
+            and (message.sent_timestamp - prior.sent_timestamp) / 1000
+            < models.DEDUPLICATION_TIME_IN_SECONDS
+        ):
+            return
+        newest[message.deduplication_id] = message
+    with self._messages_lock:
+        self._messages.append(message)
+        self._messages_lock.notify_all()
+
+
 original_receive_message = models.SQSBackend.receive_message
 
 
@@ -166,6 +195,14 @@ def change_message_visibility(self, queue_name, receipt_handle, visibility_timeo
         )
 
 
+def list_of_moto_modules():
+    return MOTO_MODULES
+
+
+# moto's server lists its package's directories, under the lock every request takes, to find
+# the request's service: once is enough (they do not change while it runs).
+MOTO_MODULES = tuple(moto_backends.list_of_moto_modules())
+
 # moto's own, kept for tests/python/test_moto_server.py to compare against.
 ORIGINAL_ATTRIBUTES = models.Queue.attributes
 
@@ -176,6 +213,8 @@ models.SQSBackend.get_queue_attributes = get_queue_attributes
 models.Message.had_receipt_handle = had_receipt_handle
 models.Message.mark_received = mark_received
 models.Queue.delete_message = delete_message
+models.Queue.add_message = add_message
+moto_backends.list_of_moto_modules = list_of_moto_modules
 models.SQSBackend.receive_message = receive_message
 models.SQSBackend.change_message_visibility = change_message_visibility
 

@@ -212,3 +212,36 @@ def test_pollers_receiving_at_once_never_hold_two_messages_of_a_group():
         t.join()
     assert overlaps == []
     assert all(seen[g] == list(range(per_group)) for g in range(groups)), seen
+
+
+@mock_aws
+def test_deduplication_is_moto_s():
+    sqs = client()
+    url = sqs.create_queue(QueueName="d.fifo", Attributes={"FifoQueue": "true"})["QueueUrl"]
+    for body in ("first", "again"):
+        sqs.send_message(
+            QueueUrl=url, MessageBody=body, MessageGroupId="g", MessageDeduplicationId="x"
+        )
+    sqs.send_message(
+        QueueUrl=url, MessageBody="other", MessageGroupId="g", MessageDeduplicationId="y"
+    )
+    got = sqs.receive_message(QueueUrl=url, MaxNumberOfMessages=10)["Messages"]
+    assert [m["Body"] for m in got] == ["first", "other"]
+    # moto forgets an id with its message (SQS would keep it five minutes).
+    sqs.delete_message(QueueUrl=url, ReceiptHandle=got[0]["ReceiptHandle"])
+    sqs.send_message(
+        QueueUrl=url, MessageBody="after", MessageGroupId="h", MessageDeduplicationId="x"
+    )
+    sqs.send_message(
+        QueueUrl=url, MessageBody="dropped", MessageGroupId="h", MessageDeduplicationId="y"
+    )
+    assert backend_queue("d.fifo").attributes["ApproximateNumberOfMessages"] == 1
+
+    content = sqs.create_queue(
+        QueueName="c.fifo",
+        Attributes={"FifoQueue": "true", "ContentBasedDeduplication": "true"},
+    )["QueueUrl"]
+    for body in ("same", "same", "different"):
+        sqs.send_message(QueueUrl=content, MessageBody=body, MessageGroupId="g")
+    got = sqs.receive_message(QueueUrl=content, MaxNumberOfMessages=10)["Messages"]
+    assert [m["Body"] for m in got] == ["same", "different"]
