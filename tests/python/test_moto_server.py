@@ -34,6 +34,14 @@ def client():
     )
 
 
+def content_fifo(sqs, name):
+    """A FIFO queue with content-based deduplication: its URL."""
+    return sqs.create_queue(
+        QueueName=name,
+        Attributes={"FifoQueue": "true", "ContentBasedDeduplication": "true"},
+    )["QueueUrl"]
+
+
 def backend_queue(name):
     return models.sqs_backends["123456789012"]["us-east-1"].get_queue(name)
 
@@ -82,10 +90,7 @@ def test_attributes_are_moto_s_own_for_every_kind_of_queue():
 @mock_aws
 def test_a_fifo_group_in_flight_holds_its_later_messages_back():
     sqs = client()
-    url = sqs.create_queue(
-        QueueName="q.fifo",
-        Attributes={"FifoQueue": "true", "ContentBasedDeduplication": "true"},
-    )["QueueUrl"]
+    url = content_fifo(sqs, "q.fifo")
     for body, group in (("a1", "a"), ("a2", "a"), ("b1", "b")):
         sqs.send_message(QueueUrl=url, MessageBody=body, MessageGroupId=group)
     first = sqs.receive_message(QueueUrl=url, MaxNumberOfMessages=10, VisibilityTimeout=30)
@@ -115,10 +120,7 @@ def test_a_fifo_group_in_flight_holds_its_later_messages_back():
 @mock_aws
 def test_a_long_poll_with_only_blocked_messages_wakes_for_a_new_one():
     sqs = client()
-    url = sqs.create_queue(
-        QueueName="w.fifo",
-        Attributes={"FifoQueue": "true", "ContentBasedDeduplication": "true"},
-    )["QueueUrl"]
+    url = content_fifo(sqs, "w.fifo")
     sqs.send_message(QueueUrl=url, MessageBody="a1", MessageGroupId="a")
     sqs.send_message(QueueUrl=url, MessageBody="a2", MessageGroupId="a")
     held = sqs.receive_message(QueueUrl=url, MaxNumberOfMessages=1, VisibilityTimeout=30)
@@ -150,10 +152,7 @@ def test_an_earlier_receipt_handle_still_deletes_its_message():
 @mock_aws
 def test_pollers_receiving_at_once_never_hold_two_messages_of_a_group():
     sqs = client()
-    url = sqs.create_queue(
-        QueueName="race.fifo",
-        Attributes={"FifoQueue": "true", "ContentBasedDeduplication": "true"},
-    )["QueueUrl"]
+    url = content_fifo(sqs, "race.fifo")
     groups, per_group = 12, 15
     for n in range(per_group):
         sqs.send_message_batch(
@@ -237,10 +236,7 @@ def test_deduplication_is_moto_s():
     )
     assert backend_queue("d.fifo").attributes["ApproximateNumberOfMessages"] == 1
 
-    content = sqs.create_queue(
-        QueueName="c.fifo",
-        Attributes={"FifoQueue": "true", "ContentBasedDeduplication": "true"},
-    )["QueueUrl"]
+    content = content_fifo(sqs, "c.fifo")
     for body in ("same", "same", "different"):
         sqs.send_message(QueueUrl=content, MessageBody=body, MessageGroupId="g")
     got = sqs.receive_message(QueueUrl=content, MaxNumberOfMessages=10)["Messages"]

@@ -53,6 +53,19 @@ async fn preflight(deps: &api::Deps, path: &str, origin: &str, method: &str) -> 
     .await
 }
 
+/// `GET /v2/account` from a page on `origin`.
+async fn account_from(deps: &api::Deps, auth: &Auth, origin: &str) -> Answer {
+    call_with_headers(
+        deps,
+        Method::GET,
+        "/v2/account",
+        auth,
+        None,
+        &[("origin", origin)],
+    )
+    .await
+}
+
 /// The api's paths in its OpenAPI document, parameters filled in.
 fn documented_paths() -> Vec<String> {
     let paths: Vec<String> = api::OPENAPI_YAML
@@ -135,15 +148,7 @@ async fn a_refused_origin_gets_a_403_and_no_cors_headers() {
 async fn answers_to_an_allowed_origin_are_readable_by_its_scripts_and_others_are_not() {
     let deps = deps_allowing(TERMINAL).await;
     let alice = user(&deps, dec!(1000)).await;
-    let r = call_with_headers(
-        &deps,
-        Method::GET,
-        "/v2/account",
-        &alice.key(),
-        None,
-        &[("origin", TERMINAL)],
-    )
-    .await;
+    let r = account_from(&deps, &alice.key(), TERMINAL).await;
     assert_eq!(r.status, 200, "{r:?}");
     assert_eq!(header(&r, "access-control-allow-origin"), Some(TERMINAL));
     assert_eq!(
@@ -153,28 +158,12 @@ async fn answers_to_an_allowed_origin_are_readable_by_its_scripts_and_others_are
     assert_eq!(header(&r, "vary"), Some("Origin"));
     assert!(header(&r, "access-control-allow-credentials").is_none());
     // An error is readable too: the terminal shows the rule it broke.
-    let r = call_with_headers(
-        &deps,
-        Method::GET,
-        "/v2/account",
-        &Auth::None,
-        None,
-        &[("origin", TERMINAL)],
-    )
-    .await;
+    let r = account_from(&deps, &Auth::None, TERMINAL).await;
     assert_eq!((r.status, r.code()), (401, "unauthorized"), "{r:?}");
     assert_eq!(header(&r, "access-control-allow-origin"), Some(TERMINAL));
     // CORS is not authorization: another origin is served, without the headers its
     // scripts would need to read the answer.
-    let r = call_with_headers(
-        &deps,
-        Method::GET,
-        "/v2/account",
-        &alice.key(),
-        None,
-        &[("origin", "https://evil.example.com")],
-    )
-    .await;
+    let r = account_from(&deps, &alice.key(), "https://evil.example.com").await;
     assert_eq!(r.status, 200, "{r:?}");
     assert!(cors_headers(&r).is_empty(), "{r:?}");
     assert_eq!(header(&r, "vary"), Some("Origin"));

@@ -8,7 +8,8 @@ mod common;
 use adapters::cache::Cache;
 use api::Deps;
 use common::{
-    assert_nothing_enqueued, call, closed_port, drain, queue_down, resting_buy, user, Auth,
+    assert_nothing_enqueued, call, closed_port, drain, queue_down, resting_buy, sqs_silent_client,
+    user, Auth,
 };
 use domain::order::{order_id_for, OrderRef, OrderStatus};
 use lambda_http::http::Method;
@@ -27,6 +28,39 @@ async fn with_sqs_down(deps: &Deps) -> Deps {
         queue_down(deps).await,
     )
     .expect("deps")
+}
+
+/// Found by the chaos suite's queue pause: moto stopped (SIGSTOP) for 30 s accepted the
+/// api's connections and never answered, and every order placed meanwhile hung until API
+/// Gateway answered 504 at 29 s. The SDK's calls are bounded now (`adapters::aws`).
+#[tokio::test]
+async fn a_queue_that_never_answers_is_a_503_within_the_sdk_s_bounds_not_a_hang() {
+    let deps = testkit::app_deps().await;
+    let silent = Deps::with(
+        deps.config.clone(),
+        testkit::ledger().await,
+        Cache::new(&deps.config.redis.url, &deps.config.redis.key_prefix).expect("cache"),
+        adapters::queue::CommandQueue::from_client(deps.queue.url(), sqs_silent_client().await),
+    )
+    .expect("deps");
+    let alice = user(&deps, dec!(100000)).await;
+    put_quote(&deps.cache, "BTCUSDT", dec!(60000), dec!(60000.5)).await;
+    let order = json!({"symbol": "BTCUSDT", "qty": "0.01", "side": "buy", "type": "limit", "time_in_force": "gtc", "limit_price": "50000"});
+    // Well past the SDK's bound (5 s) and short of API Gateway's 29 s: a hang fails here.
+    let r = tokio::time::timeout(
+        std::time::Duration::from_secs(20),
+        call(
+            &silent,
+            Method::POST,
+            "/v2/orders",
+            &alice.key(),
+            Some(&order),
+        ),
+    )
+    .await
+    .expect("an answer before API Gateway would give up");
+    r.expect_unavailable("place with a silent queue");
+    assert_nothing_enqueued(&deps, alice.account_id, "place with a silent queue").await;
 }
 
 #[tokio::test]

@@ -248,7 +248,7 @@ where
 /// the client and the queue URL.
 pub async fn fifo_queue(stem: &str) -> (aws_sdk_sqs::Client, String) {
     let endpoint = service_env("AWS_ENDPOINT_URL");
-    let config = aws_config::load_defaults(aws_config::BehaviorVersion::latest()).await;
+    let config = adapters::aws::config_loader().load().await;
     let client = aws_sdk_sqs::Client::new(&config);
     let url = client
         .create_queue()

@@ -109,6 +109,36 @@ pub enum Answer {
     GaveUp,
 }
 
+/// Spaces the clients' actions to at most a given rate in all: the rate the local stack
+/// applies with room to catch up after an outage (unpaced, 48 clients send about 200
+/// commands a second, twice what one machine's executor and moto apply, and the queue
+/// only grows).
+pub struct Pacer {
+    next: std::sync::Mutex<tokio::time::Instant>,
+    gap: Duration,
+}
+
+impl Pacer {
+    /// `per_sec` actions a second (`None` for 0: unpaced).
+    pub fn new(per_sec: u32) -> Option<Pacer> {
+        (per_sec > 0).then(|| Pacer {
+            next: std::sync::Mutex::new(tokio::time::Instant::now()),
+            gap: Duration::from_secs(1) / per_sec,
+        })
+    }
+
+    /// Waits for the next action's turn.
+    pub async fn turn(&self) {
+        let at = {
+            let mut next = self.next.lock().unwrap_or_else(|e| e.into_inner());
+            let at = (*next).max(tokio::time::Instant::now());
+            *next = at + self.gap;
+            at
+        };
+        tokio::time::sleep_until(at).await;
+    }
+}
+
 /// The shared state of the clients.
 pub struct Clients {
     pub stack: Arc<Stack>,
@@ -298,111 +328,83 @@ impl Clients {
             (p * (Decimal::from(10_000 + bps)) / Decimal::from(10_000)).round_dp(2)
         };
         let roll = rng.random_range(0..100);
-        match roll {
-            0..=19 => {
-                self.place(
-                    account,
-                    "market",
-                    order(m.symbol, qty, "buy", "market", json!({})),
-                )
-                .await;
-            }
-            20..=27 => {
-                self.place(
-                    account,
-                    "market",
-                    order(m.symbol, qty, "sell", "market", json!({})),
-                )
-                .await;
-            }
+        // A new order: (how it was placed, side, type, the fields its type needs).
+        let new_order = match roll {
+            0..=19 => Some(("market", "buy", "market", json!({}))),
+            20..=27 => Some(("market", "sell", "market", json!({}))),
             28..=37 => {
                 let limit = pct(ask, -rng.random_range(0..150));
-                self.place(
-                    account,
+                Some((
                     "limit",
-                    order(
-                        m.symbol,
-                        qty,
-                        "buy",
-                        "limit",
-                        json!({"limit_price": limit.to_string()}),
-                    ),
-                )
-                .await;
+                    "buy",
+                    "limit",
+                    json!({"limit_price": limit.to_string()}),
+                ))
             }
             38..=41 => {
                 let limit = pct(bid, rng.random_range(0..150));
-                self.place(
-                    account,
+                Some((
                     "limit",
-                    order(
-                        m.symbol,
-                        qty,
-                        "sell",
-                        "limit",
-                        json!({"limit_price": limit.to_string()}),
-                    ),
-                )
-                .await;
+                    "sell",
+                    "limit",
+                    json!({"limit_price": limit.to_string()}),
+                ))
             }
             42..=45 => {
                 let stop = pct(bid, -rng.random_range(20..150));
-                self.place(
-                    account,
+                Some((
                     "stop",
-                    order(
-                        m.symbol,
-                        qty,
-                        "sell",
-                        "stop",
-                        json!({"stop_price": stop.to_string()}),
-                    ),
-                )
-                .await;
+                    "sell",
+                    "stop",
+                    json!({"stop_price": stop.to_string()}),
+                ))
             }
             46..=49 => {
                 let stop = pct(ask, rng.random_range(20..150));
-                self.place(
-                    account,
+                Some((
                     "stop",
-                    order(
-                        m.symbol,
-                        qty,
-                        "buy",
-                        "stop",
-                        json!({"stop_price": stop.to_string()}),
-                    ),
-                )
-                .await;
+                    "buy",
+                    "stop",
+                    json!({"stop_price": stop.to_string()}),
+                ))
             }
-            50..=53 => {
-                self.place(
-                    account,
-                    "trailing_stop",
-                    order(
-                        m.symbol,
-                        qty,
-                        "sell",
-                        "trailing_stop",
-                        json!({"trail_percent": "0.5"}),
-                    ),
-                )
-                .await;
-            }
+            50..=53 => Some((
+                "trailing_stop",
+                "sell",
+                "trailing_stop",
+                json!({"trail_percent": "0.5"}),
+            )),
             54..=58 => {
                 let tp = pct(ask, rng.random_range(30..150));
                 let sl = pct(bid, -rng.random_range(30..150));
                 let sl_limit = pct(sl, -20);
-                self.place(account, "bracket", order(m.symbol, qty, "buy", "market", json!({"order_class": "bracket", "take_profit": {"limit_price": tp.to_string()}, "stop_loss": {"stop_price": sl.to_string(), "limit_price": sl_limit.to_string()}}))).await;
+                Some((
+                    "bracket",
+                    "buy",
+                    "market",
+                    json!({"order_class": "bracket", "take_profit": {"limit_price": tp.to_string()}, "stop_loss": {"stop_price": sl.to_string(), "limit_price": sl_limit.to_string()}}),
+                ))
             }
             59..=61 => {
                 let tp = pct(bid, rng.random_range(30..150));
                 let sl = pct(bid, -rng.random_range(30..150));
-                self.place(account, "oco", order(m.symbol, qty, "sell", "limit", json!({"order_class": "oco", "take_profit": {"limit_price": tp.to_string()}, "stop_loss": {"stop_price": sl.to_string()}}))).await;
+                Some((
+                    "oco",
+                    "sell",
+                    "limit",
+                    json!({"order_class": "oco", "take_profit": {"limit_price": tp.to_string()}, "stop_loss": {"stop_price": sl.to_string()}}),
+                ))
             }
-            62..=69 => self.replace(account, rng).await,
-            70..=77 => self.cancel(account, rng).await,
-            78..=79 => {
+            _ => None,
+        };
+        match (roll, new_order) {
+            (_, Some((via, side, kind, extra))) => {
+                self.place(account, via, order(m.symbol, qty, side, kind, extra))
+                    .await;
+            }
+            (62..=69, None) => self.replace(account, rng).await,
+            (70..=77, None) => self.cancel(account, rng).await,
+            (78..=79, None) => {
                 self.command(
                     account,
                     Method::DELETE,
@@ -413,10 +415,10 @@ impl Clients {
                 .await;
                 account.open.clear();
             }
-            80..=82 => self.close(account, m.symbol).await,
-            83..=88 => self.alert(account, rng, m, qty).await,
-            89 => self.kill_switch(account).await,
-            _ => {
+            (80..=82, None) => self.close(account, m.symbol).await,
+            (83..=88, None) => self.alert(account, rng, m, qty).await,
+            (89, None) => self.kill_switch(account).await,
+            (_, None) => {
                 let path = [
                     "/v2/account",
                     "/v2/positions",

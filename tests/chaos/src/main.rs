@@ -32,6 +32,10 @@ struct Args {
     /// Concurrent clients.
     #[arg(long, default_value_t = 48)]
     workers: usize,
+    /// Client actions a second in all (0: as fast as the clients go). 70 sent 81,000
+    /// commands in 25 minutes (outages slow the clients down); 90 aims at 100,000.
+    #[arg(long, default_value_t = 90)]
+    actions_per_sec: u32,
     /// Seconds of load.
     #[arg(long, default_value_t = 1500)]
     duration_secs: u64,
@@ -54,11 +58,11 @@ struct Args {
     /// No faults at all (a baseline).
     #[arg(long)]
     no_faults: bool,
-    /// The bounded run of `make test`: 40 accounts, 10 clients, 2 api and 2 executor
-    /// instances, 100 s, outages of 6 s.
+    /// The bounded run of `make test`: 40 accounts, 10 clients unpaced, 2 api and 2
+    /// executor instances, 100 s, outages of 6 s.
     #[arg(long)]
     smoke: bool,
-    /// `make soak`: 200 accounts, 16 clients, 30 minutes of steady load without faults,
+    /// `make soak`: 200 accounts, 16 clients, 40 actions a second for 30 minutes, no faults,
     /// sampled every 10 s into reliability/soak.csv and plotted into reliability/soak.png.
     #[arg(long)]
     soak: bool,
@@ -84,6 +88,7 @@ async fn main() {
         args.workers = 10;
         args.api_instances = 2;
         args.executor_instances = 2;
+        args.actions_per_sec = 0;
         args.duration_secs = 100;
         args.outage_secs = 6;
         args.executor_kill_every_secs = 30;
@@ -91,6 +96,7 @@ async fn main() {
     if args.soak {
         args.accounts = 200;
         args.workers = 16;
+        args.actions_per_sec = 40;
         args.duration_secs = 1800;
         args.no_faults = true;
     }
@@ -235,13 +241,18 @@ async fn run(args: Args) -> anyhow::Result<bool> {
     for (i, a) in accounts.into_iter().enumerate() {
         owned[i % args.workers].push(a);
     }
+    let pacer = Arc::new(chaos::driver::Pacer::new(args.actions_per_sec));
     let mut workers = Vec::new();
     for (w, mut mine) in owned.into_iter().enumerate() {
         let (clients, prices, stop) = (clients.clone(), prices.clone(), stop_load.clone());
+        let pacer = pacer.clone();
         let seed = args.seed.wrapping_mul(1_000_003).wrapping_add(w as u64);
         workers.push(tokio::spawn(async move {
             let mut rng = StdRng::seed_from_u64(seed);
             while !mine.is_empty() && !stop.load(Ordering::Relaxed) && Instant::now() < load_until {
+                if let Some(p) = pacer.as_ref() {
+                    p.turn().await;
+                }
                 let i = rng.random_range(0..mine.len());
                 clients.act(&mut mine[i], &mut rng, &prices).await;
                 tokio::time::sleep(Duration::from_millis(rng.random_range(0..20))).await;
@@ -400,6 +411,7 @@ async fn run(args: Args) -> anyhow::Result<bool> {
         accounts: accounts.len(),
         workers: args.workers,
         instances: (args.api_instances, args.executor_instances),
+        actions_per_sec: args.actions_per_sec,
         duration_secs: args.duration_secs,
         outage_secs: args.outage_secs,
         faults: faults.iter().map(|f| f.name()).collect(),

@@ -16,6 +16,8 @@ pub struct RunInfo {
     pub workers: usize,
     /// api and executor instances (the executor's each with an SQS poller).
     pub instances: (usize, usize),
+    /// The clients' actions a second in all (0: unpaced).
+    pub actions_per_sec: u32,
     pub duration_secs: u64,
     pub outage_secs: u64,
     pub faults: Vec<&'static str>,
@@ -75,8 +77,8 @@ pub fn markdown(
     let _ = writeln!(s, "## `make chaos`\n");
     let _ = writeln!(
         s,
-        "Machine: {}. Command: `{}`. Seed {}. {} accounts, {} client workers, {} api and {} executor instances, {} s of load, outages of {} s.\n",
-        info.machine, info.command, info.seed, info.accounts, info.workers, info.instances.0, info.instances.1, info.duration_secs, info.outage_secs
+        "Machine: {}. Command: `{}`. Seed {}. {} accounts, {} client workers ({}), {} api and {} executor instances, {} s of load, outages of {} s.\n",
+        info.machine, info.command, info.seed, info.accounts, info.workers, pace(info.actions_per_sec), info.instances.0, info.instances.1, info.duration_secs, info.outage_secs
     );
     let _ = writeln!(s, "| figure | value |\n|---|---|");
     let rows = [
@@ -192,12 +194,13 @@ pub fn soak_markdown(
     let _ = writeln!(s, "## `make soak`\n");
     let _ = writeln!(
         s,
-        "Machine: {}. Command: `{}`. Seed {}. {} accounts, {} client workers, {} s of steady mixed load (no faults), sampled every 10 s: [{}]({}), plotted below.\n",
+        "Machine: {}. Command: `{}`. Seed {}. {} accounts, {} client workers ({}), {} s of steady mixed load (no faults), sampled every 10 s: [{}]({}), plotted below.\n",
         info.machine,
         info.command,
         info.seed,
         info.accounts,
         info.workers,
+        pace(info.actions_per_sec),
         info.duration_secs,
         csv.display(),
         csv.display()
@@ -248,4 +251,12 @@ pub fn soak_markdown(
         }
     }
     s
+}
+
+/// How the clients were paced, in words.
+fn pace(actions_per_sec: u32) -> String {
+    match actions_per_sec {
+        0 => "unpaced".into(),
+        n => format!("{n} actions a second in all"),
+    }
 }

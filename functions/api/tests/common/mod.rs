@@ -187,9 +187,36 @@ pub fn postgres_down() -> adapters::ledger::Ledger {
 /// An SQS client of an endpoint that is down (no retries: the first refusal is the answer).
 pub async fn sqs_down_client() -> aws_sdk_sqs::Client {
     let endpoint = format!("http://127.0.0.1:{}", closed_port());
-    let config = aws_config::defaults(aws_config::BehaviorVersion::latest())
+    let config = adapters::aws::config_loader()
         .endpoint_url(&endpoint)
         .retry_config(aws_config::retry::RetryConfig::disabled())
+        .load()
+        .await;
+    aws_sdk_sqs::Client::new(&config)
+}
+
+/// A port on loopback whose listener accepts every connection and never answers (a paused
+/// or black-holed dependency), for as long as the test's runtime lives.
+pub async fn silent_port() -> u16 {
+    let l = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("a free port");
+    let port = l.local_addr().expect("its address").port();
+    tokio::spawn(async move {
+        let mut held = Vec::new();
+        while let Ok((stream, _)) = l.accept().await {
+            held.push(stream);
+        }
+    });
+    port
+}
+
+/// An SQS client with the production configuration (its time bounds and retries) of an
+/// endpoint that accepts and never answers.
+pub async fn sqs_silent_client() -> aws_sdk_sqs::Client {
+    let endpoint = format!("http://127.0.0.1:{}", silent_port().await);
+    let config = adapters::aws::config_loader()
+        .endpoint_url(&endpoint)
         .load()
         .await;
     aws_sdk_sqs::Client::new(&config)
