@@ -263,6 +263,7 @@ mod tests {
             &Update::Trade {
                 symbol: "BTCUSDT",
                 price: d("10.5"),
+                print: None,
             },
             1,
         );

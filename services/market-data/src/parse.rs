@@ -20,8 +20,21 @@ pub enum Update<'a> {
         bid: Decimal,
         ask: Decimal,
     },
-    /// Last trade price from `<sym>@trade` (or `@aggTrade`).
-    Trade { symbol: &'a str, price: Decimal },
+    /// Last trade price from `<sym>@trade` (or `@aggTrade`), with what the bars need when
+    /// the message has it.
+    Trade {
+        symbol: &'a str,
+        price: Decimal,
+        print: Option<Print>,
+    },
+}
+
+/// A trade's quantity and exchange time (`q`, `T`): what builds the bars. Absent when the
+/// message lacks either or has one out of range (the price still counts).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Print {
+    pub qty: Decimal,
+    pub time_ms: i64,
 }
 
 impl<'a> Update<'a> {
@@ -113,6 +126,29 @@ struct Data<'a> {
     a: MaybeStr<'a>,
     #[serde(borrow, default)]
     p: MaybeStr<'a>,
+    #[serde(borrow, default)]
+    q: MaybeStr<'a>,
+    /// The trade's time (ms); anything but an integer is no time.
+    #[serde(rename = "T", default, deserialize_with = "lenient_ms")]
+    trade_ms: Option<i64>,
+}
+
+fn lenient_ms<'de, D: Deserializer<'de>>(d: D) -> Result<Option<i64>, D::Error> {
+    let v = serde_json::Value::deserialize(d)?;
+    Ok(v.as_i64())
+}
+
+/// A trade's print, if its quantity is a positive decimal within the domain's range and it
+/// has a time.
+fn print(q: Option<&str>, time_ms: Option<i64>) -> Option<Print> {
+    let qty = Decimal::from_str_exact(q?).ok()?;
+    let in_range = qty > Decimal::ZERO
+        && qty <= domain::decimal::MAX_ABS
+        && qty.normalize().scale() <= domain::decimal::MAX_SCALE;
+    Some(Print {
+        qty: in_range.then_some(qty)?,
+        time_ms: time_ms.filter(|t| *t > 0)?,
+    })
 }
 
 #[derive(Deserialize, Default)]
@@ -256,6 +292,7 @@ fn parse_full(text: &str) -> Result<Parsed<'_>, ParseError> {
         Kind::Trade => Update::Trade {
             symbol,
             price: price(stream, "p", data.p.0)?,
+            print: print(data.q.0, data.trade_ms),
         },
     }))
 }
@@ -292,9 +329,35 @@ mod tests {
             u,
             Update::Trade {
                 symbol: "BTCUSDT",
-                price: "61837.63000000".parse().unwrap()
+                price: "61837.63000000".parse().unwrap(),
+                print: Some(Print {
+                    qty: "0.02".parse().unwrap(),
+                    time_ms: 1723161255342
+                }),
             }
         );
+    }
+
+    #[test]
+    fn a_trade_without_a_usable_print_still_has_its_price() {
+        for frame in [
+            r#"{"stream":"btcusdt@trade","data":{"s":"BTCUSDT","p":"10","q":"0","T":5}}"#,
+            r#"{"stream":"btcusdt@trade","data":{"s":"BTCUSDT","p":"10","q":"-1","T":5}}"#,
+            r#"{"stream":"btcusdt@trade","data":{"s":"BTCUSDT","p":"10","q":"1e3","T":5}}"#,
+            r#"{"stream":"btcusdt@trade","data":{"s":"BTCUSDT","p":"10","q":"1","T":"5"}}"#,
+            r#"{"stream":"btcusdt@trade","data":{"s":"BTCUSDT","p":"10","q":"1","T":-5}}"#,
+            r#"{"stream":"btcusdt@trade","data":{"s":"BTCUSDT","p":"10","q":"1"}}"#,
+            r#"{"stream":"btcusdt@trade","data":{"s":"BTCUSDT","p":"10","T":5}}"#,
+            r#"{"stream":"btcusdt@trade","data":{"s":"BTCUSDT","p":"10","q":"10000000000000000","T":5}}"#,
+        ] {
+            match parse(frame) {
+                Ok(Some(Update::Trade { price, print, .. })) => {
+                    assert_eq!(price, Decimal::TEN, "{frame}");
+                    assert_eq!(print, None, "{frame}");
+                }
+                other => panic!("{frame}: {other:?}"),
+            }
+        }
     }
 
     #[test]

@@ -13,6 +13,7 @@
 
 pub mod accounting;
 pub mod amount;
+pub mod bar;
 pub mod catalog;
 pub mod command;
 pub mod decimal;
