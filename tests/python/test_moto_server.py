@@ -14,10 +14,19 @@ import time
 from pathlib import Path
 
 import boto3
+import pytest
 from moto import mock_aws
 from moto.sqs import models
 
 REPO = Path(__file__).resolve().parents[2]
+
+
+@pytest.fixture(autouse=True)
+def in_process_moto(monkeypatch):
+    """The tests' clients reach the in-process moto: with `make test`'s AWS_ENDPOINT_URL
+    they would reach the services' moto server instead."""
+    monkeypatch.delenv("AWS_ENDPOINT_URL", raising=False)
+    monkeypatch.delenv("AWS_ENDPOINT_URL_SQS", raising=False)
 spec = importlib.util.spec_from_file_location(
     "moto_server", REPO / "infra" / "scripts" / "moto_server.py"
 )

@@ -10,8 +10,8 @@ use serde::Serialize;
 
 /// `ANY /{proxy+}`: every REST request that no other resource takes, to `api`.
 pub const API_PROXY_RESOURCE: &str = "/{proxy+}";
-/// `GET /health`, to `api` (API Gateway's `/{proxy+}` does not match the bare resource
-/// the template declares for it, so it is a route of its own there).
+/// `GET /health` and `OPTIONS /health`, to `api` (API Gateway's `/{proxy+}` does not match
+/// the bare resource the template declares for it, so it is a route of its own there).
 pub const API_HEALTH_RESOURCE: &str = "/health";
 /// `POST /v2/hooks/tradingview/{webhook_id}`, to `webhook`.
 pub const WEBHOOK_RESOURCE: &str = "/v2/hooks/tradingview/{webhook_id}";
@@ -60,6 +60,12 @@ pub fn topology() -> Topology {
             },
             RestRoute {
                 method: "GET",
+                path: API_HEALTH_RESOURCE,
+                function: "api",
+            },
+            // Its CORS preflight, which the api answers as every other route's.
+            RestRoute {
+                method: "OPTIONS",
                 path: API_HEALTH_RESOURCE,
                 function: "api",
             },
