@@ -8,7 +8,6 @@
 
 use std::fmt;
 use std::str::FromStr;
-use std::time::Duration;
 
 use rust_decimal::Decimal;
 
@@ -553,9 +552,6 @@ const SSL_MODES: [&str; 6] = [
     "verify-ca",
     "verify-full",
 ];
-/// Bounds the Secrets Manager call, so a function without a route to the service fails at
-/// start with a clear error instead of hanging until its timeout.
-const SECRETS_OPERATION_TIMEOUT: Duration = Duration::from_secs(5);
 
 impl DatabaseSource {
     /// `DATABASE_SECRET_ARN` set: a secret source with `DATABASE_HOST`, `DATABASE_PORT`,
@@ -616,17 +612,11 @@ impl fmt::Debug for DatabaseSource {
     }
 }
 
-/// A Secrets Manager client from the default AWS configuration, with a bounded call time.
+/// A Secrets Manager client from the default AWS configuration, whose time bounds
+/// (`crate::aws::timeouts`) make a function without a route to the service fail at start
+/// with a clear error instead of hanging until its timeout.
 pub async fn secrets_client() -> aws_sdk_secretsmanager::Client {
-    let shared = crate::aws::sdk_config().await;
-    let config = aws_sdk_secretsmanager::config::Builder::from(shared)
-        .timeout_config(
-            aws_config::timeout::TimeoutConfig::builder()
-                .operation_timeout(SECRETS_OPERATION_TIMEOUT)
-                .build(),
-        )
-        .build();
-    aws_sdk_secretsmanager::Client::from_conf(config)
+    aws_sdk_secretsmanager::Client::new(crate::aws::sdk_config().await)
 }
 
 impl DatabaseSecretSource {
